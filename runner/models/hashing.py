@@ -1,0 +1,87 @@
+"""sha256 of weight files, remembered in a small index so a 7 GB checkpoint is read once. No torch here."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+INDEX_ENV = "SDBAKE_HASH_INDEX"
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def index_path() -> Path:
+    """Where the hash index lives: $SDBAKE_HASH_INDEX, else ~/.cache/sdbake/hash-index.json."""
+    override = os.environ.get(INDEX_ENV)
+    return Path(override) if override else Path.home() / ".cache" / "sdbake" / "hash-index.json"
+
+
+def short_hash(sha256: str) -> str:
+    """A1111's `Model hash`: the first 10 hex characters of the file's sha256."""
+    return sha256[:10]
+
+
+def _file_identity(path: Path) -> tuple[str, int, int]:
+    # A file whose size and mtime are unchanged is taken as unchanged, as build tools do.
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def _index_key(identity: tuple[str, int, int]) -> str:
+    abs_path, size_bytes, mtime_ns = identity
+    return f"{abs_path}|{size_bytes}|{mtime_ns}"
+
+
+def read_index() -> dict[str, str]:
+    """The stored {identity key: sha256}; a missing or corrupt index reads as empty (it is rebuilt)."""
+    try:
+        entries = json.loads(index_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
+
+
+def _write_index(entries: dict[str, str]) -> None:
+    target = index_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written to a temporary file and renamed, so a crash or a concurrent run never leaves half a file.
+    fd, tmp_name = tempfile.mkstemp(prefix=".hash-index-", suffix=".json", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(entries, f, indent=0, sort_keys=True)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def sha256_uncached(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_sha256(path: Path) -> str | None:
+    """The sha256 the index already knows for this file as it is now, or None (never reads the file)."""
+    return read_index().get(_index_key(_file_identity(Path(path))))
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, from the index when its (path, size, mtime) is unchanged, else computed and stored."""
+    path = Path(path)
+    key = _index_key(_file_identity(path))
+    entries = read_index()
+    if key in entries:
+        return entries[key]
+    sha = sha256_uncached(path)
+    entries = read_index()          # re-read: another process may have added entries meanwhile
+    stale_prefix = key.rsplit("|", 2)[0] + "|"
+    entries = {k: v for k, v in entries.items() if not k.startswith(stale_prefix)}   # older versions of it
+    entries[key] = sha
+    _write_index(entries)
+    return sha

@@ -1,0 +1,50 @@
+"""Shared pieces of the recipe schema: strict models, sampler fields, LoRA references."""
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from schemas.names import parse_sampler, parse_scheduler
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors and values are never coerced between types (fail loudly)."""
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+
+
+def _sampler_label(value: str) -> str:
+    parse_sampler(value)          # raises ValueError with the known names
+    return value
+
+
+def _scheduler_label(value: str) -> str:
+    return parse_scheduler(value)
+
+
+SamplerName = Annotated[str, AfterValidator(_sampler_label)]
+SchedulerName = Annotated[str, AfterValidator(_scheduler_label)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Size = Annotated[int, Field(ge=64, le=8192, multiple_of=8)]
+Steps = Annotated[int, Field(ge=1, le=1000)]
+Cfg = Annotated[float, Field(ge=0.0, le=100.0)]
+ClipSkip = Annotated[int, Field(ge=1, le=12)]
+BatchSize = Annotated[int, Field(ge=1, le=64)]
+Rect = Annotated[list[int], Field(min_length=4, max_length=4, description="[x, y, width, height] in pixels")]
+Point = Annotated[list[int], Field(min_length=2, max_length=2, description="[x, y] in pixels")]
+
+
+class LoraRef(Strict):
+    """A LoRA file and its strength, applied to the UNet and text encoder of one stage."""
+    name: str = Field(min_length=1, description="a path, or a file name found in the lora folders")
+    weight: float = Field(1.0, ge=-10.0, le=10.0)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+
+class StageBase(Strict):
+    """Fields every stage has. `INHERITS` names the fields filled from `[defaults]` when unset."""
+    INHERITS: ClassVar[tuple[str, ...]] = ()
+    VERSION: ClassVar[int] = 1
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+                           description="default: the type, or type-N when the type repeats")
+    description: str | None = None

@@ -1,0 +1,61 @@
+"""The whole recipe: models, defaults, ordered stages, sweeps and regression tolerances."""
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import Field
+
+from schemas.base import (BatchSize, Cfg, ClipSkip, LoraRef, SamplerName, SchedulerName, Seed, Size, Steps,
+                          Strict)
+from schemas.stages import Stage
+
+MatrixValue = Union[str, list[Union[str, int, float, bool]]]
+
+
+class ModelEntry(Strict):
+    """A named model: a checkpoint file or diffusers folder, an optional VAE, LoRAs for every stage."""
+    checkpoint: str = Field(min_length=1, description="a path (relative to the recipe) or a name in the "
+                                                      "checkpoint folders")
+    vae: str | None = None
+    loras: list[LoraRef] = Field(default_factory=list)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pinned by `sdbake lock`")
+
+
+class Defaults(Strict):
+    """Values inherited by every stage that does not set its own."""
+    model: str | None = None
+    seed: Seed = 0
+    width: Size = 512
+    height: Size = 512
+    batch_size: BatchSize = 1
+    steps: Steps = 20
+    sampler: SamplerName = "euler"
+    scheduler: SchedulerName = "normal"
+    cfg: Cfg = 7.0
+    clip_skip: ClipSkip = 1
+    loras: list[LoraRef] = Field(default_factory=list)
+
+
+class CheckTolerances(Strict):
+    """How far a render may drift from its golden image before `sdbake check` fails it."""
+    max_abs_diff: int = Field(0, ge=0, le=255, description="largest per-channel difference, 0-255")
+    min_psnr: float | None = Field(None, ge=0.0)
+    min_ssim: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class Performance(Strict):
+    compile: bool = False
+    channels_last: bool = False
+
+
+class Recipe(Strict):
+    version: Literal[1] = Field(description="recipe format version")
+    name: str = Field(min_length=1)
+    output_dir: str | None = Field(None, description="output root, relative to the current folder")
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)
+    stages: list[Stage] = Field(min_length=1)
+    matrix: dict[str, MatrixValue] = Field(default_factory=dict,
+                                           description="sweep axes: dotted recipe path -> values or range")
+    check: CheckTolerances = Field(default_factory=CheckTolerances)
+    performance: Performance = Field(default_factory=Performance)

@@ -1,0 +1,177 @@
+"""One pydantic model per stage kind; the recipe's `stages` list is a union discriminated on `type`."""
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas.base import (BatchSize, Cfg, ClipSkip, LoraRef, Point, Rect, SamplerName, SchedulerName, Seed,
+                          Size, StageBase, Steps, Strict)
+
+SAMPLING = ("model", "seed", "steps", "sampler", "scheduler", "cfg", "loras")
+
+
+class EncodeParams(StageBase):
+    """Prompts to conditioning; an empty latent, or an init image VAE-encoded for img2img."""
+    INHERITS: ClassVar = ("model", "seed", "width", "height", "batch_size", "clip_skip")
+    type: Literal["encode"] = "encode"
+    prompt: str = ""
+    negative: str = ""
+    image: str | None = Field(None, description="init image for img2img (resized to width x height)")
+    denoise: float = Field(0.75, gt=0.0, le=1.0, description="img2img strength; only used with image")
+    model: str | None = None
+    seed: Seed | None = None
+    width: Size | None = None
+    height: Size | None = None
+    batch_size: BatchSize | None = None
+    clip_skip: ClipSkip | None = None
+
+
+class SampleParams(StageBase):
+    """Walk steps start..end of a `steps`-long sigma schedule; leftover noise is kept when end < steps."""
+    INHERITS: ClassVar = SAMPLING
+    type: Literal["sample"] = "sample"
+    start: int | None = Field(None, ge=0, description="first step (default 0, or where the last stage ended)")
+    end: int | None = Field(None, ge=1, description="last step (default steps)")
+    prompt: str | None = Field(None, description="prompt override for this stage")
+    negative: str | None = None
+    model: str | None = None
+    seed: Seed | None = None
+    steps: Steps | None = None
+    sampler: SamplerName | None = None
+    scheduler: SchedulerName | None = None
+    cfg: Cfg | None = None
+    loras: list[LoraRef] | None = None
+
+
+class PasteOp(Strict):
+    op: Literal["paste"] = "paste"
+    image: str
+    at: Point = Field(default_factory=lambda: [0, 0])
+    alpha: float = Field(1.0, ge=0.0, le=1.0)
+    mask: str | None = None
+
+
+class ImageOp(Strict):
+    """Replace the clean estimate with a file edited by hand (its content hash keys the cache)."""
+    op: Literal["image"] = "image"
+    image: str
+
+
+class AdjustOp(Strict):
+    op: Literal["adjust"] = "adjust"
+    brightness: float = Field(1.0, ge=0.0, le=10.0)
+    contrast: float = Field(1.0, ge=0.0, le=10.0)
+    saturation: float = Field(1.0, ge=0.0, le=10.0)
+    hue: float = Field(0.0, ge=-180.0, le=180.0, description="degrees")
+
+
+class BlurOp(Strict):
+    op: Literal["blur"] = "blur"
+    radius: float = Field(2.0, gt=0.0, le=256.0)
+
+
+class FillOp(Strict):
+    op: Literal["fill"] = "fill"
+    color: str | list[int] = Field(description="'#rrggbb', a colour name, or [r, g, b]")
+    rect: Rect | None = None
+    mask: str | None = None
+
+
+InterveneOp = Annotated[Union[PasteOp, ImageOp, AdjustOp, BlurOp, FillOp], Field(discriminator="op")]
+
+
+class InterveneParams(StageBase):
+    """Edit the clean estimate mid-sampling and continue, changing nothing outside the mask."""
+    INHERITS: ClassVar = ("model", "cfg")
+    type: Literal["intervene"] = "intervene"
+    ops: list[InterveneOp] = Field(default_factory=list)
+    image: str | None = Field(None, description="shorthand for a first op `image`")
+    mask: str | None = Field(None, description="white = may change")
+    rect: Rect | None = None
+    feather: float = Field(0.0, ge=0.0, le=256.0, description="mask blur radius in pixels")
+    preview: str | None = Field(None, description="write the decoded clean estimate here (output root)")
+    model: str | None = None
+    cfg: Cfg | None = None
+
+
+LATENT_UPSCALERS = ("latent-nearest-exact", "latent-nearest", "latent-bilinear", "latent-bicubic",
+                    "latent-bilinear-antialiased", "latent-bicubic-antialiased")
+PIXEL_UPSCALERS = ("lanczos", "nearest")
+
+
+class HiresParams(StageBase):
+    """Upscale, then re-denoise the last `steps` of a longer schedule (A1111 "hires fix")."""
+    INHERITS: ClassVar = SAMPLING
+    type: Literal["hires"] = "hires"
+    scale: float = Field(2.0, gt=1.0, le=8.0)
+    width: Size | None = Field(None, description="target size; overrides scale")
+    height: Size | None = None
+    upscaler: str = Field("latent-nearest-exact", min_length=1,
+                          description="a latent or pixel upscaler name, or an upscaler model file")
+    steps: int | None = Field(None, ge=0, le=1000, description="0 = the base stage's steps")
+    denoise: float = Field(0.5, gt=0.0, le=1.0)
+    tiled: bool | None = Field(None, description="VAE tiling; default: automatic above 1024x1024")
+    prompt: str | None = None
+    negative: str | None = None
+    model: str | None = None
+    seed: Seed | None = None
+    sampler: SamplerName | None = None
+    scheduler: SchedulerName | None = None
+    cfg: Cfg | None = None
+    loras: list[LoraRef] | None = None
+
+
+class InpaintParams(StageBase):
+    """Masked img2img, optionally looped (A1111 loopback); pixels outside the mask stay exact."""
+    INHERITS: ClassVar = SAMPLING
+    type: Literal["inpaint"] = "inpaint"
+    mask: str | None = Field(None, description="white = repaint")
+    rects: list[Rect] = Field(default_factory=list)
+    blur: int = Field(4, ge=0, le=256, description="mask feather in pixels (A1111 'Mask blur')")
+    loops: int = Field(1, ge=1, le=100)
+    denoise: float | list[float] = Field(0.75, description="one value, or [first loop, last loop]")
+    curve: Literal["linear", "aggressive", "lazy"] = "linear"
+    color_correction: bool = False
+    area: Literal["whole", "masked"] = "whole"
+    padding: int = Field(32, ge=0, le=1024)
+    prompt: str | None = None
+    negative: str | None = None
+    model: str | None = None
+    seed: Seed | None = None
+    steps: Steps | None = None
+    sampler: SamplerName | None = None
+    scheduler: SchedulerName | None = None
+    cfg: Cfg | None = None
+    loras: list[LoraRef] | None = None
+
+    @field_validator("denoise")
+    @classmethod
+    def _denoise_range(cls, denoise):
+        values = denoise if isinstance(denoise, list) else [denoise]
+        if isinstance(denoise, list) and len(values) != 2:
+            raise ValueError(f"give one value or [first, last] (got {len(values)} values)")
+        if not all(0.0 < v <= 1.0 for v in values):
+            raise ValueError(f"must be in (0, 1] (got {denoise})")
+        return denoise
+
+    @model_validator(mode="after")
+    def _has_mask(self):
+        if self.mask is None and not self.rects:
+            raise ValueError("needs a `mask` file or `rects`")
+        return self
+
+
+class SaveParams(StageBase):
+    """Write images with A1111 infotext; a templated path confined to the output folder, never overwriting."""
+    type: Literal["save"] = "save"
+    path: str = Field("{{ name }}/{{ seed }}-{{ prompt | words(6) }}.png", min_length=1)
+    format: Literal["png", "webp", "jpeg"] | None = Field(None, description="default: from the extension")
+    quality: int = Field(95, ge=1, le=100)
+    on_exists: Literal["number", "skip", "error"] = "number"
+
+
+Stage = Annotated[Union[EncodeParams, SampleParams, InterveneParams, HiresParams, InpaintParams, SaveParams],
+                  Field(discriminator="type")]
+STAGE_TYPES = {cls.model_fields["type"].default: cls for cls in
+               (EncodeParams, SampleParams, InterveneParams, HiresParams, InpaintParams, SaveParams)}
