@@ -10,7 +10,7 @@ from schemas.names import parse_sampler, parse_scheduler
 
 class Strict(BaseModel):
     """Unknown keys are errors and values are never coerced between types (fail loudly)."""
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False, allow_inf_nan=False)
 
 
 def _sampler_label(value: str) -> str:

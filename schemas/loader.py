@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,6 @@ from schemas.errors import RecipeError, SdbakeError
 from schemas.positions import Positions, nearest, toml_positions, yaml_positions
 from schemas.recipe import Recipe
 from schemas.resolve import default_stage_ids, resolve
-from schemas.stages import STAGE_TYPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,20 +35,23 @@ class LoadedRecipe:
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> LoadedRecipe:
     path = Path(path)
+    fmt = {"toml": "toml", "yaml": "yaml", "yml": "yaml"}.get(path.suffix.lower().lstrip("."))
+    if fmt is None:      # before reading: an image or a folder gets this line, not a decoding error
+        raise RecipeError(f"unknown recipe format `{path.suffix}` (use .toml, .yaml or .yml)", file=str(path))
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RecipeError(f"no such recipe file", file=str(path)) from None
+        raise RecipeError("no such recipe file", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise RecipeError(f"cannot read recipe: {err}", file=str(path)) from None
-    fmt = {"toml": "toml", "yaml": "yaml", "yml": "yaml"}.get(path.suffix.lower().lstrip("."))
-    if fmt is None:
-        raise RecipeError(f"unknown recipe format `{path.suffix}` (use .toml, .yaml or .yml)", file=str(path))
     return load_text(text, fmt, label=str(path), folder=path.parent.resolve(), overrides=overrides)
 
 
 def load_text(text: str, fmt: str, *, label: str, folder: Path, overrides: list[str] = ()) -> LoadedRecipe:
-    document, positions, problems = parse_document(text, fmt, label)
+    try:
+        document, positions, problems = parse_document(text, fmt, label)
+    except RecursionError:      # the TOML and YAML parsers recurse per level of nesting
+        raise RecipeError("lists or tables are nested too deeply to read", file=label, line=1, column=1) from None
     if problems:
         raise RecipeError(f"{len(problems)} error(s)", errors=problems)
     apply_overrides(document, overrides, label)
@@ -69,34 +72,46 @@ def parse_document(text: str, fmt: str, label: str) -> tuple[dict, Positions, li
                 line, col = text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1
             message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message) or "invalid TOML"
             return {}, {}, [RecipeError(f"invalid TOML: {message}", file=label, line=line, column=col)]
+        if not document:
+            return {}, {}, [_not_a_mapping(document, label)]
         return document, toml_positions(text), []
     try:
+        positions, structure_problems = yaml_positions(text)
+        if structure_problems:      # checked first: a recursive alias would make safe_load's result endless
+            return {}, {}, [_error_at(label, positions, where, message) for where, message in structure_problems]
         document = yaml.safe_load(text)
-        positions, duplicates = yaml_positions(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         return {}, {}, [RecipeError(f"invalid YAML: {problem}", file=label, line=line, column=col)]
-    if not isinstance(document, dict):
-        kind = "empty" if document is None else f"a {type(document).__name__}"
-        return {}, {}, [RecipeError(f"a recipe is a mapping of keys, but this document is {kind}",
-                                    file=label, line=1, column=1)]
-    if not all(isinstance(k, str) for k in _all_keys(document)):
-        bad = next(k for k in _all_keys(document) if not isinstance(k, str))
-        return {}, {}, [RecipeError(f"keys must be strings (got {bad!r})", file=label, line=1, column=1)]
-    problems = [_error_at(label, positions, where, message) for where, message in duplicates]
-    return document, positions, problems
+    if not isinstance(document, dict) or not document:
+        return {}, {}, [_not_a_mapping(document, label)]
+    bad = [k for k in _all_keys(document, set()) if not isinstance(k, str)]
+    if bad:
+        return {}, {}, [RecipeError(f"keys must be strings (got {bad[0]!r})", file=label, line=1, column=1)]
+    return document, positions, []
 
 
-def _all_keys(node: Any):
+def _not_a_mapping(document: Any, label: str) -> RecipeError:
+    """The same line for an empty TOML or YAML file; YAML may also hold a list or a bare value."""
+    words = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    kind = "empty" if document is None or document == {} else words.get(type(document), "not a mapping")
+    return RecipeError(f"a recipe is a mapping of keys, but this document is {kind}", file=label, line=1, column=1)
+
+
+def _all_keys(node: Any, visited: set[int]):
+    """Every mapping key; a container shared through YAML aliases is visited once."""
+    if not isinstance(node, (dict, list)) or id(node) in visited:
+        return
+    visited.add(id(node))
     if isinstance(node, dict):
         for key, value in node.items():
             yield key
-            yield from _all_keys(value)
-    elif isinstance(node, list):
+            yield from _all_keys(value, visited)
+    else:
         for item in node:
-            yield from _all_keys(item)
+            yield from _all_keys(item, visited)
 
 
 def validate_document(document: dict, positions: Positions, label: str) -> Recipe:
@@ -105,13 +120,17 @@ def validate_document(document: dict, positions: Positions, label: str) -> Recip
         recipe = Recipe.model_validate(document)
     except ValidationError as err:
         problems = _pydantic_problems(err, document)
-        raise RecipeError(f"{len(problems)} error(s)",
-                          errors=[_error_at(label, positions, where, msg) for where, msg in problems]) from None
+        raise RecipeError(f"{len(problems)} error(s)", errors=_errors_in_file_order(label, positions, problems)) from None
     problems = resolve(recipe)
     if problems:
-        raise RecipeError(f"{len(problems)} error(s)",
-                          errors=[_error_at(label, positions, where, msg) for where, msg in problems])
+        raise RecipeError(f"{len(problems)} error(s)", errors=_errors_in_file_order(label, positions, problems))
     return recipe
+
+
+def _errors_in_file_order(label: str, positions: Positions,
+                          problems: list[tuple[tuple, str]]) -> list[RecipeError]:
+    errors = [_error_at(label, positions, where, message) for where, message in problems]
+    return sorted(errors, key=lambda e: (e.line or 0, e.column or 0))
 
 
 def format_path(path: tuple) -> str:
@@ -128,6 +147,10 @@ def _error_at(label: str, positions: Positions, path: tuple, message: str) -> Re
 
 # ---- pydantic errors -> our messages ------------------------------------------------------------
 
+# How pydantic names the members of a plain (not discriminated) union in an error location.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|(list|dict|tuple|set|function-\w+)\[.*\])$")
+
+
 def _clean_loc(loc: tuple, document: dict) -> tuple:
     """Drop what pydantic adds to a location: discriminator tags and union member names."""
     clean: list = []
@@ -139,6 +162,8 @@ def _clean_loc(loc: tuple, document: dict) -> tuple:
                 continue
         if not isinstance(node, (dict, list)) and isinstance(part, str):
             continue                     # a union member name such as `float` or `list[float]`
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and _UNION_MEMBER.match(part):
+            continue                     # the same, for a mapping given where a scalar or list belongs
         if isinstance(node, list) and not isinstance(part, int):
             continue
         clean.append(part)
@@ -169,22 +194,21 @@ def _allowed_keys(path: tuple, document: dict) -> list[str]:
 
 
 def _unwrap(annotation: Any, node: Any, part: Any) -> Any:
-    from schemas.stages import AdjustOp, BlurOp, FillOp, ImageOp, PasteOp
-    ops = {"paste": PasteOp, "image": ImageOp, "adjust": AdjustOp, "blur": BlurOp, "fill": FillOp}
+    """The type that the value at `part` is validated against: list/dict items, Optional, Annotated,
+    and for a discriminated union the member whose `type`/`op` tag the value carries."""
     while True:
         origin = get_origin(annotation)
-        if origin in (list, dict) and not isinstance(part, str | int):
-            return annotation
         if origin is list or origin is dict:
-            return get_args(annotation)[-1] if not isinstance(node, (dict, list)) or True else annotation
+            return get_args(annotation)[-1]
         args = [a for a in get_args(annotation) if a is not type(None)]
         if origin is Union or (args and origin is not None and getattr(origin, "__name__", "") == "UnionType"):
-            if isinstance(node, dict) and node.get("type") in STAGE_TYPES:
-                return STAGE_TYPES[node["type"]]
-            if isinstance(node, dict) and node.get("op") in ops:
-                return ops[node["op"]]
-            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-            return models[0] if len(models) == 1 else (args[0] if args else None)
+            members = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            for member in members:
+                for tag in ("type", "op"):
+                    if isinstance(node, dict) and tag in member.model_fields and \
+                            node.get(tag) == member.model_fields[tag].default:
+                        return member
+            return members[0] if len(members) == 1 else (args[0] if args else None)
         if args and hasattr(annotation, "__metadata__"):
             annotation = args[0]
             continue
@@ -195,9 +219,23 @@ def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlist = _SHORT.maxdict = 6
+_SHORT.maxstring = _SHORT.maxother = 60
+
+
 def _got(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, (list, dict)):
+        text = _SHORT.repr(value)          # bounded: a value built from YAML aliases can be huge
+    else:
+        text = repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_TYPE_WORDS = {"int_type": "an integer", "float_type": "a number", "string_type": "a string",
+               "bool_type": "true or false", "list_type": "a list", "dict_type": "a table",
+               "model_type": "a table", "model_attributes_type": "a table", "int_from_float": "an integer",
+               "finite_number": "a finite number"}
 
 
 def _message(err: dict, path: tuple, document: dict) -> str:
@@ -217,7 +255,9 @@ def _message(err: dict, path: tuple, document: dict) -> str:
     if kind == "multiple_of":
         return f"must be a multiple of {ctx.get('multiple_of')} (got {_got(value)})"
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')} (got {_got(value)})"
+        expected = str(ctx.get("expected"))
+        choice = "one of " if " or " in expected else ""     # `version = 2` reads "must be 1 (got 2)"
+        return f"must be {choice}{expected} (got {_got(value)})"
     if kind == "union_tag_invalid":
         tag = ctx.get("tag")
         expected = ctx.get("expected_tags", "")
@@ -233,7 +273,7 @@ def _message(err: dict, path: tuple, document: dict) -> str:
         limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
         length = ctx.get("actual_length")
         if isinstance(value, str):
-            return f"must not be empty" if limit == 1 else f"must have {limit} characters or more"
+            return "must not be empty" if limit == 1 else f"must have {limit} characters or more"
         if kind == "too_short" and limit == 1:
             return "must not be empty"
         word = "at least" if kind == "too_short" else "at most"
@@ -242,18 +282,18 @@ def _message(err: dict, path: tuple, document: dict) -> str:
         return f"must match {ctx.get('pattern')} (got {_got(value)})"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
-    type_words = {"int_type": "an integer", "float_type": "a number", "string_type": "a string",
-                  "bool_type": "true or false", "list_type": "a list", "dict_type": "a table",
-                  "model_type": "a table", "model_attributes_type": "a table", "int_from_float": "an integer"}
-    if kind in type_words:
-        return f"must be {type_words[kind]} (got {_got(value)})"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]} (got {_got(value)})"
     return f"{err['msg'][0].lower()}{err['msg'][1:]}"
 
 
 def _pydantic_problems(err: ValidationError, document: dict) -> list[tuple[tuple, str]]:
     merged: dict[tuple, list[str]] = {}
-    for item in err.errors(include_url=False):
-        path = _clean_loc(item["loc"], document)
+    items = [(_clean_loc(item["loc"], document), item) for item in err.errors(include_url=False)]
+    deeper = {path[:cut] for path, _ in items for cut in range(len(path))}
+    for path, item in items:
+        if item["type"] in _TYPE_WORDS and path in deeper:
+            continue      # `float | list[float]` given a list: the list member's errors say more than "not a number"
         message = _message(item, path, document)
         if message not in merged.setdefault(path, []):
             merged[path].append(message)
@@ -268,8 +308,15 @@ def apply_overrides(document: dict, overrides: list[str], label: str) -> None:
         if "=" not in item:
             raise RecipeError(f"--set {item}: expected KEY=VALUE", file=label)
         key, raw_value = item.split("=", 1)
-        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
         parts = key.strip().split(".")
+        if not all(parts):
+            raise RecipeError(f"--set {item}: expected KEY=VALUE with a dotted KEY such as "
+                              f"stages.hires.denoise", file=label)
+        try:
+            value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise RecipeError(f"--set {item}: the value is not a TOML/YAML scalar: {problem}", file=label) from None
         node: Any = document
         for depth, part in enumerate(parts[:-1]):
             if node is document.get("stages") and isinstance(node, list):
@@ -291,5 +338,5 @@ def _stage_by_id(stages: list, wanted: str, key: str, label: str) -> dict:
             return stage
     if wanted.isdigit() and int(wanted) < len(stages):
         return stages[int(wanted)]
-    known = ", ".join(s.get("id", g) for s, g in zip(stages, ids) if isinstance(s, dict))
+    known = ", ".join(str(s.get("id", g)) for s, g in zip(stages, ids) if isinstance(s, dict))
     raise RecipeError(f"--set {key}: no stage `{wanted}` (stages: {known})", file=label)

@@ -24,20 +24,30 @@ def nearest(positions: Positions, path: Path) -> tuple[int, int] | None:
 # ---- YAML -------------------------------------------------------------------------------------
 
 def yaml_positions(text: str) -> tuple[Positions, list[tuple[Path, str]]]:
-    """Positions from the composed node tree, and the duplicate keys (which PyYAML silently drops)."""
+    """Positions from the composed node tree, and the structural problems: duplicate keys (which
+    PyYAML silently drops) and aliases that contain themselves (which no recipe value can be)."""
     positions: Positions = {(): (1, 1)}
-    duplicates: list[tuple[Path, str]] = []
+    problems: list[tuple[Path, str]] = []
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is None:
-        return positions, duplicates
+        return positions, problems
+    walked: set[int] = set()      # an aliased node is walked once: `*a` repeated must not cost exponential time
+    open_nodes: set[int] = set()
 
     def walk(node: yaml.Node, path: Path) -> None:
+        if id(node) in open_nodes:
+            problems.append((path, "this alias refers to a node that contains it (a recursive structure)"))
+            return
+        if id(node) in walked:
+            return
+        walked.add(id(node))
+        open_nodes.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen = set()
             for key_node, value_node in node.value:
-                key = key_node.value
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
                 if key in seen:
-                    duplicates.append((path + (key,), f"duplicate key `{key}`"))
+                    problems.append((path + (key,), f"duplicate key `{key}`"))
                 seen.add(key)
                 positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
                 walk(value_node, path + (key,))
@@ -45,9 +55,10 @@ def yaml_positions(text: str) -> tuple[Positions, list[tuple[Path, str]]]:
             for index, item in enumerate(node.value):
                 positions[path + (index,)] = (item.start_mark.line + 1, item.start_mark.column + 1)
                 walk(item, path + (index,))
+        open_nodes.discard(id(node))
 
     walk(root, ())
-    return positions, duplicates
+    return positions, problems
 
 
 # ---- TOML -------------------------------------------------------------------------------------
@@ -164,6 +175,15 @@ class _TomlScanner:
             self.advance()
             self.read_value(full)
 
+    def table_path(self, key: list[str]) -> Path:
+        """`[[stages.ops]]` names the `ops` of the latest `[[stages]]` table: insert that table's index."""
+        path: Path = ()
+        for depth, part in enumerate(key, start=1):
+            path += (part,)
+            if depth < len(key) and path in self.array_table_counts:
+                path += (self.array_table_counts[path] - 1,)
+        return path
+
     def scan(self) -> Positions:
         table: Path = ()
         while True:
@@ -173,7 +193,7 @@ class _TomlScanner:
             at = self.here()
             if self.peek(2) == "[[":
                 self.advance(2)
-                name = tuple(self.read_key())
+                name = self.table_path(self.read_key())
                 index = self.array_table_counts.get(name, 0)
                 self.array_table_counts[name] = index + 1
                 table = name + (index,)
@@ -181,7 +201,7 @@ class _TomlScanner:
                 self.positions[table] = at
             elif self.peek() == "[":
                 self.advance()
-                table = tuple(self.read_key())
+                table = self.table_path(self.read_key())
                 self.positions.setdefault(table, at)
             else:
                 self.key_value(table)

@@ -83,17 +83,21 @@ def _unknown_model(name: str, recipe: Recipe) -> str:
 def _check_order(recipe: Recipe) -> list[Problem]:
     """Simulate where each stage leaves the latent, so a split that cannot line up fails up front."""
     problems: list[Problem] = []
-    latent = None        # None | "clean" | "image" | ("noisy", step, steps, scheduler)
+    latent = None        # None | "empty" | "image" | "clean" (finished) | ("noisy", step, steps, scheduler)
     img2img_denoise = None
     last_steps = recipe.defaults.steps
     for index, stage in enumerate(recipe.stages):
         where = ("stages", index)
         if isinstance(stage, EncodeParams):
-            latent = "image" if stage.image else "clean"
+            latent = "image" if stage.image else "empty"
             img2img_denoise = stage.denoise if stage.image else None
             continue
         if latent is None and stage.type != "save":
-            problems.append((where, f"a `{stage.type}` stage needs an `encode` stage before it"))
+            problems.append((where, f"`{stage.type}` needs an `encode` stage before it"))
+            continue
+        if latent == "empty" and stage.type != "sample":
+            problems.append((where, f"`{stage.type}` needs an image, but the latent is still empty: add a "
+                                    f"`sample` stage before it (or an `image` to the encode stage)"))
             continue
         if isinstance(stage, SampleParams):
             latent, problem = _sample_position(stage, latent, img2img_denoise, where)
@@ -133,8 +137,9 @@ def _sample_position(stage: SampleParams, latent, img2img_denoise, where):
             stage.start = steps - t_enc - 1
         else:
             stage.start = 0
-    elif stage.start > 0 and latent == "clean":
-        return latent, (where + ("start",), f"starts at step {stage.start}, but the latent before it is empty: "
+    elif stage.start > 0 and latent in ("empty", "clean"):
+        before = "is empty" if latent == "empty" else "is a finished image"
+        return latent, (where + ("start",), f"starts at step {stage.start}, but the latent before it {before}: "
                                             f"only a stage that ended at step {stage.start} or an init image "
                                             f"can be continued")
     if stage.end is None:

@@ -27,8 +27,15 @@ def run_validate(args) -> int:
     from schemas.errors import SdbakeError
     from schemas.loader import load_recipe
 
+    from pathlib import Path
+    from schemas.loader import RECIPE_SUFFIXES
+
+    files = []
+    for name in args.files:   # a folder stands for the recipes directly in it (`recipes/*` includes folders)
+        path = Path(name)
+        files += sorted(str(p) for p in path.iterdir() if p.suffix in RECIPE_SUFFIXES) if path.is_dir() else [name]
     failed = 0
-    for name in args.files:
+    for name in files:
         try:
             load_recipe(name, args.overrides)
         except SdbakeError as err:
