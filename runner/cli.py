@@ -10,6 +10,10 @@ import sys
 # handlers, so `sdbake validate` stays instant.
 COMMAND_MODULES = [
     "runner.commands.recipe_cmds",
+    "runner.commands.run",
+    "runner.commands.cache",
+    "runner.commands.lock",
+    "runner.commands.show",
     "runner.commands.prompt",
     "runner.commands.models",
 ]

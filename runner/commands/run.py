@@ -1,0 +1,100 @@
+"""`sdbake run` and `sdbake plan`: execute a recipe through the stage cache, or show what would run."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", metavar="RECIPE", help="a recipe file, or an image made by sdbake")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. stages.hires.denoise=0.5")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"))
+    parser.add_argument("--out", metavar="DIR", help="output root (default: the recipe's output_dir, else "
+                                                     "./outputs)")
+    parser.add_argument("--cache-dir", metavar="DIR", help="stage cache (default: $SDBAKE_CACHE, else "
+                                                           "./.sdbake/cache)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser("run", help="render a recipe (or re-render an image made by sdbake)")
+    add_recipe_options(run)
+    run.add_argument("--until", metavar="STAGE_ID", help="stop after this stage")
+    run.add_argument("--no-cache", action="store_true", help="neither read nor write the stage cache")
+    run.add_argument("--refresh", action="append", default=[], metavar="STAGE_ID",
+                     help="recompute this stage even if cached")
+    run.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.pt pickle weights")
+    run.add_argument("--locked", action="store_true", help="refuse model files or prompts that differ from "
+                                                           "RECIPE.lock")
+    run.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    run.add_argument("--quiet", "-q", action="store_true")
+    run.set_defaults(func=run_command)
+
+    plan = subparsers.add_parser("plan", help="show each stage's cache key and HIT/MISS, and why it misses")
+    add_recipe_options(plan)
+    plan.set_defaults(func=plan_command)
+
+
+def prepare(args):
+    """Recipe -> plan and cache store, importing no torch."""
+    from runner.cache import CacheStore, default_cache_root
+    from runner.numerics import Numerics
+    from runner.plan import build_plan
+    from runner.sources import load_any
+
+    loaded = load_any(args.recipe, args.overrides)
+    recipe = loaded.recipe
+    output_root = Path(args.out) if args.out else Path(recipe.output_dir) if recipe.output_dir else Path("outputs")
+    numerics = Numerics.choose(args.device, args.dtype, compile=getattr(args, "compile", False)
+                               or recipe.performance.compile)
+    plan = build_plan(loaded, numerics, output_root)
+    store = CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root())
+    return plan, store
+
+
+def run_command(args) -> int:
+    from runner.execute import RunOptions, execute
+
+    from runner.sources import IMAGE_SUFFIXES
+    plan, store = prepare(args)
+    from_image = Path(args.recipe) if Path(args.recipe).suffix.lower() in IMAGE_SUFFIXES else None
+    if args.locked:
+        from runner.lock import lock_differences, lock_document, lock_path, read_lock
+        from schemas.errors import LockError
+        problems = lock_differences(read_lock(lock_path(Path(args.recipe))), lock_document(plan))
+        if problems:
+            for line in problems:
+                print(f"{args.recipe}: {line}", file=sys.stderr)
+            raise LockError(f"{len(problems)} difference(s) from the lock file", file=args.recipe)
+    options = RunOptions(no_cache=args.no_cache, refresh=set(args.refresh), until=args.until,
+                         allow_pickle=args.allow_pickle, quiet=args.quiet)
+    result = execute(plan, None if args.no_cache else store, options)
+    written = [(status, path) for report in result.reports for status, path in report.files]
+    for status, path in written:
+        print(f"{status}\t{path}")
+    if from_image is not None:
+        from runner.sources import report_reproduction
+        return report_reproduction(from_image, written)
+    return 0
+
+
+def plan_command(args) -> int:
+    from runner.explain import explain_miss
+
+    plan, store = prepare(args)
+    print(f"recipe {plan.recipe.name}: {len(plan.invocations)} stages, cache {store.root}")
+    for inv in plan.invocations:
+        hit = store.has(inv.key)
+        line = f"{inv.id:<14} {'HIT ' if hit else 'MISS'} {inv.key[:12]}"
+        if not hit:
+            why = explain_miss(store, plan.recipe.name, inv)
+            if why:
+                line += f"  ({why})"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(1)

@@ -1,0 +1,150 @@
+"""Execute a plan: serve hits from the cache, compute misses, write outputs (DESIGN.md sections 5, 9).
+
+Torch is imported only when some stage misses; a fully cached run reads entry.json files and
+re-materializes any output file that went missing, nothing else.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.cache import CacheStore
+from runner.plan import Invocation, Plan
+from schemas.canonical import canonical_json
+from schemas.errors import SdbakeError, StateError
+
+STAGE_MODULES = {"encode": "stages.encode", "sample": "stages.sample", "intervene": "stages.intervene",
+                 "hires": "stages.hires", "inpaint": "stages.inpaint", "save": "stages.save"}
+
+
+@dataclass
+class RunOptions:
+    no_cache: bool = False
+    refresh: set[str] = field(default_factory=set)
+    until: str | None = None
+    allow_pickle: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class StageReport:
+    id: str
+    status: str                      # "hit" | "ran"
+    seconds: float = 0.0
+    files: list[tuple[str, Path]] = field(default_factory=list)   # (status, path) of outputs
+
+
+@dataclass
+class RunResult:
+    reports: list[StageReport]
+    final_state: Any = None
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [path for r in self.reports for _, path in r.files]
+
+
+class Console:
+    """Progress on stderr: stage, step and it/s, redrawn in place on a terminal."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.started = time.perf_counter()
+        self.stage = ""
+
+    def warn(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    def begin(self, stage_id: str) -> None:
+        self.stage, self.started = stage_id, time.perf_counter()
+
+    def progress(self, done: int, total: int) -> None:
+        if self.quiet or not self.tty:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        bar = "#" * int(20 * done / max(total, 1))
+        print(f"\r{self.stage}: [{bar:<20}] {done}/{total} {done / elapsed:.2f} it/s", end="", file=sys.stderr)
+        if done >= total:
+            print(file=sys.stderr)
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr)
+
+
+def _ordered_until(plan: Plan, until: str | None) -> list[Invocation]:
+    if until is None:
+        return plan.invocations
+    ids = [inv.id for inv in plan.invocations]
+    if until not in ids:
+        raise SdbakeError(f"--until {until}: no such stage (stages: {', '.join(ids)})")
+    return plan.invocations[: ids.index(until) + 1]
+
+
+def materialize(plan: Plan, inv: Invocation, files: dict[str, bytes] | None, entry, console) -> list:
+    """Write a stage's side files under the output root: identical files are left alone."""
+    from stages.output.writer import write_new_file
+    on_exists = getattr(inv.stage, "on_exists", "number")
+    written = []
+    if files is not None:
+        items = [(rel, files[rel]) for rel in sorted(files)]
+    else:
+        items = [(inv.outputs[int(n)], entry.blob_bytes(n)) for n in sorted(entry.files, key=int)]
+    for rel, data in items:
+        result = write_new_file(plan.output_root / rel, data, on_exists)
+        written.append((result.status, result.path))
+        console.line(f"  {result.status}: {result.path}")
+    return written
+
+
+def execute(plan: Plan, store: CacheStore | None, options: RunOptions) -> RunResult:
+    console = Console(options.quiet)
+    if store is not None:
+        store.warn = console.warn
+    invocations = _ordered_until(plan, options.until)
+    reports: list[StageReport] = []
+    runtime = None                    # torch-side helpers, created at the first miss
+    state = None
+    state_key: str | None = None      # key of the state in `state` (None: the empty start)
+    input_key: str | None = None      # key of the state the next stage reads
+    for inv in invocations:
+        use_cache = store is not None and not options.no_cache and inv.id not in options.refresh
+        entry = store.get(inv.key) if use_cache else None
+        if entry is not None:
+            console.line(f"{inv.id}: HIT {inv.key[:12]}")
+            reports.append(StageReport(inv.id, "hit", files=materialize(plan, inv, None, entry, console)
+                                       if entry.files else []))
+            input_key = inv.state_key
+            store.write_record(plan.recipe.name, inv.id, inv.key, inv.inputs)
+            continue
+        if runtime is None:
+            from runner.runtime import Runtime
+            runtime = Runtime(plan, options, console)
+        if state_key != input_key or (state is None and input_key is not None):
+            state = runtime.load_state(store, input_key)
+            state_key = input_key
+        console.begin(inv.id)
+        started = time.perf_counter()
+        new_state, side_files = runtime.run_stage(inv, state)
+        seconds = time.perf_counter() - started
+        console.line(f"{inv.id}: ran in {seconds:.2f}s")
+        if store is not None and not options.no_cache:
+            runtime.store_stage(store, inv, new_state, side_files)
+        files = materialize(plan, inv, side_files, None, console) if side_files else []
+        reports.append(StageReport(inv.id, "ran", seconds, files))
+        state, state_key = new_state, inv.state_key
+        input_key = inv.state_key
+        if store is not None:
+            store.write_record(plan.recipe.name, inv.id, inv.key, inv.inputs)
+    return RunResult(reports, state)
+
+
+def recipe_json(plan: Plan) -> str:
+    return canonical_json(plan.recipe, indent=None)
+
+
+__all__ = ["execute", "RunOptions", "RunResult", "StateError"]

@@ -1,0 +1,35 @@
+"""Why a stage misses the cache: compare its key inputs with the last run's record for its id."""
+from __future__ import annotations
+
+from typing import Any
+
+from runner.cache import CacheStore
+from runner.plan import Invocation
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += _differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        return found
+    if old != new:
+        return [path or "value"]
+    return []
+
+
+def explain_miss(store: CacheStore, recipe_name: str, inv: Invocation) -> str:
+    record = store.read_record(recipe_name, inv.id)
+    if record is None:
+        return "never run"
+    if record.get("key") == inv.key:
+        return "entry evicted"
+    changed = _differences(record.get("inputs", {}), inv.inputs)
+    upstream = [c for c in changed if c == "input"]
+    own = [c for c in changed if c != "input"]
+    parts = []
+    if own:
+        parts.append("changed: " + ", ".join(own[:6]) + (" ..." if len(own) > 6 else ""))
+    if upstream:
+        parts.append("an earlier stage changed")
+    return "; ".join(parts) or "inputs changed"

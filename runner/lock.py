@@ -1,0 +1,117 @@
+"""Lock files (`RECIPE.lock`): the exact model files, prompts, versions, keys and outputs of a render.
+
+Sorted TOML with a format version, so a lock diffs cleanly in git (DVC's dvc.lock is the anchor).
+"""
+from __future__ import annotations
+
+import hashlib
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from runner.models.hashing import short_hash
+from runner.plan import Plan
+from schemas.errors import LockError
+
+LOCK_FORMAT = 1
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "none"
+
+
+def lock_path(recipe_path: Path) -> Path:
+    return recipe_path.with_name(recipe_path.name + ".lock")
+
+
+def _file_record(path: Path, sha256: str) -> dict:
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    return {"path": str(path), "size": size, "sha256": sha256, "short_hash": short_hash(sha256)}
+
+
+def lock_document(plan: Plan, outputs: list[Path] | None = None) -> dict:
+    models = {}
+    for name, files in sorted(plan.models.items()):
+        record = {"checkpoint": _file_record(files.checkpoint, files.checkpoint_sha256)}
+        if files.vae:
+            record["vae"] = _file_record(files.vae, files.vae_sha256)
+        if files.loras:
+            record["loras"] = [dict(_file_record(l.path, l.sha256), weight=l.weight) for l in files.loras]
+        models[name] = record
+    prompts = {}
+    for inv in plan.invocations:
+        if inv.prompts or inv.negatives:
+            prompts[inv.id] = {"prompts": inv.prompts, "negatives": inv.negatives}
+    document = {
+        "format": LOCK_FORMAT, "recipe": plan.recipe.name, "recipe_hash": plan.recipe_hash,
+        "versions": {"sdbake": _version("sdbake"), "torch": _version("torch"), "diffusers": _version("diffusers")},
+        "numerics": {k: v for k, v in plan.numerics.fingerprint().items() if v is not None},
+        "models": models, "prompts": prompts,
+        "stages": {inv.id: inv.key for inv in plan.invocations},
+    }
+    if outputs:
+        root = plan.output_root
+        document["outputs"] = {_relative(p, root): hashlib.sha256(p.read_bytes()).hexdigest() for p in outputs}
+    return document
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def write_lock(path: Path, document: dict) -> None:
+    import tomli_w
+    text = "# Written by `sdbake lock`: the exact inputs and outputs of this recipe's last locked render.\n"
+    text += tomli_w.dumps(_sorted(document))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_lock(path: Path) -> dict:
+    import tomllib
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LockError(f"no lock file: run `sdbake lock` first", file=str(path)) from None
+    except (OSError, ValueError) as err:
+        raise LockError(f"unreadable lock file: {err}", file=str(path)) from None
+
+
+def _sorted(value):
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def lock_differences(locked: dict, current: dict) -> list[str]:
+    """What `run --locked` refuses: model files or resolved prompts that differ from the lock."""
+    problems = []
+    if locked.get("format") != LOCK_FORMAT:
+        problems.append(f"lock format {locked.get('format')} is not {LOCK_FORMAT}: re-lock")
+    old_models, new_models = locked.get("models", {}), current.get("models", {})
+    for name in sorted(set(old_models) | set(new_models)):
+        old, new = old_models.get(name), new_models.get(name)
+        if old is None or new is None:
+            problems.append(f"model {name}: {'added' if old is None else 'removed'} since the lock")
+            continue
+        for part in ("checkpoint", "vae"):
+            a, b = old.get(part), new.get(part)
+            if (a or {}).get("sha256") != (b or {}).get("sha256"):
+                problems.append(f"model {name}.{part}: sha256 {(a or {}).get('sha256', 'none')[:12]} in the lock, "
+                                f"{(b or {}).get('sha256', 'none')[:12]} now ({(b or {}).get('path', '-')})")
+        if [l["sha256"] for l in old.get("loras", [])] != [l["sha256"] for l in new.get("loras", [])]:
+            problems.append(f"model {name}.loras: LoRA files differ from the lock")
+    old_prompts, new_prompts = locked.get("prompts", {}), current.get("prompts", {})
+    for stage in sorted(set(old_prompts) | set(new_prompts)):
+        if old_prompts.get(stage) != new_prompts.get(stage):
+            problems.append(f"stage {stage}: resolved prompts differ from the lock "
+                            f"({old_prompts.get(stage)} -> {new_prompts.get(stage)})")
+    return problems

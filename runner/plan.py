@@ -1,0 +1,272 @@
+"""Recipe -> stage invocations with cache keys, computed without torch (DESIGN.md section 5).
+
+A stage's key is the sha256 of the canonical JSON of everything that can change its output: type and
+code version, resolved params, the input state's key, the content hashes of the model files and of
+every file it reads, and the numerics fingerprint. Params that cannot change the output (ids,
+descriptions, preview paths) stay out, and a save stage passes its input state through unchanged,
+so editing a save path never invalidates sampling.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from runner.modelfiles import LoraFile, ModelFiles, resolve_loras, resolve_model
+from runner.models.hashing import sha256_file
+from runner.numerics import Numerics
+from schemas.canonical import canonical_dict, canonical_json
+from schemas.errors import InputFileError, SdbakeError
+from schemas.loader import LoadedRecipe
+from schemas.positions import nearest
+from schemas.stages import (EncodeParams, HiresParams, InpaintParams, InterveneParams, LATENT_UPSCALERS,
+                            PIXEL_UPSCALERS, SampleParams, SaveParams)
+
+KEY_FORMAT = 1
+NOT_IN_KEY = {"id", "description", "preview"}
+SECOND_ORDER = {"heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde"}
+
+
+def key_of(document: dict) -> str:
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class Invocation:
+    index: int
+    stage: Any                          # the stage's params model
+    key: str                            # the cache entry of this stage
+    state_key: str                      # the state it outputs (a save passes its input's through)
+    inputs: dict                        # the key document, for `plan` to explain a miss
+    files: dict[str, Path] = field(default_factory=dict)       # param name -> resolved file it reads
+    model: ModelFiles | None = None
+    loras: list[LoraFile] = field(default_factory=list)        # the stage's own LoRAs
+    prompts: list[str] = field(default_factory=list)           # resolved prompts, one per image
+    negatives: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)           # save: rendered relative paths
+    schedule_steps: list[list] = field(default_factory=list)   # encode: schedules to pre-encode
+
+    @property
+    def id(self) -> str:
+        return self.stage.id
+
+    @property
+    def passes_state_through(self) -> bool:
+        return isinstance(self.stage, SaveParams)
+
+
+@dataclass
+class Plan:
+    loaded: LoadedRecipe
+    numerics: Numerics
+    invocations: list[Invocation]
+    models: dict[str, ModelFiles]
+    recipe_hash: str
+    output_root: Path
+
+    @property
+    def recipe(self):
+        return self.loaded.recipe
+
+
+def _error_at(loaded: LoadedRecipe, path: tuple, message: str, cls=InputFileError) -> SdbakeError:
+    line, col = nearest(loaded.positions, path) or (None, None)
+    return cls(message, file=str(loaded.path), line=line, column=col)
+
+
+def _files_read(stage) -> list[tuple[tuple, str, str]]:
+    """(param path, relative file name, what it is) for each file a stage reads."""
+    found = []
+    if isinstance(stage, EncodeParams) and stage.image:
+        found.append((("image",), stage.image, "init image"))
+    if isinstance(stage, InterveneParams):
+        for name in ("image", "mask"):
+            if getattr(stage, name):
+                found.append(((name,), getattr(stage, name), name))
+        for n, op in enumerate(stage.ops):
+            for name in ("image", "mask"):
+                if getattr(op, name, None):
+                    found.append((("ops", n, name), getattr(op, name), f"{op.op} {name}"))
+    if isinstance(stage, InpaintParams) and stage.mask:
+        found.append((("mask",), stage.mask, "mask"))
+    return found
+
+
+def _hash_inputs(loaded: LoadedRecipe, index: int, stage) -> tuple[dict[str, str], dict[str, Path]]:
+    hashes, paths = {}, {}
+    for param, rel, what in _files_read(stage):
+        path = (loaded.folder / rel) if not Path(rel).is_absolute() else Path(rel)
+        name = ".".join(str(p) for p in param)
+        if not path.is_file():
+            raise _error_at(loaded, ("stages", index) + param, f"stages[{index}].{name}: {what} file not "
+                                                                f"found: {path}")
+        hashes[name] = sha256_file(path)
+        paths[name] = path
+    return hashes, paths
+
+
+def _resolve_prompts(template: str, seeds: list[int], loaded: LoadedRecipe) -> list[str]:
+    if "__" not in template and "{" not in template:
+        return [template] * len(seeds)
+    from stages.prompts.wildcards import expand
+    dirs = wildcard_dirs(loaded)
+    return [expand(template, seed, dirs) for seed in seeds]
+
+
+def wildcard_dirs(loaded: LoadedRecipe) -> list[Path]:
+    from runner.models.search import load_search_config
+    return [loaded.folder / "wildcards", *load_search_config().folders["wildcards"]]
+
+
+def _hires_size(width: int, height: int, stage: HiresParams) -> tuple[int, int]:
+    if stage.width or stage.height:
+        w = stage.width or int(round(width * stage.height / height / 8)) * 8
+        h = stage.height or int(round(height * stage.width / width / 8)) * 8
+        return w, h
+    return int(width * stage.scale) // 8 * 8, int(height * stage.scale) // 8 * 8
+
+
+def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
+               now: datetime | None = None) -> Plan:
+    recipe = loaded.recipe
+    now = now or datetime.now()
+    recipe_hash = hashlib.sha256(canonical_json(recipe, indent=None).encode()).hexdigest()
+    models: dict[str, ModelFiles] = {}
+
+    def model_files(name: str, index: int) -> ModelFiles:
+        if name not in models:
+            try:
+                models[name] = resolve_model(name, recipe.models[name], loaded.folder)
+            except SdbakeError as err:
+                raise _error_at(loaded, ("models", name, "checkpoint"), err.message, type(err)) from None
+        return models[name]
+
+    fingerprint = numerics.fingerprint()
+    invocations: list[Invocation] = []
+    state_key: str | None = None
+    # what the save stage's path template and the infotext need, tracked through the stages
+    current: dict[str, Any] = {"prompts": [], "negatives": [], "seeds": [], "width": 0, "height": 0}
+    for index, stage in enumerate(recipe.stages):
+        params = {k: v for k, v in canonical_dict_of(stage).items() if k not in NOT_IN_KEY}
+        file_hashes, file_paths = _hash_inputs(loaded, index, stage)
+        inv = Invocation(index=index, stage=stage, key="", state_key="", inputs={}, files=file_paths)
+        document: dict[str, Any] = {"format": KEY_FORMAT, "stage": stage.type, "version": stage.VERSION,
+                                    "params": params, "input": state_key, "files": file_hashes}
+        model_name = getattr(stage, "model", None)
+        if model_name:
+            inv.model = model_files(model_name, index)
+            document["model"] = inv.model.identity()
+            document["numerics"] = fingerprint
+        if getattr(stage, "loras", None):
+            inv.loras = resolve_loras(stage.loras, loaded.folder)
+            document["loras"] = [[l.sha256, l.weight] for l in inv.loras]
+        if isinstance(stage, EncodeParams):
+            seeds = [stage.seed + i for i in range(stage.batch_size)]
+            inv.prompts = _resolve_prompts(stage.prompt, seeds, loaded)
+            inv.negatives = _resolve_prompts(stage.negative, seeds, loaded)
+            inv.schedule_steps = _schedules_after(recipe.stages, index)
+            document.update(prompts=inv.prompts, negatives=inv.negatives, schedule_steps=inv.schedule_steps)
+            current.update(prompts=inv.prompts, negatives=inv.negatives, seeds=seeds, width=stage.width,
+                           height=stage.height, model=inv.model)
+        elif isinstance(stage, (SampleParams, HiresParams, InpaintParams)):
+            seeds = current["seeds"]
+            if stage.prompt is not None:
+                inv.prompts = _resolve_prompts(stage.prompt, seeds, loaded)
+                document["prompts"] = inv.prompts
+            if stage.negative is not None:
+                inv.negatives = _resolve_prompts(stage.negative, seeds, loaded)
+                document["negatives"] = inv.negatives
+            current.update(steps=stage.steps, cfg=stage.cfg, sampler=stage.sampler, scheduler=stage.scheduler,
+                           model=inv.model)
+            if isinstance(stage, HiresParams):
+                current["width"], current["height"] = _hires_size(current["width"], current["height"], stage)
+                if stage.upscaler not in LATENT_UPSCALERS + PIXEL_UPSCALERS:
+                    from runner.models.search import resolve_model_file
+                    try:
+                        path = resolve_model_file(stage.upscaler, "upscalers", loaded.folder)
+                    except SdbakeError as err:
+                        raise _error_at(loaded, ("stages", index, "upscaler"), err.message, type(err)) from None
+                    inv.files["upscaler"] = path
+                    document["files"]["upscaler"] = sha256_file(path)
+        elif isinstance(stage, InterveneParams) and stage.preview:
+            inv.outputs = _render_outputs(loaded, stage.preview, "preview", current, recipe_hash, now,
+                                          output_root, index, stage)
+        elif isinstance(stage, SaveParams):
+            inv.outputs = _render_outputs(loaded, stage.path, "path", current, recipe_hash, now, output_root,
+                                          index, stage)
+            document["outputs"] = inv.outputs
+            document["recipe"] = recipe_hash      # embedded in the image's metadata
+        inv.inputs = document
+        inv.key = key_of(document)
+        inv.state_key = state_key if inv.passes_state_through and state_key else inv.key
+        state_key = inv.state_key
+        invocations.append(inv)
+    return Plan(loaded, numerics, invocations, models, recipe_hash, output_root)
+
+
+def canonical_dict_of(stage) -> dict:
+    return json.loads(json.dumps(stage.model_dump(mode="json", exclude_none=True), sort_keys=True))
+
+
+def _schedules_after(stages: list, encode_index: int) -> list[list]:
+    """The prompt schedules the stages after an encode will ask for: [steps, hires_steps] pairs."""
+    wanted = set()
+    base_steps = None
+    for stage in stages[encode_index + 1:]:
+        if isinstance(stage, EncodeParams):
+            break
+        multiplier = 2 if getattr(stage, "sampler", None) in SECOND_ORDER else 1
+        if isinstance(stage, SampleParams):
+            base_steps = stage.steps
+            if stage.prompt is None:
+                wanted.add((stage.steps * multiplier, None))
+        elif isinstance(stage, HiresParams) and stage.prompt is None:
+            wanted.add(((base_steps or stage.steps), stage.steps * multiplier))
+        elif isinstance(stage, InpaintParams) and stage.prompt is None:
+            wanted.add((stage.steps * multiplier, None))
+    return [list(pair) for pair in sorted(wanted, key=lambda p: (p[0], p[1] or 0))]
+
+
+def template_variables(current: dict, recipe, stage_id: str, recipe_hash: str, now: datetime,
+                       batch_index: int) -> dict:
+    prompt = current["prompts"][batch_index] if current["prompts"] else ""
+    model: ModelFiles | None = current.get("model")
+    return {
+        "name": recipe.name, "seed": current["seeds"][batch_index] if current["seeds"] else 0,
+        "steps": current.get("steps", 0), "cfg": current.get("cfg", 0.0),
+        "sampler": current.get("sampler", ""), "scheduler": current.get("scheduler", ""),
+        "width": current["width"], "height": current["height"],
+        "model_name": model.model_name if model else "", "model_hash": model.model_hash if model else "",
+        "prompt": prompt, "negative": current["negatives"][batch_index] if current["negatives"] else "",
+        "prompt_hash": hashlib.sha256(prompt.encode()).hexdigest()[:8], "batch_index": batch_index,
+        "stage": stage_id, "date": now.strftime("%Y-%m-%d"), "datetime": now.strftime("%Y%m%d-%H%M%S"),
+        "recipe_hash": recipe_hash[:12],
+    }
+
+
+def _render_outputs(loaded: LoadedRecipe, template: str, field_name: str, current: dict, recipe_hash: str,
+                    now: datetime, output_root: Path, index: int, stage) -> list[str]:
+    from stages.output.names import safe_relative_path
+    from stages.output.templates import render_path
+    rendered = []
+    for batch_index in range(max(1, len(current["seeds"]))):
+        variables = template_variables(current, loaded.recipe, stage.id, recipe_hash, now, batch_index)
+        try:
+            relative = safe_relative_path(render_path(template, variables), output_root)
+        except SdbakeError as err:
+            raise _error_at(loaded, ("stages", index, field_name), f"stages[{index}].{field_name}: {err.message}",
+                            type(err)) from None
+        text = relative.as_posix()
+        if getattr(stage, "format", None) and "." not in relative.name:
+            text += "." + {"jpeg": "jpg"}.get(stage.format, stage.format)
+        elif "." not in relative.name:
+            text += ".png"
+        if text in rendered:   # one template for a batch: keep every image (as A1111's counter does)
+            stem, dot, ext = text.rpartition(".")
+            text = f"{stem}-{batch_index}.{ext}"
+        rendered.append(text)
+    return rendered

@@ -1,0 +1,104 @@
+"""The torch side of a run: models from the registry, stage contexts, state in and out of the cache."""
+from __future__ import annotations
+
+import importlib
+import warnings
+from pathlib import Path
+
+import torch
+
+from runner.cache import CacheStore
+from runner.execute import STAGE_MODULES, Console, RunOptions, recipe_json
+from runner.plan import Invocation, Plan
+from schemas.errors import CacheError, SdbakeError
+from stages.context import StageContext
+from stages.state import State, pack, unpack
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def sdbake_version() -> str:
+    from runner.cli import version_string
+    return version_string()
+
+
+class Runtime:
+    def __init__(self, plan: Plan, options: RunOptions, console: Console):
+        self.plan = plan
+        self.options = options
+        self.console = console
+        numerics = plan.numerics
+        if numerics.device == "cpu":
+            torch.set_num_threads(numerics.threads)
+        elif numerics.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SdbakeError(f"device {numerics.device} requested but torch sees no CUDA device")
+        self.device = numerics.device
+        self.dtype = DTYPES[numerics.dtype]
+        self.stage_keys = {inv.id: inv.key for inv in plan.invocations}
+
+    # -- models --
+    def model(self, inv: Invocation, entry_name: str):
+        from runner.models.lora import apply_loras
+        from runner.models.registry import ModelSpec, default_registry
+        files = self.plan.models.get(entry_name)
+        if files is None:
+            from runner.modelfiles import resolve_model
+            files = self.plan.models[entry_name] = resolve_model(
+                entry_name, self.plan.recipe.models[entry_name], self.plan.loaded.folder)
+        spec = ModelSpec(checkpoint=files.checkpoint, vae=files.vae, device=self.device, dtype=self.dtype,
+                         allow_pickle=self.options.allow_pickle)
+        loaded = default_registry().get(spec)
+        loras = [(l.path, l.weight) for l in files.loras] + [(l.path, l.weight) for l in inv.loras]
+        apply_loras(loaded, loras, warn=self.console.warn)
+        return loaded
+
+    def model_info(self, inv: Invocation) -> dict:
+        name = getattr(inv.stage, "model", None) or next(iter(self.plan.models), None)
+        files = self.plan.models.get(name) if name else None
+        if files is None:
+            return {"version": sdbake_version()}
+        loras = files.loras + inv.loras
+        return {"model_name": files.model_name, "model_hash": files.model_hash,
+                "vae_name": files.vae.stem if files.vae else None,
+                "vae_hash": files.vae_sha256[:10] if files.vae_sha256 else None,
+                "lora_hashes": ", ".join(f"{l.name}: {l.sha256[:12]}" for l in loras) or None,
+                "version": sdbake_version()}
+
+    # -- stages --
+    def context(self, inv: Invocation) -> StageContext:
+        return StageContext(
+            stage_id=inv.id, device=self.device, dtype=self.dtype,
+            model=lambda name: self.model(inv, name), files=inv.files, prompts=list(inv.prompts),
+            negatives=list(inv.negatives), schedule_steps=inv.schedule_steps, outputs=inv.outputs,
+            model_info=self.model_info(inv), recipe_json=recipe_json(self.plan),
+            recipe_folder=self.plan.loaded.folder, progress=self.console.progress, warn=self.console.warn,
+            extra={"stage_keys": self.stage_keys, "output_root": self.plan.output_root})
+
+    def run_stage(self, inv: Invocation, state: State | None) -> tuple[State, dict[str, bytes]]:
+        module = importlib.import_module(STAGE_MODULES[inv.stage.type])
+        ctx = self.context(inv)
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            new_state = module.run(inv.stage, state or State(), ctx)
+        return new_state, ctx.side_files
+
+    # -- cache --
+    def load_state(self, store: CacheStore | None, key: str | None) -> State | None:
+        if key is None:
+            return None
+        entry = store.get(key) if store is not None else None
+        if entry is None or not entry.info.get("has_tensors") and entry.meta.get("state") is None:
+            raise CacheError(f"the cached state {key[:12]} vanished during the run (was the cache cleared?): "
+                             "run again")
+        return unpack(entry.load_tensors(), entry.meta["state"])
+
+    def store_stage(self, store: CacheStore, inv: Invocation, state: State, side_files: dict[str, bytes]) -> None:
+        stage = {"id": inv.id, "type": inv.stage.type, "recipe": self.plan.recipe.name}
+        # Side files are stored by their place in the stage's outputs, not by name: a preview path is not
+        # part of the key, so a hit writes the stored bytes wherever the recipe now says.
+        side_files = {str(inv.outputs.index(rel)): data for rel, data in side_files.items()}
+        if inv.passes_state_through:
+            store.put(inv.key, stage=stage, files=side_files, inputs=inv.inputs)
+            return
+        tensors, meta = pack(state)
+        store.put(inv.key, stage=stage, tensors=tensors, meta={"state": meta}, files=side_files, inputs=inv.inputs)

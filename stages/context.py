@@ -1,0 +1,33 @@
+"""What a stage receives besides its params and input state: models, files, output hooks.
+
+The runner builds it; a stage never imports the runner (DESIGN.md section 1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass
+class StageContext:
+    stage_id: str
+    device: str
+    dtype: Any                                        # torch.dtype of the models
+    model: Callable[[str], Any]                       # [models] entry name -> loaded model (LoRAs applied)
+    files: dict[str, Path] = field(default_factory=dict)   # param name -> resolved file it reads
+    prompts: list[str] = field(default_factory=list)       # resolved prompt overrides, one per image
+    negatives: list[str] = field(default_factory=list)
+    schedule_steps: list[list] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)        # save: rendered paths relative to the root
+    model_info: dict = field(default_factory=dict)          # model_name, model_hash, loras ... for infotext
+    recipe_json: str = ""                                   # canonical recipe, embedded by save
+    recipe_folder: Path | None = None
+    progress: Callable[[int, int], None] = lambda done, total: None
+    warn: Callable[[str], None] = print
+    side_files: dict[str, bytes] = field(default_factory=dict)   # written under the output root + cached
+    extra: dict = field(default_factory=dict)
+
+    def emit_file(self, relative_path: str, data: bytes) -> None:
+        """Hand a file to the runner: it writes it (never overwriting) and keeps it in the cache entry."""
+        self.side_files[relative_path] = data

@@ -1,0 +1,38 @@
+"""encode: prompts -> embeddings memo; an empty latent, or an init image VAE-encoded (img2img)."""
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from schemas.stages import EncodeParams
+from stages.conditioning import encode_texts, pack_memo, texts_of
+from stages.context import StageContext
+from stages.images import open_image, pil_to_tensor, vae_encode
+from stages.state import State
+
+
+def run(p: EncodeParams, state: State, ctx: StageContext) -> State:
+    model = ctx.model(p.model)
+    seeds = tuple(p.seed + i for i in range(p.batch_size))
+    texts = texts_of(ctx.prompts, ctx.negatives, ctx.schedule_steps)
+    memo = encode_texts(model, texts, p.clip_skip, {})
+    factor = model.vae_scale_factor
+    if p.image:
+        init = open_image(ctx.files["image"], "init image")
+        if init.size != (p.width, p.height):
+            ctx.warn(f"init image is {init.size[0]}x{init.size[1]}: resized to {p.width}x{p.height}")
+            init = init.convert("RGB").resize((p.width, p.height), Image.LANCZOS)
+        pixels = pil_to_tensor(init)[None].expand(len(seeds), -1, -1, -1)
+        latent = vae_encode(model.vae, pixels).cpu()
+        kind = "image"
+    else:
+        latent = torch.zeros(len(seeds), model.latent_channels, p.height // factor, p.width // factor)
+        kind = "empty"
+    return State(
+        latent=latent, latent_kind=kind, seeds=seeds, width=p.width, height=p.height, model=p.model,
+        prompts=tuple(ctx.prompts), negatives=tuple(ctx.negatives), prompt_template=p.prompt,
+        negative_template=p.negative, clip_skip=p.clip_skip,
+        img2img_denoise=p.denoise if p.image else None, embeddings=pack_memo(memo, p.clip_skip),
+        provenance=({"stage": ctx.stage_id, "type": "encode", "prompt": p.prompt, "negative": p.negative,
+                     **({"Denoising strength": p.denoise} if p.image else {})},),
+    )

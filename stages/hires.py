@@ -1,0 +1,75 @@
+"""hires: upscale, then re-denoise the last `steps` sigmas of a longer schedule (A1111 "hires fix").
+
+With H steps and denoise d, A1111 builds a schedule of total = int(H / min(d, 0.999)) steps and
+walks its last H sigmas, adding fresh noise from each image's seed at the first of them.
+"""
+from __future__ import annotations
+
+import torch
+
+from schemas.errors import StateError
+from schemas.stages import HiresParams, LATENT_UPSCALERS
+from stages.context import StageContext
+from stages.images import pil_to_tensor, vae_decode, vae_encode
+from stages.output.decode import to_pil
+from stages.sampling import run_sampler, sampling_setup
+from stages.state import State
+from stages.upscale import A1111_NAMES, upscale_latent, upscale_pil
+
+
+def hires_total_steps(steps: int, denoise: float) -> int:
+    return int(steps / min(denoise, 0.999))
+
+
+def target_size(p: HiresParams, width: int, height: int) -> tuple[int, int]:
+    if p.width or p.height:
+        w = p.width or int(round(width * p.height / height / 8)) * 8
+        h = p.height or int(round(height * p.width / width / 8)) * 8
+        return w, h
+    return int(width * p.scale) // 8 * 8, int(height * p.scale) // 8 * 8
+
+
+def upscale(p: HiresParams, state: State, model, width: int, height: int, ctx: StageContext) -> torch.Tensor:
+    if p.upscaler in LATENT_UPSCALERS:
+        return upscale_latent(state.latent.to(ctx.device), width, height, p.upscaler, model.vae_scale_factor)
+    images = state.image if state.image is not None else vae_decode(model.vae, state.latent.to(ctx.device),
+                                                                    warn=ctx.warn)[0]
+    if "upscaler" in ctx.files:
+        from stages.upscaler_model import upscale_with_model
+        pictures = upscale_with_model(ctx.files["upscaler"], images, width, height, ctx.device)
+    else:
+        pictures = [upscale_pil(picture, width, height, p.upscaler) for picture in to_pil(images)]
+    pixels = torch.stack([pil_to_tensor(picture) for picture in pictures])
+    return vae_encode(model.vae, pixels).to(ctx.device)
+
+
+def run(p: HiresParams, state: State, ctx: StageContext) -> State:
+    if state.latent is None or state.position is not None:
+        raise StateError("hires needs a finished image: put it after a sample stage that ran to the end",
+                         stage=ctx.stage_id)
+    model = ctx.model(p.model)
+    width, height = target_size(p, state.width, state.height)
+    latent = upscale(p, state, model, width, height, ctx)
+    total = hires_total_steps(p.steps, p.denoise)
+    setup = sampling_setup(model, p.sampler, p.scheduler, total)
+    start = total - p.steps
+    noise = setup.new_noise(state.seeds, latent.shape[1:], ctx.device)
+    x = latent + noise.draw().to(ctx.device) * setup.sigmas[start]
+    prompts = list(ctx.prompts or state.prompts)
+    negatives = list(ctx.negatives or state.negatives)
+    base_steps = next((r["Steps"] for r in reversed(state.provenance) if r["type"] == "sample"), p.steps)
+    x, _, _ = run_sampler(setup, model, x, start, total, cfg=p.cfg, prompts=prompts, negatives=negatives,
+                          embeddings=state.embeddings, clip_skip=state.clip_skip, noise=noise, carry=None,
+                          model_calls=0, schedule_steps=base_steps, hires_steps=p.steps, ctx=ctx)
+    record = {"stage": ctx.stage_id, "type": "hires", "Hires upscale": p.scale if not (p.width or p.height)
+              else None, "Hires resize": f"{width}x{height}" if (p.width or p.height) else None,
+              "Hires steps": p.steps, "Hires upscaler": A1111_NAMES.get(p.upscaler, p.upscaler),
+              "Denoising strength": p.denoise}
+    if ctx.prompts:
+        record["Hires prompt"] = ctx.prompts[0]
+    if p.sampler != next((r["sampler"] for r in reversed(state.provenance) if r["type"] == "sample"), p.sampler):
+        record["Hires sampler"] = p.sampler
+    return state.evolve(latent=x.float().cpu(), latent_kind="sampled", position=None, carry=None, noise=None,
+                        sampler=None, model_calls=0, image=None, width=width, height=height, model=p.model,
+                        prompts=tuple(prompts), negatives=tuple(negatives),
+                        provenance=state.provenance + ({k: v for k, v in record.items() if v is not None},))

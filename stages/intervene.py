@@ -1,0 +1,103 @@
+"""intervene: edit the clean estimate mid-sampling and continue, with nothing changed outside the mask.
+
+At step k, D(x_k) is the clean estimate and (x_k - D(x_k)) / sigma_k the leftover noise. Decoding
+x_k itself would corrupt it (the VAE was trained on clean images), so the ops apply to the decoded
+clean estimate, which is encoded back, and the run continues from x_k + mask * (encoded - D(x_k)):
+the same as encoded + sigma_k * leftover, but exact where the mask is 0.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFilter
+
+from schemas.errors import StateError
+from schemas.stages import ImageOp, InterveneParams
+from stages.conditioning import guided_inputs
+from stages.context import StageContext
+from stages.denoiser import Denoiser
+from stages.edit_ops import _mask_file, apply_op
+from stages.images import mask_to_tensor, pil_to_tensor, vae_decode, vae_encode
+from stages.output.decode import to_pil
+from stages.output.metadata import encode_image
+from stages.sampling import model_sigmas_of, prepare_embeddings, schedule_length
+from stages.state import State
+
+
+def clean_estimate(state: State, model, cfg: float, device) -> torch.Tensor:
+    """D(x_k) with the conditioning of the current model call; the call is not counted."""
+    x = state.latent.to(device)
+    if state.position is None:
+        return x
+    sampler = state.sampler or "euler"
+    steps = schedule_length(sampler, state.position.steps)
+    memo = prepare_embeddings(model, list(state.prompts), list(state.negatives), state.embeddings,
+                              state.clip_skip, steps, None)
+    denoiser = Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, cfg,
+                        guided_inputs(list(state.prompts), list(state.negatives), steps, None, memo, device,
+                                      model.unet.dtype), model_calls=state.model_calls)
+    sigma = torch.full((x.shape[0],), state.position.sigma, device=device, dtype=x.dtype)
+    return denoiser(x, sigma)
+
+
+def region_mask(p: InterveneParams, ctx: StageContext, size: tuple[int, int]) -> Image.Image | None:
+    if p.mask:
+        mask = _mask_file(ctx.files["mask"], size, ctx.warn)
+    elif p.rect:
+        mask = Image.new("L", size, 0)
+        x, y, w, h = p.rect
+        ImageDraw.Draw(mask).rectangle([x, y, x + w - 1, y + h - 1], fill=255)
+    else:
+        return None
+    if p.feather:
+        mask = mask.filter(ImageFilter.GaussianBlur(p.feather))
+    if mask.getbbox() is None:
+        ctx.warn("the intervene mask is all black: nothing can change")
+    return mask
+
+
+def run(p: InterveneParams, state: State, ctx: StageContext) -> State:
+    if state.latent is None:
+        raise StateError("there is no latent to edit: intervene must follow an encode or sample stage",
+                         stage=ctx.stage_id)
+    ops = ([ImageOp(image=p.image)] if p.image else []) + list(p.ops)
+    # a stage-level `image` is op 0, so the ops' files shift by one
+    offset = 1 if p.image else 0
+    files = {"ops.0.image": ctx.files["image"]} if p.image else {}
+    for name, path in ctx.files.items():
+        if name.startswith("ops."):
+            _, number, field = name.split(".", 2)
+            files[f"ops.{int(number) + offset}.{field}"] = path
+    if not ops and not ctx.outputs:
+        return state.evolve(provenance=state.provenance + ({"stage": ctx.stage_id, "type": "intervene",
+                                                            "ops": []},))
+    model = ctx.model(p.model or state.model)
+    x = state.latent.to(ctx.device)
+    denoised = clean_estimate(state, model, p.cfg, ctx.device)
+    pixels, _ = vae_decode(model.vae, denoised, warn=ctx.warn)
+    pictures = to_pil(pixels)
+    for relative, picture in zip(ctx.outputs, pictures):
+        ctx.emit_file(relative, encode_image(picture, "png", f"intervene preview at step "
+                      f"{state.position.step if state.position else 'end'}", None))
+    if not ops:
+        return state.evolve(provenance=state.provenance + ({"stage": ctx.stage_id, "type": "intervene",
+                                                            "ops": []},))
+    edited = []
+    for picture in pictures:
+        for index, op in enumerate(ops):
+            picture = apply_op(picture, op, files, index, ctx.warn)
+        edited.append(pil_to_tensor(picture))
+    encoded = vae_encode(model.vae, torch.stack(edited)).to(x.dtype)
+    mask = region_mask(p, ctx, (state.width, state.height))
+    if mask is None:
+        x_new = x + (encoded - denoised)
+    else:
+        # Area-average to latent cells: a cell is 0 only where its whole pixel block is 0, so cells outside
+        # the mask keep x_k bit for bit.
+        latent_mask = F.interpolate(mask_to_tensor(mask)[None], size=x.shape[-2:], mode="area").to(x)
+        x_new = x + latent_mask * (encoded - denoised)
+    record = {"stage": ctx.stage_id, "type": "intervene", "ops": [op.op for op in ops],
+              "step": state.position.step if state.position else None}
+    return state.evolve(latent=x_new.float().cpu(), image=None,
+                        latent_kind=state.latent_kind if state.position else "sampled",
+                        provenance=state.provenance + (record,))

@@ -1,0 +1,58 @@
+"""sample: walk steps start..end of the schedule; a split continues exactly where the last one ended."""
+from __future__ import annotations
+
+import torch
+
+from schemas.errors import StateError
+from schemas.stages import SampleParams
+from stages.context import StageContext
+from stages.sampling import run_sampler, sampling_setup
+from stages.state import Position, State
+
+
+def run(p: SampleParams, state: State, ctx: StageContext) -> State:
+    if state.latent is None:
+        raise StateError("there is no latent to sample: add an `encode` stage before it", stage=ctx.stage_id)
+    model = ctx.model(p.model)
+    setup = sampling_setup(model, p.sampler, p.scheduler, p.steps)
+    sigmas = setup.sigmas
+    if state.position is not None:
+        at = state.position
+        if (at.step, at.steps, at.scheduler) != (p.start, p.steps, p.scheduler):
+            raise StateError(f"the latent is at step {at.step} of a {at.steps}-step {at.scheduler} schedule, but "
+                             f"this stage starts at step {p.start} of a {p.steps}-step {p.scheduler} schedule",
+                             stage=ctx.stage_id)
+        x = state.latent.to(ctx.device)
+        noise = setup.restore_noise(state.noise, ctx.device)
+        carry = state.carry if state.sampler == p.sampler else None
+        if state.carry is not None and carry is None:
+            ctx.warn(f"sampler changes from {state.sampler} to {p.sampler}: its history starts afresh")
+        model_calls = state.model_calls
+    else:
+        if p.start > 0 and state.latent_kind == "empty":
+            raise StateError(f"starts at step {p.start} but the latent is empty: only a stage that ended at "
+                             f"step {p.start}, or an init image, can be continued", stage=ctx.stage_id)
+        noise = setup.new_noise(state.seeds, state.latent.shape[1:], ctx.device)
+        initial = noise.draw().to(ctx.device)
+        # A1111: txt2img starts from noise * sigmas[0]; img2img adds noise * sigmas[start] to the image.
+        base = state.latent.to(ctx.device) if state.latent_kind != "empty" else torch.zeros_like(initial)
+        x = base + initial * sigmas[p.start]
+        carry, model_calls = None, 0
+    prompts = list(ctx.prompts or state.prompts)
+    negatives = list(ctx.negatives or state.negatives)
+    x, carry, model_calls = run_sampler(
+        setup, model, x, p.start, p.end, cfg=p.cfg, prompts=prompts, negatives=negatives,
+        embeddings=state.embeddings, clip_skip=state.clip_skip, noise=noise, carry=carry,
+        model_calls=model_calls, schedule_steps=p.steps, hires_steps=None, ctx=ctx)
+    finished = p.end == p.steps
+    record = {"stage": ctx.stage_id, "type": "sample", "Steps": p.steps, "sampler": p.sampler,
+              "scheduler": p.scheduler, "CFG scale": p.cfg, "start": p.start, "end": p.end}
+    if state.latent_kind == "image" and state.position is None:
+        record["Denoising strength"] = state.img2img_denoise
+    return state.evolve(
+        latent=x.float().cpu(), latent_kind="sampled" if finished else "noisy",
+        position=None if finished else Position(p.steps, p.scheduler, p.end, float(sigmas[p.end])),
+        sampler=None if finished else p.sampler, carry=None if finished else carry,
+        noise=None if finished else setup.pack_noise(noise), model_calls=0 if finished else model_calls,
+        image=None, image_from_latent=False, model=p.model, prompts=tuple(prompts), negatives=tuple(negatives),
+        provenance=state.provenance + (record,))

@@ -1,0 +1,73 @@
+"""save: decode when needed, write images with A1111 infotext and the embedded recipe.
+
+The runner writes the files (never overwriting, atomically) and keeps their bytes in the cache
+entry; this stage only makes the bytes. It passes its input state through unchanged.
+"""
+from __future__ import annotations
+
+import json
+
+from schemas.stages import SaveParams
+from stages.context import StageContext
+from stages.images import vae_decode
+from stages.output.decode import to_pil
+from stages.output.infotext import a1111_sampler_label, format_infotext
+from stages.output.metadata import encode_image
+from stages.state import State
+
+
+def _format(p: SaveParams, path: str) -> str:
+    if p.format:
+        return p.format
+    suffix = path.rsplit(".", 1)[-1].lower() if "." in path else "png"
+    return {"jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}.get(suffix, "png")
+
+
+def infotext_params(state: State, index: int, ctx: StageContext) -> dict:
+    """A1111's generation parameters for image `index`, from what the stages recorded."""
+    params: dict = {}
+    sampling = [r for r in state.provenance if r["type"] == "sample"]
+    if sampling:
+        last = sampling[-1]
+        sampler, schedule_type = a1111_sampler_label(last["sampler"], last["scheduler"])
+        params.update({"Steps": last["Steps"], "Sampler": sampler, "Schedule type": schedule_type,
+                       "CFG scale": last["CFG scale"]})
+    params["Seed"] = state.seeds[index]
+    base = next((r for r in state.provenance if r["type"] == "encode"), {})
+    params["Size"] = f"{base.get('width', state.width)}x{base.get('height', state.height)}"
+    info = ctx.model_info
+    params.update({"Model hash": info.get("model_hash"), "Model": info.get("model_name"),
+                   "VAE hash": info.get("vae_hash"), "VAE": info.get("vae_name")})
+    for record in state.provenance:
+        for key, value in record.items():
+            if key[:1].isupper() and key not in ("Steps", "CFG scale"):
+                params[key] = value
+    params["Clip skip"] = state.clip_skip
+    if info.get("lora_hashes"):
+        params["Lora hashes"] = info["lora_hashes"]
+    params["Version"] = f"sdbake {info.get('version', '')}".strip()
+    return params
+
+
+def run(p: SaveParams, state: State, ctx: StageContext) -> State:
+    images, retried = state.image, False
+    if images is None:
+        if state.position is not None:
+            ctx.warn(f"saving a latent that still holds noise (step {state.position.step} of "
+                     f"{state.position.steps}); use an `intervene` preview for the clean estimate")
+        model = ctx.model(state.model)
+        images, retried = vae_decode(model.vae, state.latent, warn=ctx.warn)
+    pictures = to_pil(images)
+    for index, (picture, relative) in enumerate(zip(pictures, ctx.outputs)):
+        prompt = state.prompts[index] if state.prompts else ""
+        negative = state.negatives[index] if state.negatives else ""
+        params = infotext_params(state, index, ctx)
+        if retried:
+            params["VAE fp32 retry"] = "True"      # recorded, as A1111 logs its revert to float32
+        infotext = format_infotext(prompt, negative, params)
+        embedded = json.dumps({"recipe": json.loads(ctx.recipe_json), "recipe_folder": str(ctx.recipe_folder),
+                               "seed": state.seeds[index], "batch_index": index, "prompt": prompt,
+                               "negative": negative, "stage_keys": ctx.extra.get("stage_keys", {})},
+                              sort_keys=True, ensure_ascii=False)
+        ctx.emit_file(relative, encode_image(picture, _format(p, relative), infotext, embedded, quality=p.quality))
+    return state       # unchanged: a save passes its input through (the cache chains its input key)
