@@ -9,11 +9,15 @@ An existing `stable-diffusion-webui/models/...` or `ComfyUI/models/...` tree is 
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.errors import ModelError
+
+try:
+    import tomllib
+except ModuleNotFoundError:         # Python 3.10
+    import tomli as tomllib
 
 FOLDER_KINDS = ("checkpoints", "vae", "loras", "embeddings", "upscalers", "wildcards")
 CONFIG_ENV = "SDBAKE_CONFIG"

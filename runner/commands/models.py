@@ -1,0 +1,53 @@
+"""`sdbake models hash FILE...` and `sdbake models ls`: weight file hashes and what the search folders hold."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("models", help="hash model files, list the model search folders")
+    actions = parser.add_subparsers(dest="models_command", metavar="ACTION")
+    hash_parser = actions.add_parser("hash", help="print sha256, A1111 short hash and path of weight files")
+    hash_parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    hash_parser.set_defaults(func=hash_handler)
+    ls_parser = actions.add_parser("ls", help="list the files in the configured model folders")
+    ls_parser.add_argument("--kind", default=None,
+                           help="only this kind (checkpoints, vae, loras, embeddings, upscalers, wildcards)")
+    ls_parser.set_defaults(func=ls_handler)
+    parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
+
+
+def hash_handler(args: argparse.Namespace) -> int:
+    from runner.models.hashing import sha256_file, short_hash
+    from schemas.errors import ModelError
+    for path in args.files:
+        if not path.is_file():
+            raise ModelError("not a file", file=str(path))
+        sha = sha256_file(path)
+        print(f"{sha}  {short_hash(sha)}  {path}")
+    return 0
+
+
+def ls_handler(args: argparse.Namespace) -> int:
+    from runner.models.hashing import cached_sha256, short_hash
+    from runner.models.search import FOLDER_KINDS, list_folder, load_search_config
+    from schemas.errors import ModelError
+    if args.kind is not None and args.kind not in FOLDER_KINDS:
+        raise ModelError(f"unknown kind {args.kind!r} (known: {', '.join(FOLDER_KINDS)})")
+    search = load_search_config()
+    if not search.sources:
+        print("no config file found (./sdbake.toml, ~/.config/sdbake/config.toml or $SDBAKE_CONFIG)",
+              file=sys.stderr)
+        return 0
+    for kind in [args.kind] if args.kind else FOLDER_KINDS:
+        for folder in search.folders[kind]:
+            note = "" if folder.is_dir() else "  (missing)"
+            print(f"[{kind}] {folder}{note}")
+            for entry in list_folder(folder, kind):
+                # Only hashes already known: listing must not read every 7 GB file.
+                sha = cached_sha256(entry) if entry.is_file() else None
+                known = f"{short_hash(sha)}  " if sha else " " * 12
+                print(f"  {known}{entry.relative_to(folder)}")
+    return 0

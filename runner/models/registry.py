@@ -1,0 +1,97 @@
+"""The process-wide model registry: each model loads once and is shared; an LRU bounds memory."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from runner.models.hashing import sha256_file
+from runner.models.loading import LoadedModel, default_dtype, load_model, model_weight_files
+
+DEFAULT_MAX_MODELS = 2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a stage asks for: a checkpoint (file or diffusers folder), an optional VAE, where and how."""
+    checkpoint: Path
+    vae: Path | None = None
+    device: str = "cpu"
+    dtype: torch.dtype | None = None
+    allow_pickle: bool = False
+    config: Path | None = None          # diffusers config folder for a single file (default: shipped)
+
+    def resolved_dtype(self) -> torch.dtype:
+        return self.dtype or default_dtype(self.device)
+
+
+def spec_key(spec: ModelSpec) -> tuple:
+    """Identity of a loaded model: the bytes of its files (not their names), device and dtype."""
+    weights = tuple(sha256_file(f) for f in model_weight_files(Path(spec.checkpoint), allow_pickle=spec.allow_pickle))
+    vae = sha256_file(Path(spec.vae)) if spec.vae is not None else None
+    config = str(Path(spec.config).resolve()) if spec.config is not None else None
+    return weights, vae, config, str(spec.device), str(spec.resolved_dtype())
+
+
+class ModelRegistry:
+    """Keeps at most `max_models` loaded models; the least recently used one is dropped first."""
+
+    def __init__(self, max_models: int = DEFAULT_MAX_MODELS,
+                 loader: Callable[[ModelSpec], LoadedModel] | None = None):
+        if max_models < 1:
+            raise ValueError("max_models must be at least 1")
+        self.max_models = max_models
+        self._loader = loader or _load_spec
+        self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0                  # how many times a model was actually read from disk
+
+    def get(self, spec: ModelSpec) -> LoadedModel:
+        key = spec_key(spec)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            model = self._loader(spec)
+            self.loads += 1
+            self._models[key] = model
+            while len(self._models) > self.max_models:
+                self._models.popitem(last=False)
+            return model
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, spec: ModelSpec) -> bool:
+        return spec_key(spec) in self._models
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+def _load_spec(spec: ModelSpec) -> LoadedModel:
+    return load_model(Path(spec.checkpoint), vae=spec.vae, device=spec.device, dtype=spec.resolved_dtype(),
+                      allow_pickle=spec.allow_pickle, config=spec.config)
+
+
+_default_registry: ModelRegistry | None = None
+
+
+def default_registry() -> ModelRegistry:
+    """The registry shared by every stage of this process."""
+    global _default_registry
+    if _default_registry is None:
+        _default_registry = ModelRegistry()
+    return _default_registry
+
+
+def set_default_max_models(max_models: int) -> None:
+    registry = default_registry()
+    registry.max_models = max_models
+    while len(registry._models) > max_models:
+        registry._models.popitem(last=False)
