@@ -1,0 +1,178 @@
+"""Samplers on the probability-flow ODE in sigma (Karras et al. 2022): euler, heun, dpm_2, their
+ancestral variants, and lms. The math follows k-diffusion's `sampling.py` as ComfyUI v0.3.64 ships
+it, with eta = 1, s_noise = 1 and no churn; ComfyUI's `ddim` is `euler`.
+
+Every sampler walks `sigmas` (a slice of the schedule) and returns (x, carry); giving the carry to
+the call on the next slice continues exactly where this one stopped.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .carry import Carry, history_for
+from .stepping import (
+    Denoiser,
+    NoiseSampler,
+    StepCallback,
+    ancestral_step,
+    check_sigmas,
+    denoise_at,
+    derivative,
+    require_noise,
+)
+
+
+def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                 noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                 callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """Euler steps (Karras et al. 2022, Algorithm 2 without churn). Deterministic, no history."""
+    check_sigmas(sigmas)
+    history_for("euler", sigmas, carry)
+    for i in range(len(sigmas) - 1):
+        denoised = denoise_at(denoise, x, sigmas[i])
+        if callback is not None:
+            callback(i)
+        x = x + derivative(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
+    return x, Carry("euler", sigmas[-1])
+
+
+def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                           noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                           callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """Euler step down to sigma_down, then fresh noise up to the next sigma."""
+    check_sigmas(sigmas)
+    history_for("euler_ancestral", sigmas, carry)
+    noise_sampler = require_noise(noise_sampler, "euler_ancestral")
+    for i in range(len(sigmas) - 1):
+        denoised = denoise_at(denoise, x, sigmas[i])
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
+        if callback is not None:
+            callback(i)
+        if float(sigma_down) == 0:
+            x = denoised
+        else:
+            d = derivative(x, sigmas[i], denoised)
+            x = x + d * (sigma_down - sigmas[i]) + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
+    return x, Carry("euler_ancestral", sigmas[-1])
+
+
+def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """Heun's method (Karras et al. 2022, Algorithm 2): two model calls per step, Euler on the last."""
+    sigma_values = check_sigmas(sigmas)
+    history_for("heun", sigmas, carry)
+    for i in range(len(sigmas) - 1):
+        denoised = denoise_at(denoise, x, sigmas[i])
+        d = derivative(x, sigmas[i], denoised)
+        if callback is not None:
+            callback(i)
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigma_values[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_euler = x + d * dt
+            d_next = derivative(x_euler, sigmas[i + 1], denoise_at(denoise, x_euler, sigmas[i + 1]))
+            x = x + (d + d_next) / 2 * dt
+    return x, Carry("heun", sigmas[-1])
+
+
+def _log_midpoint(sigma_a: torch.Tensor, sigma_b: torch.Tensor) -> torch.Tensor:
+    """The geometric mean of two sigmas, computed as DPM-Solver-2's midpoint in log sigma."""
+    return sigma_a.log().lerp(sigma_b.log(), 0.5).exp()
+
+
+def sample_dpm_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                 noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                 callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """DPM-Solver-2-style midpoint steps in log sigma (two model calls per step), Euler on the last."""
+    sigma_values = check_sigmas(sigmas)
+    history_for("dpm_2", sigmas, carry)
+    for i in range(len(sigmas) - 1):
+        denoised = denoise_at(denoise, x, sigmas[i])
+        d = derivative(x, sigmas[i], denoised)
+        if callback is not None:
+            callback(i)
+        if sigma_values[i + 1] == 0:
+            x = x + d * (sigmas[i + 1] - sigmas[i])
+        else:
+            sigma_mid = _log_midpoint(sigmas[i], sigmas[i + 1])
+            x_mid = x + d * (sigma_mid - sigmas[i])
+            d_mid = derivative(x_mid, sigma_mid, denoise_at(denoise, x_mid, sigma_mid))
+            x = x + d_mid * (sigmas[i + 1] - sigmas[i])
+    return x, Carry("dpm_2", sigmas[-1])
+
+
+def sample_dpm_2_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                           noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                           callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """dpm_2 down to sigma_down, then fresh noise up to the next sigma."""
+    check_sigmas(sigmas)
+    history_for("dpm_2_ancestral", sigmas, carry)
+    noise_sampler = require_noise(noise_sampler, "dpm_2_ancestral")
+    for i in range(len(sigmas) - 1):
+        denoised = denoise_at(denoise, x, sigmas[i])
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
+        if callback is not None:
+            callback(i)
+        d = derivative(x, sigmas[i], denoised)
+        if float(sigma_down) == 0:
+            x = x + d * (sigma_down - sigmas[i])
+        else:
+            sigma_mid = _log_midpoint(sigmas[i], sigma_down)
+            x_mid = x + d * (sigma_mid - sigmas[i])
+            d_mid = derivative(x_mid, sigma_mid, denoise_at(denoise, x_mid, sigma_mid))
+            x = x + d_mid * (sigma_down - sigmas[i])
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
+    return x, Carry("dpm_2_ancestral", sigmas[-1])
+
+
+LMS_ORDER = 4
+# Gauss-Legendre nodes and weights on [0, 1], exact for polynomials up to degree 5 (LMS uses degree 3)
+_GAUSS_NODES = (0.5 - 0.5 * math.sqrt(3 / 5), 0.5, 0.5 + 0.5 * math.sqrt(3 / 5))
+_GAUSS_WEIGHTS = (5 / 18, 8 / 18, 5 / 18)
+
+
+def lms_coefficient(past_sigmas: list[float], sigma_next: float, j: int) -> float:
+    """Integral from past_sigmas[0] to sigma_next of the Lagrange basis polynomial of past_sigmas[j]
+    (past_sigmas newest first), the weight of the j-th newest derivative in a linear multistep step.
+    k-diffusion integrates it numerically (scipy quad); the closed quadrature agrees to rounding."""
+    start = past_sigmas[0]
+
+    def basis(tau: float) -> float:
+        value = 1.0
+        for k, sigma_k in enumerate(past_sigmas):
+            if k != j:
+                value *= (tau - sigma_k) / (past_sigmas[j] - sigma_k)
+        return value
+
+    width = sigma_next - start
+    return width * sum(w * basis(start + node * width) for node, w in zip(_GAUSS_NODES, _GAUSS_WEIGHTS))
+
+
+def sample_lms(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+               noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+               callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """Linear multistep of order 4 on the ODE derivative; the carry keeps the last 3 derivatives and sigmas."""
+    sigma_values = check_sigmas(sigmas)
+    history = history_for("lms", sigmas, carry)
+    derivatives = list(history.derivatives) if history else []   # newest first
+    past_sigmas = list(history.sigmas) if history else []
+    past_sigma_values = [float(s) for s in past_sigmas]
+    for i in range(len(sigmas) - 1):
+        denoised = denoise_at(denoise, x, sigmas[i])
+        derivatives = [derivative(x, sigmas[i], denoised)] + derivatives[:LMS_ORDER - 1]
+        past_sigmas = [sigmas[i]] + past_sigmas[:LMS_ORDER - 1]
+        past_sigma_values = [sigma_values[i]] + past_sigma_values[:LMS_ORDER - 1]
+        if callback is not None:
+            callback(i)
+        if sigma_values[i + 1] == 0:
+            x = denoised
+        else:
+            coefficients = [lms_coefficient(past_sigma_values, sigma_values[i + 1], j)
+                            for j in range(len(past_sigma_values))]
+            x = x + sum(c * d for c, d in zip(coefficients, derivatives))
+    keep = LMS_ORDER - 1
+    return x, Carry("lms", sigmas[-1], derivatives=tuple(derivatives[:keep]), sigmas=tuple(past_sigmas[:keep]))

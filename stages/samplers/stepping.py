@@ -1,0 +1,41 @@
+"""Pieces every sampler uses: the callable types, the denoiser call, the ODE derivative, ancestral steps."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]       # (x, sigma of shape [batch]) -> denoised
+NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (sigma, sigma_next) -> unit noise like x
+StepCallback = Callable[[int], None] | None                           # step index within the slice
+
+
+def denoise_at(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """D(x, sigma) with sigma broadcast to one value per image, as k-diffusion's `sigma * s_in`."""
+    return denoise(x, sigma * x.new_ones([x.shape[0]]))
+
+
+def derivative(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """dx/dsigma of the probability-flow ODE (Karras et al. 2022, eq. 4 with s = 1)."""
+    return (x - denoised) / sigma
+
+
+def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sigma_down, sigma_up) for eta = 1: step deterministically down to sigma_down, then add noise of
+    std sigma_up, so that the marginal at sigma_to is right (k-diffusion's get_ancestral_step)."""
+    sigma_up = torch.minimum(sigma_to, (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
+    sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
+    return sigma_down, sigma_up
+
+
+def require_noise(noise_sampler: NoiseSampler | None, sampler: str) -> NoiseSampler:
+    if noise_sampler is None:
+        raise ValueError(f"sampler {sampler!r} adds noise: it needs a noise_sampler (see noise_sampler_for)")
+    return noise_sampler
+
+
+def check_sigmas(sigmas: torch.Tensor) -> list[float]:
+    """The sigmas as floats, for the branches (one host sync per call, none per step)."""
+    if sigmas.ndim != 1 or sigmas.shape[0] < 1:
+        raise ValueError(f"sigmas must be a non-empty 1-d tensor, got shape {tuple(sigmas.shape)}")
+    return sigmas.tolist()
