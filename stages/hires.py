@@ -32,15 +32,15 @@ def target_size(p: HiresParams, width: int, height: int) -> tuple[int, int]:
 def upscale(p: HiresParams, state: State, model, width: int, height: int, ctx: StageContext) -> torch.Tensor:
     if p.upscaler in LATENT_UPSCALERS:
         return upscale_latent(state.latent.to(ctx.device), width, height, p.upscaler, model.vae_scale_factor)
-    images = state.image if state.image is not None else vae_decode(model.vae, state.latent.to(ctx.device),
-                                                                    warn=ctx.warn)[0]
+    images = state.image if state.image is not None else vae_decode(
+        model.vae, state.latent.to(ctx.device), warn=ctx.warn, tiled=p.tiled, scale_factor=model.vae_scale_factor)[0]
     if "upscaler" in ctx.files:
         from stages.upscaler_model import upscale_with_model
         pictures = upscale_with_model(ctx.files["upscaler"], images, width, height, ctx.device)
     else:
         pictures = [upscale_pil(picture, width, height, p.upscaler) for picture in to_pil(images)]
     pixels = torch.stack([pil_to_tensor(picture) for picture in pictures])
-    return vae_encode(model.vae, pixels).to(ctx.device)
+    return vae_encode(model.vae, pixels, tiled=p.tiled).to(ctx.device)
 
 
 def run(p: HiresParams, state: State, ctx: StageContext) -> State:
@@ -71,5 +71,6 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
         record["Hires sampler"] = p.sampler
     return state.evolve(latent=x.float().cpu(), latent_kind="sampled", position=None, carry=None, noise=None,
                         sampler=None, model_calls=0, image=None, width=width, height=height, model=p.model,
+                        vae_tiled=p.tiled,
                         prompts=tuple(prompts), negatives=tuple(negatives),
                         provenance=state.provenance + ({k: v for k, v in record.items() if v is not None},))

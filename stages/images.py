@@ -1,6 +1,7 @@
 """Image files <-> tensors, and the VAE: what several stages share."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +40,40 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return to_pil(image[None])[0]
 
 
-def vae_encode(vae, images: torch.Tensor) -> torch.Tensor:
+# Above this many pixels the VAE works in tiles unless a stage says otherwise: a 2048x2048 decode
+# in one piece needs several GB of activations.
+AUTO_TILE_PIXELS = 1024 * 1024
+
+
+@contextmanager
+def vae_tiling(vae, tiled: bool | None, pixels: int):
+    """diffusers' tiled VAE for the block when asked, or automatically for large images."""
+    use = tiled if tiled is not None else pixels > AUTO_TILE_PIXELS
+    if not use or getattr(vae, "use_tiling", False):
+        yield
+        return
+    vae.enable_tiling()
+    try:
+        yield
+    finally:
+        vae.disable_tiling()
+
+
+def vae_encode(vae, images: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
     """(B, 3, H, W) in [0, 1] -> scaled latents, using the distribution's mean: deterministic."""
     pixels = images.to(device=vae.device, dtype=vae.dtype) * 2.0 - 1.0
-    with torch.no_grad():
+    with torch.no_grad(), vae_tiling(vae, tiled, images.shape[-1] * images.shape[-2]):
         latents = vae.encode(pixels).latent_dist.mean
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return ((latents.float() - shift) * vae.config.scaling_factor)
 
 
-def vae_decode(vae, latents: torch.Tensor, warn=None) -> tuple[torch.Tensor, bool]:
+def vae_decode(vae, latents: torch.Tensor, warn=None, tiled: bool | None = None,
+               scale_factor: int = 8) -> tuple[torch.Tensor, bool]:
     """Scaled latents -> (B, 3, H, W) in [0, 1] on the CPU, with the fp32 retry on NaN (A1111)."""
     from stages.output.decode import decode_latents
-    with torch.no_grad():
+    pixels = latents.shape[-1] * latents.shape[-2] * scale_factor ** 2
+    with torch.no_grad(), vae_tiling(vae, tiled, pixels):
         images, retried = decode_latents(vae, latents)
     if retried and warn:
         warn("the VAE produced NaN in half precision: that decode was redone in float32")

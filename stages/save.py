@@ -56,7 +56,8 @@ def run(p: SaveParams, state: State, ctx: StageContext) -> State:
             ctx.warn(f"saving a latent that still holds noise (step {state.position.step} of "
                      f"{state.position.steps}); use an `intervene` preview for the clean estimate")
         model = ctx.model(state.model)
-        images, retried = vae_decode(model.vae, state.latent, warn=ctx.warn)
+        images, retried = vae_decode(model.vae, state.latent, warn=ctx.warn, tiled=state.vae_tiled,
+                                     scale_factor=model.vae_scale_factor)
     pictures = to_pil(images)
     for index, (picture, relative) in enumerate(zip(pictures, ctx.outputs)):
         prompt = state.prompts[index] if state.prompts else ""

@@ -43,6 +43,7 @@ class State:
     negative_template: str = ""
     clip_skip: int = 1
     img2img_denoise: float | None = None
+    vae_tiled: bool | None = None         # None: tile automatically above AUTO_TILE_PIXELS
     embeddings: Packed | None = None      # text -> token embeddings memo (the encode stage's output)
     provenance: tuple[dict, ...] = field(default_factory=tuple)
 

@@ -44,7 +44,8 @@ def test_image_of_a_batch_equals_a_single_render_of_its_seed(tmp_path, tiny_mode
     batch = final_latent(tmp_path, txt2img(tiny_model_dir, steps=6, seed=10, batch_size=3,
                                            path="b-{{ batch_index }}.png"), "batch.toml")
     single = final_latent(tmp_path, txt2img(tiny_model_dir, steps=6, seed=12), "single.toml")
-    assert torch.allclose(batch[2], single[0], atol=1e-5, rtol=0)   # batched kernels may round differently
+    # batched kernels may round differently: 1e-5 relative to the latent's scale
+    assert float((batch[2] - single[0]).abs().max() / single[0].abs().max()) < 1e-5
 
 
 def test_initial_noise_is_a1111_cpu_rng_per_image():
