@@ -67,6 +67,7 @@ class Plan:
     models: dict[str, ModelFiles]
     recipe_hash: str
     output_root: Path
+    embedding_files: dict[str, Path] = field(default_factory=dict)   # textual inversions the prompts use
 
     @property
     def recipe(self):
@@ -110,16 +111,53 @@ def _hash_inputs(loaded: LoadedRecipe, index: int, stage) -> tuple[dict[str, str
 
 
 def _resolve_prompts(template: str, seeds: list[int], loaded: LoadedRecipe) -> list[str]:
-    if "__" not in template and "{" not in template:
+    """Wildcards picked per image seed (the same seed picks the same words on every machine)."""
+    if not _has_wildcards(template):
         return [template] * len(seeds)
     from stages.prompts.wildcards import expand
     dirs = wildcard_dirs(loaded)
     return [expand(template, seed, dirs) for seed in seeds]
 
 
+def _has_wildcards(template: str) -> bool:
+    return "__" in template or "{" in template
+
+
+def _wildcard_hashes(templates: list[str], loaded: LoadedRecipe) -> dict[str, str]:
+    """Content hashes of the wildcard files the templates read: editing one re-runs what used it."""
+    from stages.prompts.wildcards import wildcard_files_used
+    hashes = {}
+    for template in templates:
+        if _has_wildcards(template):
+            for path in wildcard_files_used(template, wildcard_dirs(loaded)):
+                hashes[str(Path(path).relative_to(loaded.folder)) if Path(path).is_relative_to(loaded.folder)
+                       else str(path)] = sha256_file(Path(path))
+    return hashes
+
+
 def wildcard_dirs(loaded: LoadedRecipe) -> list[Path]:
     from runner.models.search import load_search_config
     return [loaded.folder / "wildcards", *load_search_config().folders["wildcards"]]
+
+
+EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+
+
+def embeddings_used(loaded: LoadedRecipe, texts: list[str]) -> dict[str, Path]:
+    """Textual-inversion files (recipe folder's embeddings/, then the configured folders) that a prompt
+    names, as A1111 triggers them: by file stem, or `embedding:stem`."""
+    import re
+    from runner.models.search import load_search_config
+    folders = [loaded.folder / "embeddings", *load_search_config().folders["embeddings"]]
+    found: dict[str, Path] = {}
+    for folder in folders:
+        if folder.is_dir():
+            for path in sorted(folder.rglob("*")):
+                if path.suffix.lower() in EMBEDDING_SUFFIXES and path.is_file():
+                    found.setdefault(path.stem, path)
+    joined = "\n".join(texts)
+    return {stem: path for stem, path in found.items()
+            if re.search(rf"(?<![\w]){re.escape(stem)}(?![\w])", joined)}
 
 
 def _hires_size(width: int, height: int, stage: HiresParams) -> tuple[int, int]:
@@ -146,6 +184,7 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
         return models[name]
 
     fingerprint = numerics.fingerprint()
+    embedding_files: dict[str, Path] = {}
     invocations: list[Invocation] = []
     state_key: str | None = None
     # what the save stage's path template and the infotext need, tracked through the stages
@@ -170,6 +209,9 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
             inv.negatives = _resolve_prompts(stage.negative, seeds, loaded)
             inv.schedule_steps = _schedules_after(recipe.stages, index)
             document.update(prompts=inv.prompts, negatives=inv.negatives, schedule_steps=inv.schedule_steps)
+            wildcard_files = _wildcard_hashes([stage.prompt, stage.negative], loaded)
+            if wildcard_files:
+                document["wildcards"] = wildcard_files
             current.update(prompts=inv.prompts, negatives=inv.negatives, seeds=seeds, width=stage.width,
                            height=stage.height, model=inv.model)
         elif isinstance(stage, (SampleParams, HiresParams, InpaintParams)):
@@ -200,12 +242,17 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
                                           index, stage)
             document["outputs"] = inv.outputs
             document["recipe"] = recipe_hash      # embedded in the image's metadata
+        texts = [t for t in inv.prompts + inv.negatives]
+        used = embeddings_used(loaded, texts) if texts else {}
+        if used:
+            document["embeddings"] = {stem: sha256_file(path) for stem, path in sorted(used.items())}
+            embedding_files.update(used)
         inv.inputs = document
         inv.key = key_of(document)
         inv.state_key = state_key if inv.passes_state_through and state_key else inv.key
         state_key = inv.state_key
         invocations.append(inv)
-    return Plan(loaded, numerics, invocations, models, recipe_hash, output_root)
+    return Plan(loaded, numerics, invocations, models, recipe_hash, output_root, embedding_files)
 
 
 def canonical_dict_of(stage) -> dict:

@@ -72,7 +72,8 @@ class Runtime:
             negatives=list(inv.negatives), schedule_steps=inv.schedule_steps, outputs=inv.outputs,
             model_info=self.model_info(inv), recipe_json=recipe_json(self.plan),
             recipe_folder=self.plan.loaded.folder, progress=self.console.progress, warn=self.console.warn,
-            extra={"stage_keys": self.stage_keys, "output_root": self.plan.output_root})
+            extra={"stage_keys": self.stage_keys, "output_root": self.plan.output_root,
+                   "embedding_files": self.plan.embedding_files})
 
     def run_stage(self, inv: Invocation, state: State | None) -> tuple[State, dict[str, bytes]]:
         module = importlib.import_module(STAGE_MODULES[inv.stage.type])

@@ -37,16 +37,19 @@ def texts_of(prompts: list[str], negatives: list[str], pairs: list[list]) -> lis
     return sorted(texts)
 
 
-def encode_texts(model, texts: list[str], clip_skip: int, memo: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def encode_texts(model, texts: list[str], clip_skip: int, memo: dict[str, torch.Tensor],
+                 embedding_files: dict | None = None) -> dict[str, torch.Tensor]:
     """The memo with every text of `texts` encoded ((tokens, dim) each)."""
-    from stages.prompts.encoding import encode_text
+    from stages.prompts.encoding import TextEncoder, encode_text
     missing = [t for t in texts if t not in memo]
     if not missing:
         return memo
+    encoder = TextEncoder(model.tokenizer, model.text_encoder, clip_skip=clip_skip,
+                          embedding_files=dict(embedding_files or {}))
     memo = dict(memo)
     with torch.no_grad():
         for text in missing:
-            memo[text] = encode_text(text, model.tokenizer, model.text_encoder, clip_skip=clip_skip)[0].float().cpu()
+            memo[text] = encode_text(encoder, text).float().cpu()
     return memo
 
 

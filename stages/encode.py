@@ -15,7 +15,7 @@ def run(p: EncodeParams, state: State, ctx: StageContext) -> State:
     model = ctx.model(p.model)
     seeds = tuple(p.seed + i for i in range(p.batch_size))
     texts = texts_of(ctx.prompts, ctx.negatives, ctx.schedule_steps)
-    memo = encode_texts(model, texts, p.clip_skip, {})
+    memo = encode_texts(model, texts, p.clip_skip, {}, ctx.extra.get("embedding_files"))
     factor = model.vae_scale_factor
     if p.image:
         init = open_image(ctx.files["image"], "init image")

@@ -24,7 +24,7 @@ from stages.sampling import model_sigmas_of, prepare_embeddings, schedule_length
 from stages.state import State
 
 
-def clean_estimate(state: State, model, cfg: float, device) -> torch.Tensor:
+def clean_estimate(state: State, model, cfg: float, device, embedding_files=None) -> torch.Tensor:
     """D(x_k) with the conditioning of the current model call; the call is not counted."""
     x = state.latent.to(device)
     if state.position is None:
@@ -32,7 +32,7 @@ def clean_estimate(state: State, model, cfg: float, device) -> torch.Tensor:
     sampler = state.sampler or "euler"
     steps = schedule_length(sampler, state.position.steps)
     memo = prepare_embeddings(model, list(state.prompts), list(state.negatives), state.embeddings,
-                              state.clip_skip, steps, None)
+                              state.clip_skip, steps, None, embedding_files)
     denoiser = Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, cfg,
                         guided_inputs(list(state.prompts), list(state.negatives), steps, None, memo, device,
                                       model.unet.dtype), model_calls=state.model_calls)
@@ -73,7 +73,7 @@ def run(p: InterveneParams, state: State, ctx: StageContext) -> State:
                                                             "ops": []},))
     model = ctx.model(p.model or state.model)
     x = state.latent.to(ctx.device)
-    denoised = clean_estimate(state, model, p.cfg, ctx.device)
+    denoised = clean_estimate(state, model, p.cfg, ctx.device, ctx.extra.get("embedding_files"))
     pixels, _ = vae_decode(model.vae, denoised, warn=ctx.warn)
     pictures = to_pil(pixels)
     for relative, picture in zip(ctx.outputs, pictures):

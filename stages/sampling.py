@@ -56,7 +56,8 @@ def schedule_length(sampler: str, steps: int) -> int:
     return steps * 2 if samplers.is_second_order(sampler) else steps
 
 
-def prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, steps, hires_steps):
+def prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, steps, hires_steps,
+                       embedding_files: dict | None = None):
     memo = unpack_memo(embeddings, clip_skip)
     texts = set()
     for prompt in prompts:
@@ -64,7 +65,7 @@ def prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, steps, 
             texts.update(text for _, text in entries)
     for negative in negatives:
         texts.update(text for _, text in negative_schedule(negative, steps, hires_steps))
-    return encode_texts(model, sorted(texts), clip_skip, memo)
+    return encode_texts(model, sorted(texts), clip_skip, memo, embedding_files)
 
 
 def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: int, *, cfg: float,
@@ -75,7 +76,8 @@ def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: i
     sigmas = setup.sigmas if sigmas is None else sigmas
     call_steps = schedule_length(setup.sampler, schedule_steps)
     call_hires = schedule_length(setup.sampler, hires_steps) if hires_steps else None
-    memo = prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, call_steps, call_hires)
+    memo = prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, call_steps, call_hires,
+                              ctx.extra.get("embedding_files"))
     dtype = model.unet.dtype
     denoiser = Denoiser(model.unet, setup.model_sigmas, model.prediction_type, cfg,
                         guided_inputs(prompts, negatives, call_steps, call_hires, memo, x.device, dtype),

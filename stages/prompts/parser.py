@@ -47,7 +47,16 @@ class _NoParse(Exception):
     """The prompt is outside A1111's grammar; A1111 then uses it unchanged."""
 
 
-def _parse_items(text: str, pos: int) -> tuple[list, int]:
+# Deeper nesting is read as literal brackets from the outside in (A1111 itself dies of recursion a
+# little deeper, so there is nothing to match); it bounds the recursion here.
+MAX_NESTING = 100
+
+
+class _TooDeep(Exception):
+    """A construct nested deeper than MAX_NESTING."""
+
+
+def _parse_items(text: str, pos: int, memo: dict, depth: int) -> tuple[list, int] | None:
     """Items of a prompt inside brackets: plain text, whitespace and nested constructs, up to the
     next `:`, `|`, `]`, `)` or the end. Inside brackets nothing may be left over, so a nested
     construct that does not parse makes the enclosing one fail (None)."""
@@ -57,7 +66,7 @@ def _parse_items(text: str, pos: int) -> tuple[list, int]:
         if char in ":|])":
             break
         if char in "[(":
-            group = _parse_group(text, pos)
+            group = _parse_group(text, pos, memo, depth + 1)
             if group is None:
                 return None
             nodes, pos = group
@@ -86,15 +95,24 @@ def _when_token(segment: str) -> str | None:
     return number.group(0)
 
 
-def _parse_group(text: str, start: int) -> tuple[list, int] | None:
-    """The construct opened by `[` or `(` at `start`: emphasis (kept as text, brackets included),
-    a scheduled edit or an alternation. Returns (nodes, position after it), or None."""
+def _parse_group(text: str, start: int, memo: dict, depth: int) -> tuple[list, int] | None:
+    """The construct opened by `[` or `(` at `start`, memoized (its reading does not depend on
+    what encloses it): emphasis (kept as text, brackets included), a scheduled edit or an
+    alternation. Returns (nodes, position after it), or None."""
+    if start not in memo:
+        if depth > MAX_NESTING:
+            raise _TooDeep()   # not memoized: the same group read from less deep may fit
+        memo[start] = _read_group(text, start, memo, depth)
+    return memo[start]
+
+
+def _read_group(text: str, start: int, memo: dict, depth: int) -> tuple[list, int] | None:
     opener = text[start]
     segments: list[tuple[list, int, int]] = []   # (items, start, end) between separators
     separators: list[str] = []
     pos = start + 1
     while True:
-        parsed = _parse_items(text, pos)
+        parsed = _parse_items(text, pos, memo, depth)
         if parsed is None:
             return None
         items, end = parsed
@@ -138,13 +156,22 @@ def _parse_prompt(text: str) -> tuple[list, list[str]]:
     there, or a backslash with nothing to escape, means the prompt does not parse."""
     nodes: list = []
     literal_brackets: list[str] = []
+    memo: dict = {}
     pos = 0
     while pos < len(text):
         char = text[pos]
         if char in "[(":
-            group = _parse_group(text, pos)
+            try:
+                group = _parse_group(text, pos, memo, 1)
+            except _TooDeep:
+                nodes.append(char)
+                literal_brackets.append(f"{char!r} at {pos} (nested deeper than {MAX_NESTING})")
+                pos += 1
+                continue
             if group is not None:
-                # As lark resolves the ambiguity: a construct wins over reading its brackets as text.
+                # A construct wins over reading its brackets as literal text. (Where a literal
+                # bracket or ':' follows the construct, A1111's lark grammar is ambiguous and its
+                # pick depends on the process's hash seed; this is one of its two answers.)
                 group_nodes, pos = group
                 nodes.extend(group_nodes)
                 continue
@@ -224,13 +251,17 @@ def schedule_with_warnings(prompt: str, steps: int, hires_steps: int | None = No
                 switch_steps.add(when)
     except _NoParse as failure:
         return [(total, prompt)], [f"prompt does not parse ({failure}); it is used unchanged, as A1111 does"]
-    warnings = [f"bracket {where} is not part of any construct; kept as literal text" for where in literal_brackets]
+    warnings = []
+    if literal_brackets:
+        more = f" and {len(literal_brackets) - 1} more" if len(literal_brackets) > 1 else ""
+        warnings.append(f"bracket {literal_brackets[0]}{more} not part of any construct; kept as literal text")
     return [(step, _text_at(nodes, step, whens)) for step in sorted(switch_steps)], warnings
 
 
 def schedule(prompt: str, steps: int, hires_steps: int | None = None) -> list[tuple[int, str]]:
     """[(end_at_step, text)], as A1111 v1.10's `get_learned_conditioning_prompt_schedules([prompt],
-    steps, hires_steps)[0]`. A prompt that does not parse is one entry, unchanged."""
+    steps, hires_steps)[0]`. A prompt that does not parse is one entry, unchanged. For the hires
+    pass, `steps` is the first pass's count; A1111 doubles the counts of second-order samplers."""
     return schedule_with_warnings(prompt, steps, hires_steps)[0]
 
 
@@ -240,7 +271,7 @@ def schedule(prompt: str, steps: int, hires_steps: int | None = None) -> list[tu
 _ESCAPES = ("\\(", "\\)", "\\[", "\\]", "\\\\")
 _EXPLICIT_WEIGHT = re.compile(r":\s*([+-]?[.\d]+)\s*\)")
 _TEXT_RUN = re.compile(r"[^\\()\[\]:]+")
-_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.DOTALL)
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
 
@@ -270,7 +301,8 @@ def weights_with_warnings(text: str) -> tuple[list[tuple[str, float]], list[str]
             pieces.append([two[1], 1.0])
             pos += 2
             continue
-        if char == "\\":             # a backslash escaping nothing special vanishes, as in A1111
+        if char == "\\":             # a backslash escaping nothing special: an empty piece, as in A1111
+            pieces.append(["", 1.0])
             pos += 1
             continue
         if char == "(":
@@ -335,23 +367,15 @@ def weights(text: str) -> list[tuple[str, float]]:
 # --- AND ------------------------------------------------------------------------------------------
 
 _AND = re.compile(r"\bAND\b")
-_TRAILING_WEIGHT = re.compile(r"\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*\Z|\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*\n\Z")
+# Text, then an optional `:weight`, then whitespace; the lazy text makes the first place where a
+# weight (or only whitespace) completes the sub-prompt win, as in A1111.
+_WEIGHTED_SUBPROMPT = re.compile(r"(.*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*", re.DOTALL)
 
 
 def _split_weight(subprompt: str) -> tuple[str, float]:
-    """A sub-prompt's text and its `:weight` (1.0 when absent). As A1111: the text keeps leading
-    whitespace and loses trailing whitespace; the weight is the shortest tail that parses."""
-    # A1111 matches ^(lazy text)(:weight)?\s*$ ; the lazy text makes the first position where a
-    # weight (or only whitespace) completes the string win.
-    for start in range(len(subprompt) + 1):
-        tail = subprompt[start:]
-        weighted = re.fullmatch(r"\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*", tail) or \
-            re.fullmatch(r"\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*\n", tail)
-        if weighted:
-            return subprompt[:start], float(weighted.group(1))
-        if re.fullmatch(r"\s*", tail) or re.fullmatch(r"\s*\n", tail):
-            return subprompt[:start], 1.0
-    return subprompt, 1.0   # unreachable: the empty tail always matches
+    """A sub-prompt's text (leading whitespace kept, trailing dropped) and its weight (default 1.0)."""
+    text, weight = _WEIGHTED_SUBPROMPT.fullmatch(subprompt).groups()
+    return text, float(weight) if weight is not None else 1.0
 
 
 def split_and(prompt: str) -> list[tuple[str, float]]:

@@ -1,0 +1,261 @@
+"""Prompt encoding on a tiny CLIP text model: schedules, chunks, BREAK, emphasis, clip skip, AND,
+textual inversion and the cache round trip behave as A1111's conditioning does."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from schemas.errors import ModelError
+from stages.prompts.encoding import (
+    TextEncoder,
+    cond_for_step,
+    encode_negative,
+    encode_prompt,
+    encode_text,
+    find_embedding_files,
+    schedule_from_state,
+    schedule_to_state,
+)
+from stages.prompts.tokens import CHUNK_LENGTH, PLACEHOLDER_TOKEN, chunk_prompt
+
+TOKENIZER_DIR = Path(__file__).parents[1] / "runner" / "configs" / "clip_tokenizer"
+BOS, EOS = 49406, 49407
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return CLIPTokenizer(str(TOKENIZER_DIR / "vocab.json"), str(TOKENIZER_DIR / "merges.txt"),
+                         pad_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="module")
+def text_model():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    config = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                            vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu")
+    return CLIPTextModel(config).eval()
+
+
+@pytest.fixture
+def encoder(tokenizer, text_model):
+    return TextEncoder(tokenizer, text_model)
+
+
+def token_ids(tokenizer, text):
+    return tokenizer([text], truncation=False, add_special_tokens=False)["input_ids"][0]
+
+
+def test_prompt_edit_switches_conditioning_at_the_step_a1111_uses(encoder):
+    conditioning = encode_prompt(encoder, "[red:blue:10]", 20)
+    red, blue = encode_text(encoder, "red"), encode_text(encoder, "blue")
+    for step in range(20):
+        # A1111's denoiser takes the first entry with step <= end_at_step: "red" for steps 0..10
+        expected = red if step <= 10 else blue
+        assert torch.equal(cond_for_step(conditioning, step)[0], expected), step
+    assert not torch.equal(red, blue)
+
+
+def test_underscores_are_not_spaces(tokenizer, encoder):
+    # "blue_eyes" and "blue eyes" are different prompts: different tokens, different conditioning.
+    assert token_ids(tokenizer, "blue_eyes") != token_ids(tokenizer, "blue eyes")
+    assert not torch.equal(encode_text(encoder, "blue_eyes"), encode_text(encoder, "blue eyes"))
+
+
+def test_empty_prompt_is_one_chunk_of_bos_and_eos(tokenizer, encoder):
+    chunks, token_count = chunk_prompt(tokenizer, "")
+    assert token_count == 0
+    assert chunks[0].tokens == [BOS] + [EOS] * 76
+    assert encode_text(encoder, "").shape == (77, 32)
+
+
+def test_chunk_is_wrapped_with_bos_and_padded_with_eos(tokenizer):
+    chunks, _ = chunk_prompt(tokenizer, "a photo of a cat")
+    assert chunks[0].tokens == [BOS, 320, 1125, 539, 320, 2368] + [EOS] * 71
+
+
+def test_long_prompt_is_split_into_chunks_of_75_and_concatenated(tokenizer, encoder):
+    text = " ".join(["cat"] * 100)
+    chunks, token_count = chunk_prompt(tokenizer, text)
+    assert token_count == 100
+    assert [chunk.length for chunk in chunks] == [75, 25]
+    assert all(len(chunk.tokens) == 77 and chunk.tokens[0] == BOS and chunk.tokens[-1] == EOS for chunk in chunks)
+    encoded = encode_text(encoder, text)
+    assert encoded.shape == (154, 32)
+    # each chunk is encoded on its own: the second half is the encoding of the last 25 words alone
+    assert torch.equal(encoded[77:], encode_text(encoder, " ".join(["cat"] * 25)))
+
+
+def test_full_chunk_moves_words_after_a_recent_comma_to_the_next_chunk(tokenizer):
+    # 70 words, a comma, 10 words: the chunk fills at 75 with the comma 4 tokens back, so the words
+    # after the comma move to chunk 2 (A1111's default word wrap of 20 tokens).
+    text = " ".join(["cat"] * 70) + ", " + " ".join(["dog"] * 10)
+    chunks, _ = chunk_prompt(tokenizer, text)
+    assert [chunk.length for chunk in chunks] == [71, 10]
+    assert chunks[0].tokens[71] == token_ids(tokenizer, ",")[0]
+    without_wrap, _ = chunk_prompt(tokenizer, text, comma_backtrack=0)
+    assert [chunk.length for chunk in without_wrap] == [75, 6]
+
+
+def test_break_starts_a_new_chunk(tokenizer, encoder):
+    chunks, _ = chunk_prompt(tokenizer, "red BREAK blue")
+    assert [chunk.length for chunk in chunks] == [1, 1]
+    encoded = encode_text(encoder, "red BREAK blue")
+    assert torch.equal(encoded[:77], encode_text(encoder, "red"))
+    assert torch.equal(encoded[77:], encode_text(encoder, "blue"))
+
+
+def test_break_inside_brackets_is_a_word(tokenizer):
+    chunks, _ = chunk_prompt(tokenizer, "(red BREAK blue)")
+    assert len(chunks) == 1 and chunks[0].length == 3
+
+
+def test_emphasis_scales_outputs_then_restores_the_mean(encoder, text_model):
+    weighted = encode_text(encoder, "(red:1.5) cat")
+    plain = encode_text(encoder, "red cat")
+    multipliers = torch.ones(77)
+    multipliers[1] = 1.5
+    scaled = plain * multipliers[:, None]
+    expected = scaled * (plain.mean() / scaled.mean())
+    torch.testing.assert_close(weighted, expected, rtol=0, atol=0)
+    # the mean is restored up to float32 rounding
+    torch.testing.assert_close(weighted.mean(), plain.mean(), rtol=1e-5, atol=1e-7)
+    assert not torch.equal(weighted, plain)
+
+
+def test_weight_one_leaves_the_encoding_unchanged(encoder):
+    assert torch.equal(encode_text(encoder, "(red:1.0) cat"), encode_text(encoder, "red cat"))
+
+
+def test_clip_skip_uses_an_earlier_layer_then_the_final_norm(tokenizer, text_model):
+    skipped = encode_text(TextEncoder(tokenizer, text_model, clip_skip=2), "red cat")
+    ids = torch.tensor([[BOS] + token_ids(tokenizer, "red cat") + [EOS] * 74])
+    with torch.no_grad():
+        hidden = text_model(input_ids=ids, output_hidden_states=True).hidden_states[-2]
+        expected = text_model.final_layer_norm(hidden)[0]
+    assert torch.equal(skipped, expected)
+    assert not torch.equal(skipped, encode_text(TextEncoder(tokenizer, text_model), "red cat"))
+
+
+def test_and_gives_one_weighted_part_per_sub_prompt(encoder):
+    conditioning = encode_prompt(encoder, "red AND blue:0.5", 20)
+    assert conditioning.weights == [1.0, 0.5]
+    cond = cond_for_step(conditioning, 0)
+    assert cond.shape == (2, 77, 32)
+    assert torch.equal(cond[1], encode_text(encoder, "blue"))
+
+
+def test_and_parts_of_different_lengths_are_padded_with_their_last_vector(encoder):
+    long_text = " ".join(["cat"] * 80)
+    cond = cond_for_step(encode_prompt(encoder, f"red AND {long_text}", 20), 0)
+    assert cond.shape == (2, 154, 32)
+    red = encode_text(encoder, "red")
+    assert torch.equal(cond[0, :77], red)
+    assert torch.equal(cond[0, 77:], red[-1:].repeat(77, 1))
+
+
+def test_negative_prompt_is_scheduled_but_not_split_on_and(encoder):
+    negative = encode_negative(encoder, "[blurry:lowres:5] AND ugly", 20)
+    assert len(negative.parts) == 1
+    assert negative.texts == ("blurry AND ugly", "lowres AND ugly")
+
+
+def test_each_distinct_text_is_encoded_once(encoder, text_model):
+    calls = []
+    hook = text_model.get_input_embeddings().register_forward_hook(lambda *args: calls.append(1))
+    try:
+        conditioning = encode_prompt(encoder, "x AND [a|b] AND [a|b]", 20)
+    finally:
+        hook.remove()
+    assert conditioning.texts == ("x", " a", " b")
+    assert len(calls) == 3
+    # alternation as A1111's denoiser picks it: steps 0 and 1 both use option 1, step 2 option 2
+    assert torch.equal(cond_for_step(conditioning, 0)[1], cond_for_step(conditioning, 1)[2])
+    assert not torch.equal(cond_for_step(conditioning, 1)[1], cond_for_step(conditioning, 2)[1])
+
+
+def test_schedule_round_trips_through_tensors_and_json(encoder, tmp_path):
+    conditioning = encode_prompt(encoder, "[red:blue:0.5] (cat:1.2) AND dog:0.7", 20)
+    tensors, meta = schedule_to_state(conditioning)
+    save_file(tensors, str(tmp_path / "cond.safetensors"))
+    (tmp_path / "cond.json").write_text(json.dumps(meta))
+    loaded = schedule_from_state(load_file(str(tmp_path / "cond.safetensors")),
+                                 json.loads((tmp_path / "cond.json").read_text()))
+    assert loaded.texts == conditioning.texts and loaded.parts == conditioning.parts
+    for step in range(20):
+        assert torch.equal(cond_for_step(loaded, step), cond_for_step(conditioning, step))
+
+
+def test_unparsed_prompt_warnings_reach_the_schedule(encoder):
+    assert encode_prompt(encoder, "a [b:c:5", 20).warnings
+
+
+def write_embedding(folder: Path, name: str, vectors: torch.Tensor, key: str = "emb_params") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.safetensors"
+    save_file({key: vectors}, str(path))
+    return path
+
+
+def test_textual_inversion_vectors_replace_the_trigger_tokens(tokenizer, text_model, tmp_path):
+    vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(1))
+    write_embedding(tmp_path / "embeddings", "mystyle", vectors)
+    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path / "embeddings"]))
+    chunks, _ = chunk_prompt(tokenizer, "a mystyle cat", triggers=encoder.triggers(), vector_count=encoder.vector_count)
+    assert chunks[0].tokens[:5] == [BOS, 320, PLACEHOLDER_TOKEN, PLACEHOLDER_TOKEN, 2368]
+    assert chunks[0].embeddings == [(2, "mystyle", 2)]
+
+    with_embedding = encode_text(encoder, "a mystyle cat")
+    assert not torch.equal(with_embedding, encode_text(TextEncoder(tokenizer, text_model), "a mystyle cat"))
+    assert torch.equal(encode_text(encoder, "a embedding:mystyle cat"), with_embedding)
+    assert torch.equal(encode_text(encoder, "a MyStyle cat"), with_embedding)
+    assert encode_prompt(encoder, "a mystyle cat", 20).embeddings == ("mystyle",)
+    assert encode_prompt(encoder, "a cat", 20).embeddings == ()
+
+
+def test_textual_inversion_vectors_enter_the_transformer(tokenizer, text_model, tmp_path):
+    vectors = torch.randn(1, 32, generator=torch.Generator().manual_seed(2))
+    write_embedding(tmp_path, "onevec", vectors, key="string_to_param.*")
+    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path]))
+    captured = {}
+
+    def capture(module, args, kwargs):
+        captured["hidden"] = (args[0] if args else kwargs["inputs_embeds"]).clone()
+
+    hook = text_model.encoder.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        encode_text(encoder, "a onevec")
+    finally:
+        hook.remove()
+    positions = text_model.embeddings.position_embedding.weight[2]
+    torch.testing.assert_close(captured["hidden"][0, 2], vectors[0] + positions)
+
+
+def test_embedding_of_the_wrong_width_is_a_model_error(tokenizer, text_model, tmp_path):
+    write_embedding(tmp_path, "wide", torch.zeros(1, 768))
+    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path]))
+    with pytest.raises(ModelError, match="wide.safetensors"):
+        encode_text(encoder, "a wide cat")
+    assert encode_text(encoder, "a cat").shape == (77, 32)    # unused files are never opened
+
+
+def test_pickle_embedding_is_refused(tokenizer, text_model, tmp_path):
+    (tmp_path / "old.pt").write_bytes(b"not read")
+    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path]))
+    with pytest.raises(ModelError, match="pickle"):
+        encode_text(encoder, "old")
+
+
+def test_embedding_that_does_not_fit_moves_to_the_next_chunk(tokenizer, text_model, tmp_path):
+    write_embedding(tmp_path, "fourvec", torch.zeros(4, 32))
+    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path]))
+    text = " ".join(["cat"] * 73) + " fourvec"
+    chunks, _ = chunk_prompt(tokenizer, text, triggers=encoder.triggers(), vector_count=encoder.vector_count)
+    assert [chunk.length for chunk in chunks] == [73, 4]
+    assert chunks[1].embeddings == [(1, "fourvec", 4)]
+    assert CHUNK_LENGTH == 75
