@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "runner.commands.cache",
     "runner.commands.lock",
     "runner.commands.show",
+    "runner.commands.diff",
+    "runner.commands.check",
     "runner.commands.prompt",
     "runner.commands.models",
 ]

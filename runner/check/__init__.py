@@ -1,0 +1,1 @@
+"""Regression renders against golden images: metrics, the judging run, the HTML report, JUnit XML."""

@@ -1,0 +1,202 @@
+"""`sdbake check`: render recipes, pair each output with its golden image, judge, optionally accept.
+
+Golden layout: `<golden>/<recipe name>/<output path relative to the output root>`. A case passes on
+identical bytes, else when its pixels meet the tolerances (the recipe's [check] table, overridden by
+flags). A recipe that does not load or render is a failing case of its own; the others still run.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.check.metrics import Metrics, Tolerances, compare, judge, load_pixels, size_text
+from schemas.errors import RecipeError, SdbakeError
+from schemas.loader import RECIPE_SUFFIXES, LoadedRecipe
+
+
+@dataclass
+class CheckOptions:
+    golden: Path
+    update: bool = False
+    no_cache: bool = False
+    cache_dir: Path | None = None
+    max_abs_diff: int | None = None
+    min_psnr: float | None = None
+    min_ssim: float | None = None
+    device: str | None = None
+
+
+@dataclass
+class Case:
+    recipe: str                      # the recipe file
+    name: str                        # the recipe's name (its file name when it does not load)
+    output: str = ""                 # output path relative to the output root ("" when nothing rendered)
+    status: str = "error"            # pass | fail | error | added | updated
+    message: str = ""
+    golden_path: Path | None = None
+    golden_bytes: bytes | None = None
+    new_bytes: bytes | None = None
+    metrics: Metrics | None = None
+    tolerances: Tolerances | None = None
+    recipe_diff: str = ""            # golden's embedded recipe vs the current one, when they differ
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("fail", "error")
+
+    @property
+    def title(self) -> str:
+        if self.output:
+            return f"{self.name}: {self.output}"
+        return self.recipe if self.name == Path(self.recipe).name else f"{self.name} ({self.recipe})"
+
+
+@dataclass
+class CheckResult:
+    cases: list[Case]
+    stale: list[Path]                # goldens that no render produced
+    seconds: float
+
+    @property
+    def failed(self) -> list[Case]:
+        return [c for c in self.cases if c.failed]
+
+
+def collect_recipes(sources: list[str]) -> list[Path]:
+    """Recipe files named, and those directly inside named folders (sorted)."""
+    found: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in RECIPE_SUFFIXES)
+            if not inside:
+                raise RecipeError("no recipe files (.toml, .yaml, .yml) in this folder", file=str(path))
+            found += inside
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise RecipeError("no such recipe file or folder", file=str(path))
+    return found
+
+
+def golden_recipe_diff(golden: Path, loaded: LoadedRecipe, case: Case) -> None:
+    """Attach the recipe diff when the golden was rendered from another recipe than the current one."""
+    from runner.diff import diff_loaded, format_text
+    from runner.sources import load_image_recipe
+    from schemas.canonical import canonical_dict
+    try:
+        embedded = load_image_recipe(golden)
+    except SdbakeError as err:
+        case.notes.append(f"the golden's recipe is not compared: {err.message}")
+        return
+    if canonical_dict(embedded.recipe) != canonical_dict(loaded.recipe):
+        case.recipe_diff = format_text(diff_loaded(embedded, loaded, labels=(f"{golden} (embedded recipe)",
+                                                                             str(loaded.path))))
+
+
+def _accept(case: Case, status: str, message: str) -> None:
+    case.golden_path.parent.mkdir(parents=True, exist_ok=True)
+    case.golden_path.write_bytes(case.new_bytes)
+    case.status, case.message = status, message
+
+
+def judge_output(case: Case, loaded: LoadedRecipe, update: bool) -> None:
+    """Fill case.status/message/metrics from its golden and new bytes; with update, accept the render."""
+    new_pixels = load_pixels(case.new_bytes, f"{case.recipe}: rendered {case.output}")
+    if not case.golden_path.is_file():
+        if update:
+            return _accept(case, "added", f"new golden {case.golden_path}")
+        case.status = "fail"
+        case.message = f"no golden image at {case.golden_path} (run with --update to accept this render)"
+        return
+    case.golden_bytes = case.golden_path.read_bytes()
+    if case.golden_bytes == case.new_bytes:
+        case.status, case.message = "pass", "identical bytes"
+        return
+    golden_recipe_diff(case.golden_path, loaded, case)
+    try:
+        golden_pixels = load_pixels(case.golden_bytes, str(case.golden_path))
+    except SdbakeError as err:
+        if update:
+            return _accept(case, "updated", f"replaced an unreadable golden ({err.message})")
+        case.status, case.message = "error", f"golden {case.golden_path}: {err.message}"
+        return
+    if golden_pixels.shape != new_pixels.shape:
+        sizes = f"golden {size_text(golden_pixels)}, new render {size_text(new_pixels)}"
+        if update:
+            return _accept(case, "updated", f"size changed: {sizes}")
+        case.status, case.message = "fail", f"size differs: {sizes}"
+        return
+    case.metrics = compare(golden_pixels, new_pixels)
+    missed = judge(case.metrics, case.tolerances)
+    if update and (missed or case.metrics.max_abs_diff or case.recipe_diff):
+        # equal pixels from an equal recipe are kept: only metadata bytes (e.g. the folder) differ
+        return _accept(case, "updated", case.metrics.summary())
+    case.status = "fail" if missed else "pass"
+    case.message = "; ".join(missed) if missed else f"within tolerance ({case.metrics.summary()})"
+
+
+def check_recipe(path: Path, options: CheckOptions, output_root: Path) -> list[Case]:
+    """The cases of one recipe: one per output image, or one error case when it does not load or render."""
+    from runner.api import render
+    from schemas.loader import load_recipe
+
+    started = time.perf_counter()
+    try:
+        loaded = load_recipe(path)
+    except SdbakeError as err:
+        return [Case(str(path), path.name, message=f"invalid recipe:\n{err}")]
+    name = loaded.recipe.name
+    tolerances = Tolerances.from_recipe(loaded.recipe.check).overridden(
+        options.max_abs_diff, options.min_psnr, options.min_ssim)
+    try:
+        result = render(loaded, output_root=output_root, cache_dir=options.cache_dir, no_cache=options.no_cache,
+                        device=options.device)
+    except SdbakeError as err:
+        return [Case(str(path), name, message=f"render failed: {err}", seconds=time.perf_counter() - started)]
+    seconds = time.perf_counter() - started
+    if not result.outputs:
+        return [Case(str(path), name, message="the recipe wrote no image (does it end with a save stage?)",
+                     seconds=seconds)]
+    cases = []
+    for written in result.outputs:
+        output = Path(written).relative_to(output_root).as_posix()
+        case = Case(str(path), name, output, golden_path=options.golden / name / output,
+                    new_bytes=Path(written).read_bytes(), tolerances=tolerances, seconds=seconds)
+        try:
+            judge_output(case, loaded, options.update)
+        except SdbakeError as err:
+            case.status, case.message = "error", str(err)
+        cases.append(case)
+    return cases
+
+
+def stale_goldens(golden: Path, cases: list[Case]) -> list[Path]:
+    """Golden files of the recipes that rendered, which no output matched."""
+    rendered_names = {c.name for c in cases if c.output}
+    matched = {c.golden_path.resolve() for c in cases if c.golden_path}
+    stale = []
+    for name in sorted(rendered_names):
+        folder = golden / name
+        if folder.is_dir():
+            stale += [p for p in sorted(folder.rglob("*")) if p.is_file() and p.resolve() not in matched]
+    return stale
+
+
+def run_check(sources: list[str], options: CheckOptions,
+              on_case: Callable[[Case], None] = lambda case: None) -> CheckResult:
+    started = time.perf_counter()
+    recipes = collect_recipes(sources)
+    cases: list[Case] = []
+    with tempfile.TemporaryDirectory(prefix="sdbake-check-") as scratch:
+        for index, path in enumerate(recipes):
+            # each recipe renders into a fresh root, so earlier outputs never bump a file name
+            for case in check_recipe(path, options, Path(scratch) / str(index)):
+                cases.append(case)
+                on_case(case)
+    return CheckResult(cases, stale_goldens(options.golden, cases), time.perf_counter() - started)

@@ -1,0 +1,62 @@
+"""`sdbake check`: render recipes and compare them with golden images; exit 1 on any regression."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    check = subparsers.add_parser(
+        "check", help="render recipes and compare with golden images (HTML report, JUnit XML)",
+        description="Each output pairs with <golden>/<recipe name>/<output path>. A case passes on identical "
+                    "bytes, else when its pixels meet the tolerances: the recipe's [check] table, overridden "
+                    "by the flags below; with none stated, pixels must be equal. Exit 1 if any case fails.")
+    check.add_argument("sources", nargs="*", default=["recipes"], metavar="RECIPE|DIR",
+                       help="recipe files, or folders whose recipe files are checked (default: recipes)")
+    check.add_argument("--golden", required=True, type=Path, metavar="DIR", help="the golden images")
+    check.add_argument("--update", action="store_true", help="accept the new renders as goldens")
+    check.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report (DIR/index.html)")
+    check.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
+    check.add_argument("--no-cache", action="store_true", help="render every stage, ignoring the cache")
+    check.add_argument("--cache-dir", type=Path, metavar="DIR", help="stage cache (default: $SDBAKE_CACHE, else "
+                                                                     "./.sdbake/cache)")
+    check.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    check.add_argument("--max-abs-diff", type=int, metavar="N", help="largest per-channel difference allowed")
+    check.add_argument("--min-psnr", type=float, metavar="DB", help="smallest PSNR allowed, in dB")
+    check.add_argument("--min-ssim", type=float, metavar="X", help="smallest SSIM allowed (0-1)")
+    check.set_defaults(func=run_check_command)
+
+
+def print_case(case) -> None:
+    label = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "added": "ADDED", "updated": "UPDATED"}[case.status]
+    first, *rest = case.message.splitlines() or [""]
+    print(f"{label:<8} {case.title}: {first}")
+    for line in rest:
+        print(f"         {line}")
+    if case.recipe_diff and case.failed:
+        print("         the recipe changed since the golden (see the report)")
+
+
+def run_check_command(args) -> int:
+    from runner.check.junit import write_junit
+    from runner.check.report import write_report
+    from runner.check.run import CheckOptions, run_check
+
+    if args.max_abs_diff is not None and not 0 <= args.max_abs_diff <= 255:
+        print("--max-abs-diff must be between 0 and 255", file=sys.stderr)
+        return 2
+    options = CheckOptions(golden=args.golden, update=args.update, no_cache=args.no_cache, cache_dir=args.cache_dir,
+                           max_abs_diff=args.max_abs_diff, min_psnr=args.min_psnr, min_ssim=args.min_ssim,
+                           device=args.device)
+    result = run_check(args.sources, options, on_case=print_case)
+    for path in result.stale:
+        print(f"stale    {path}: no render produced it (delete it if the output is gone for good)")
+    if args.report:
+        print(f"report: {write_report(result, args.report)}")
+    if args.junit:
+        print(f"junit: {write_junit(result, args.junit)}")
+    counts = {status: sum(1 for c in result.cases if c.status == status)
+              for status in ("pass", "fail", "error", "added", "updated")}
+    print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + f" ({result.seconds:.1f} s)")
+    return 1 if result.failed else 0
