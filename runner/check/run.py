@@ -6,6 +6,8 @@ flags). A recipe that does not load or render is a failing case of its own; the 
 """
 from __future__ import annotations
 
+import os
+
 import tempfile
 import time
 from collections.abc import Callable
@@ -155,8 +157,11 @@ def check_recipe(path: Path, options: CheckOptions, output_root: Path) -> list[C
     tolerances = Tolerances.from_recipe(loaded.recipe.check).overridden(
         options.max_abs_diff, options.min_psnr, options.min_ssim)
     try:
+        # Regression renders pin one CPU thread (unless SDBAKE_THREADS says otherwise): CPU results
+        # depend on the thread count, and goldens must compare across machines.
+        threads = None if os.environ.get("SDBAKE_THREADS") else 1
         result = render(loaded, output_root=output_root, cache_dir=options.cache_dir, no_cache=options.no_cache,
-                        device=options.device)
+                        device=options.device, threads=threads)
     except SdbakeError as err:
         return [Case(str(path), name, message=f"render failed: {err}", seconds=time.perf_counter() - started)]
     seconds = time.perf_counter() - started

@@ -16,6 +16,8 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
                                                      "./outputs)")
     parser.add_argument("--cache-dir", metavar="DIR", help="stage cache (default: $SDBAKE_CACHE, else "
                                                            "./.sdbake/cache)")
+    parser.add_argument("--matrix", action="append", default=[], metavar="KEY=VALUES",
+                        help="sweep axis, e.g. seed=1-4 or defaults.cfg=5,7 (A1111 X/Y/Z ranges)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +48,7 @@ def prepare(args):
 
     loaded = load_any(args.recipe, args.overrides)
     recipe = loaded.recipe
-    output_root = Path(args.out) if args.out else Path(recipe.output_dir) if recipe.output_dir else Path("outputs")
+    output_root = _output_root(args, recipe)
     numerics = Numerics.choose(args.device, args.dtype, compile=getattr(args, "compile", False)
                                or recipe.performance.compile)
     plan = build_plan(loaded, numerics, output_root)
@@ -54,8 +56,30 @@ def prepare(args):
     return plan, store
 
 
+def _sweep_source(args):
+    """The recipe as loaded when it (or --matrix) declares sweep axes, else None."""
+    from runner.sources import load_any
+    from runner.sweep.matrix import has_matrix
+    loaded = load_any(args.recipe, args.overrides)
+    return loaded if has_matrix(loaded, args.matrix) else None
+
+
+def _output_root(args, recipe) -> Path:
+    return Path(args.out) if args.out else Path(recipe.output_dir) if recipe.output_dir else Path("outputs")
+
+
 def run_command(args) -> int:
     from runner.execute import RunOptions, execute
+
+    sweep = _sweep_source(args)
+    if sweep is not None:
+        from runner.sweep.run import run_sweep
+        result = run_sweep(args.recipe, output_root=_output_root(args, sweep.recipe), cache_dir=args.cache_dir,
+                           no_cache=args.no_cache, overrides=args.overrides, cli_matrix=args.matrix,
+                           device=args.device, dtype=args.dtype, quiet=args.quiet)
+        for path in result.paths:
+            print(path)
+        return 0
 
     from runner.sources import IMAGE_SUFFIXES
     plan, store = prepare(args)
@@ -82,6 +106,15 @@ def run_command(args) -> int:
 
 def plan_command(args) -> int:
     from runner.explain import explain_miss
+
+    sweep = _sweep_source(args)
+    if sweep is not None:
+        from runner.sweep.run import plan_sweep
+        for line in plan_sweep(args.recipe, overrides=args.overrides, cli_matrix=args.matrix,
+                               output_root=_output_root(args, sweep.recipe), cache_dir=args.cache_dir,
+                               device=args.device, dtype=args.dtype).lines():
+            print(line)
+        return 0
 
     plan, store = prepare(args)
     print(f"recipe {plan.recipe.name}: {len(plan.invocations)} stages, cache {store.root}")
