@@ -97,12 +97,17 @@ class CacheStore:
         return (self.entry_folder(key) / "entry.json").is_file()
 
     # -- read --
-    def get(self, key: str, verify: bool = True) -> Entry | None:
-        """The entry for `key`, checked; None when absent. A corrupt entry is evicted with a warning."""
+    def get(self, key: str, verify: bool = True, touch: bool = True) -> Entry | None:
+        """The entry for `key`, checked; None when absent. A corrupt entry is evicted with a warning.
+        `touch=False` reads without counting as a use (for `cache verify`, so gc's LRU order survives)."""
         folder = self.entry_folder(key)
         try:
             info = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
+            # An entry folder is published whole by one rename: one without entry.json is damaged, and
+            # left in place it would make every later put of this key fail.
+            if folder.is_dir():
+                self._evict_corrupt(key, "entry.json is missing")
             return None
         except (OSError, ValueError) as err:
             self._evict_corrupt(key, f"unreadable entry.json ({err})")
@@ -113,7 +118,8 @@ class CacheStore:
             if reason:
                 self._evict_corrupt(key, reason)
                 return None
-        self.touch(key)
+        if touch:
+            self.touch(key)
         return entry
 
     def _problem(self, entry: Entry) -> str | None:

@@ -25,9 +25,8 @@ def embedded_document(image: Path) -> dict:
 
 def load_image_recipe(image: Path, overrides: list[str] = ()) -> LoadedRecipe:
     document = embedded_document(image)
-    folder = Path(document.get("recipe_folder") or image.parent)
-    if not folder.is_dir():
-        folder = image.parent.resolve()
+    # Relative paths in the embedded recipe resolve against the image's folder.
+    folder = image.parent.resolve()
     return load_text(json.dumps(document["recipe"]), "yaml", label=f"{image}[sdbake]", folder=folder,
                      overrides=overrides)
 

@@ -64,7 +64,7 @@ def run_verify(args) -> int:
     entries = store.entries()
     bad = 0
     for entry in entries:
-        if store.get(entry.key) is None:
+        if store.get(entry.key, touch=False) is None:
             bad += 1
             print(f"corrupt: {entry.key[:12]} (evicted)")
     print(f"verified {len(entries)} entries: {bad} corrupt")

@@ -209,7 +209,7 @@ def _grid_document(sweep: Sweep, cells: list[list[PointRun]], z: int, output_roo
     axes = [{"axis": AXIS_NAMES[n], "key": axis.key, "title": axis.title, "values": _spec(axis),
              "labels": [axis.label(v) for v in axis.values]} for n, axis in enumerate(sweep.axes)]
     z_axis = _axis(sweep.axes, 2)
-    return {"recipe": recipe, "recipe_folder": str(sweep.folder),
+    return {"recipe": recipe,
             "sweep": {"axes": axes, "z": z_axis.label(z_axis.values[z]) if z_axis else None,
                       "cells": [[_relative(run.image, output_root) for run in row] for row in cells]}}
 
