@@ -115,7 +115,19 @@ def test_break_inside_brackets_is_a_word(tokenizer):
     assert len(chunks) == 1 and chunks[0].length == 3
 
 
-def test_emphasis_scales_outputs_then_restores_the_mean(encoder, text_model):
+@pytest.fixture
+def trained_like_norm(text_model):
+    """A trained CLIP's final layer norm has a bias, so its outputs' mean is far from 0."""
+    norm = getattr(text_model, "text_model", text_model).final_layer_norm
+    saved = norm.bias.detach().clone()
+    with torch.no_grad():
+        norm.bias.fill_(0.3)
+    yield
+    with torch.no_grad():
+        norm.bias.copy_(saved)
+
+
+def test_emphasis_scales_outputs_then_restores_the_mean(encoder, text_model, trained_like_norm):
     weighted = encode_text(encoder, "(red:1.5) cat")
     plain = encode_text(encoder, "red cat")
     multipliers = torch.ones(77)
@@ -126,6 +138,13 @@ def test_emphasis_scales_outputs_then_restores_the_mean(encoder, text_model):
     # the mean is restored up to float32 rounding
     torch.testing.assert_close(weighted.mean(), plain.mean(), rtol=1e-5, atol=1e-7)
     assert not torch.equal(weighted, plain)
+
+
+def test_emphasis_on_outputs_with_zero_mean_skips_the_restoration_instead_of_nan(encoder):
+    # an untrained CLIP (final norm bias 0): the mean is ~1e-9 and A1111's ratio would be noise or NaN
+    weighted = encode_text(encoder, "a large yellow circle in the center, (blue background:1.1)")
+    assert torch.isfinite(weighted).all()
+    assert weighted.abs().max() < 10
 
 
 def test_weight_one_leaves_the_encoding_unchanged(encoder):

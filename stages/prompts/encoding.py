@@ -121,7 +121,12 @@ def _encode_chunk(encoder: TextEncoder, chunk: Chunk) -> torch.Tensor:
     multipliers = torch.asarray([chunk.multipliers], device=device)   # float32, as A1111's
     original_mean = z.mean()
     z = z * multipliers.reshape(multipliers.shape + (1,)).expand(z.shape)
-    z = z * (original_mean / z.mean())
+    new_mean = z.mean()
+    # A1111 divides by the new mean. A trained CLIP's outputs have a mean far from 0 (its final layer
+    # norm has a bias); an untrained one's is ~1e-9, where the ratio is noise or 0/0 = NaN. There the
+    # restoration is skipped rather than poisoning the conditioning.
+    if new_mean.abs() > 1e-4 * z.abs().mean():
+        z = z * (original_mean / new_mean)
     return z[0].to(output_dtype)
 
 
