@@ -20,8 +20,8 @@ test: install
 	$(BIN)/python -m pytest
 
 demo: install
-	$(BIN)/sdbake validate recipes/demo.toml
-	$(BIN)/sdbake plan recipes/demo.toml
+	$(BIN)/sdbake run recipes/demo.toml --out outputs
+	@echo "The demo's images are in outputs/demo/ (run again: every stage is a cache hit)."
 
 lint: install
 	$(BIN)/ruff check .

@@ -34,18 +34,22 @@ class Numerics:
     dtype: str               # "float32" | "float16" | "bfloat16"
     threads: int
     compile: bool = False
+    vae_fp32: bool = False   # --no-half-vae: decode in float32 on fp16/bf16 runs
 
     @classmethod
     def choose(cls, device: str | None = None, dtype: str | None = None, threads: int | None = None,
-               compile: bool = False) -> "Numerics":
+               compile: bool = False, vae_fp32: bool = False) -> "Numerics":
         device = device or default_device()
         dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
         aliases = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
-        return cls(device, aliases.get(dtype, dtype), threads or default_threads(), compile)
+        return cls(device, aliases.get(dtype, dtype), threads or default_threads(), compile, vae_fp32)
 
     def fingerprint(self) -> dict:
         """What can change the bits of a result: enters every compute stage's cache key."""
         major_minor = ".".join(torch_version().split("+")[0].split(".")[:2])
         print_threads = self.threads if self.device == "cpu" else None
-        return {"device": self.device.split(":")[0], "dtype": self.dtype, "torch": major_minor,
-                "threads": print_threads, "compile": self.compile}
+        fingerprint = {"device": self.device.split(":")[0], "dtype": self.dtype, "torch": major_minor,
+                       "threads": print_threads, "compile": self.compile}
+        if self.vae_fp32 and self.dtype != "float32":      # only then does it change a result
+            fingerprint["vae_fp32"] = True
+        return fingerprint

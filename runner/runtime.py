@@ -73,7 +73,7 @@ class Runtime:
             model_info=self.model_info(inv), recipe_json=recipe_json(self.plan),
             recipe_folder=self.plan.loaded.folder, progress=self.console.progress, warn=self.console.warn,
             extra={"stage_keys": self.stage_keys, "output_root": self.plan.output_root,
-                   "embedding_files": self.plan.embedding_files})
+                   "embedding_files": self.plan.embedding_files, "no_half_vae": self.plan.numerics.vae_fp32})
 
     def run_stage(self, inv: Invocation, state: State | None) -> tuple[State, dict[str, bytes]]:
         module = importlib.import_module(STAGE_MODULES[inv.stage.type])

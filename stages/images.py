@@ -69,12 +69,12 @@ def vae_encode(vae, images: torch.Tensor, tiled: bool | None = None) -> torch.Te
 
 
 def vae_decode(vae, latents: torch.Tensor, warn=None, tiled: bool | None = None,
-               scale_factor: int = 8) -> tuple[torch.Tensor, bool]:
+               scale_factor: int = 8, force_fp32: bool = False) -> tuple[torch.Tensor, bool]:
     """Scaled latents -> (B, 3, H, W) in [0, 1] on the CPU, with the fp32 retry on NaN (A1111)."""
     from stages.output.decode import decode_latents
     pixels = latents.shape[-1] * latents.shape[-2] * scale_factor ** 2
     with torch.no_grad(), vae_tiling(vae, tiled, pixels):
-        images, retried = decode_latents(vae, latents)
+        images, retried = decode_latents(vae, latents, force_fp32=force_fp32)
     if retried and warn:
         warn("the VAE produced NaN in half precision: that decode was redone in float32")
     return images.float().cpu(), retried

@@ -57,7 +57,8 @@ def run(p: SaveParams, state: State, ctx: StageContext) -> State:
                      f"{state.position.steps}); use an `intervene` preview for the clean estimate")
         model = ctx.model(state.model)
         images, retried = vae_decode(model.vae, state.latent, warn=ctx.warn, tiled=state.vae_tiled,
-                                     scale_factor=model.vae_scale_factor)
+                                     scale_factor=model.vae_scale_factor,
+                                     force_fp32=ctx.extra.get("no_half_vae", False))
     pictures = to_pil(images)
     for index, (picture, relative) in enumerate(zip(pictures, ctx.outputs)):
         prompt = state.prompts[index] if state.prompts else ""

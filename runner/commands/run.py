@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--locked", action="store_true", help="refuse model files or prompts that differ from "
                                                            "RECIPE.lock")
     run.add_argument("--compile", action="store_true", help="torch.compile the UNet")
+    run.add_argument("--no-half-vae", action="store_true", help="decode in float32 even on fp16/bf16 runs")
     run.add_argument("--quiet", "-q", action="store_true")
     run.set_defaults(func=run_command)
 
@@ -50,7 +51,7 @@ def prepare(args):
     recipe = loaded.recipe
     output_root = _output_root(args, recipe)
     numerics = Numerics.choose(args.device, args.dtype, compile=getattr(args, "compile", False)
-                               or recipe.performance.compile)
+                               or recipe.performance.compile, vae_fp32=getattr(args, "no_half_vae", False))
     plan = build_plan(loaded, numerics, output_root)
     store = CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root())
     return plan, store
