@@ -15,7 +15,8 @@ def make_plan(loaded: LoadedRecipe, *, output_root: Path | str | None = None, de
               dtype: str | None = None, threads: int | None = None) -> Plan:
     recipe = loaded.recipe
     root = Path(output_root) if output_root else Path(recipe.output_dir) if recipe.output_dir else Path("outputs")
-    numerics = Numerics.choose(device, dtype, threads, compile=recipe.performance.compile)
+    numerics = Numerics.choose(device, dtype, threads, compile=recipe.performance.compile,
+                               channels_last=recipe.performance.channels_last)
     return build_plan(loaded, numerics, root)
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 
+@lru_cache(maxsize=1)
 def torch_version() -> str:
     try:
         return version("torch")
@@ -35,14 +37,15 @@ class Numerics:
     threads: int
     compile: bool = False
     vae_fp32: bool = False   # --no-half-vae: decode in float32 on fp16/bf16 runs
+    channels_last: bool = False
 
     @classmethod
     def choose(cls, device: str | None = None, dtype: str | None = None, threads: int | None = None,
-               compile: bool = False, vae_fp32: bool = False) -> "Numerics":
+               compile: bool = False, vae_fp32: bool = False, channels_last: bool = False) -> "Numerics":
         device = device or default_device()
         dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
         aliases = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
-        return cls(device, aliases.get(dtype, dtype), threads or default_threads(), compile, vae_fp32)
+        return cls(device, aliases.get(dtype, dtype), threads or default_threads(), compile, vae_fp32, channels_last)
 
     def fingerprint(self) -> dict:
         """What can change the bits of a result: enters every compute stage's cache key."""
@@ -52,4 +55,6 @@ class Numerics:
                        "threads": print_threads, "compile": self.compile}
         if self.vae_fp32 and self.dtype != "float32":      # only then does it change a result
             fingerprint["vae_fp32"] = True
+        if self.channels_last:                              # other kernels: other rounding
+            fingerprint["channels_last"] = True
         return fingerprint

@@ -160,14 +160,6 @@ def embeddings_used(loaded: LoadedRecipe, texts: list[str]) -> dict[str, Path]:
             if re.search(rf"(?<![\w]){re.escape(stem)}(?![\w])", joined)}
 
 
-def _hires_size(width: int, height: int, stage: HiresParams) -> tuple[int, int]:
-    if stage.width or stage.height:
-        w = stage.width or int(round(width * stage.height / height / 8)) * 8
-        h = stage.height or int(round(height * stage.width / width / 8)) * 8
-        return w, h
-    return int(width * stage.scale) // 8 * 8, int(height * stage.scale) // 8 * 8
-
-
 def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
                now: datetime | None = None) -> Plan:
     recipe = loaded.recipe
@@ -225,7 +217,7 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
             current.update(steps=stage.steps, cfg=stage.cfg, sampler=stage.sampler, scheduler=stage.scheduler,
                            model=inv.model)
             if isinstance(stage, HiresParams):
-                current["width"], current["height"] = _hires_size(current["width"], current["height"], stage)
+                current["width"], current["height"] = stage.target_size(current["width"], current["height"])
                 if stage.upscaler not in LATENT_UPSCALERS + PIXEL_UPSCALERS:
                     from runner.models.search import resolve_model_file
                     try:

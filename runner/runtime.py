@@ -1,6 +1,8 @@
 """The torch side of a run: models from the registry, stage contexts, state in and out of the cache."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import warnings
 from pathlib import Path
@@ -17,6 +19,7 @@ from stages.state import State, pack, unpack
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+@functools.lru_cache(maxsize=1)
 def sdbake_version() -> str:
     from runner.cli import version_string
     return version_string()
@@ -50,7 +53,11 @@ class Runtime:
         loaded = default_registry().get(spec)
         loras = [(l.path, l.weight) for l in files.loras] + [(l.path, l.weight) for l in inv.loras]
         apply_loras(loaded, loras, warn=self.console.warn)
-        return loaded
+        from runner.compile import prepare_unet
+        # Called on every lookup, options off included: that also undoes channels_last left by an earlier run.
+        unet = prepare_unet(loaded.unet, compile=self.plan.numerics.compile,
+                            channels_last=self.plan.numerics.channels_last)
+        return loaded if unet is loaded.unet else dataclasses.replace(loaded, unet=unet)
 
     def model_info(self, inv: Invocation) -> dict:
         name = getattr(inv.stage, "model", None) or next(iter(self.plan.models), None)

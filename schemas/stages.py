@@ -27,21 +27,25 @@ class EncodeParams(StageBase):
     clip_skip: ClipSkip | None = None
 
 
-class SampleParams(StageBase):
-    """Walk steps start..end of a `steps`-long sigma schedule; leftover noise is kept when end < steps."""
+class SamplingStage(StageBase):
+    """What every stage that runs a sampler may set for itself (else it comes from [defaults])."""
     INHERITS: ClassVar = SAMPLING
-    type: Literal["sample"] = "sample"
-    start: int | None = Field(None, ge=0, description="first step (default 0, or where the last stage ended)")
-    end: int | None = Field(None, ge=1, description="last step (default steps)")
     prompt: str | None = Field(None, description="prompt override for this stage")
     negative: str | None = None
     model: str | None = None
     seed: Seed | None = None
-    steps: Steps | None = None
     sampler: SamplerName | None = None
     scheduler: SchedulerName | None = None
     cfg: Cfg | None = None
     loras: list[LoraRef] | None = None
+
+
+class SampleParams(SamplingStage):
+    """Walk steps start..end of a `steps`-long sigma schedule; leftover noise is kept when end < steps."""
+    type: Literal["sample"] = "sample"
+    start: int | None = Field(None, ge=0, description="first step (default 0, or where the last stage ended)")
+    end: int | None = Field(None, ge=1, description="last step (default steps)")
+    steps: Steps | None = None
 
 
 class PasteOp(Strict):
@@ -100,9 +104,8 @@ LATENT_UPSCALERS = ("latent-nearest-exact", "latent-nearest", "latent-bilinear",
 PIXEL_UPSCALERS = ("lanczos", "nearest")
 
 
-class HiresParams(StageBase):
+class HiresParams(SamplingStage):
     """Upscale, then re-denoise the last `steps` of a longer schedule (A1111 "hires fix")."""
-    INHERITS: ClassVar = SAMPLING
     type: Literal["hires"] = "hires"
     scale: float = Field(2.0, gt=1.0, le=8.0)
     width: Size | None = Field(None, description="target size; overrides scale")
@@ -112,19 +115,18 @@ class HiresParams(StageBase):
     steps: int | None = Field(None, ge=0, le=1000, description="0 = the base stage's steps")
     denoise: float = Field(0.5, gt=0.0, le=1.0)
     tiled: bool | None = Field(None, description="VAE tiling; default: automatic above 1024x1024")
-    prompt: str | None = None
-    negative: str | None = None
-    model: str | None = None
-    seed: Seed | None = None
-    sampler: SamplerName | None = None
-    scheduler: SchedulerName | None = None
-    cfg: Cfg | None = None
-    loras: list[LoraRef] | None = None
+
+    def target_size(self, width: int, height: int) -> tuple[int, int]:
+        """The output size: explicit width/height (the other side keeps the aspect), else scale."""
+        if self.width or self.height:
+            w = self.width or int(round(width * self.height / height / 8)) * 8
+            h = self.height or int(round(height * self.width / width / 8)) * 8
+            return w, h
+        return int(width * self.scale) // 8 * 8, int(height * self.scale) // 8 * 8
 
 
-class InpaintParams(StageBase):
+class InpaintParams(SamplingStage):
     """Masked img2img, optionally looped (A1111 loopback); pixels outside the mask stay exact."""
-    INHERITS: ClassVar = SAMPLING
     type: Literal["inpaint"] = "inpaint"
     mask: str | None = Field(None, description="white = repaint")
     rects: list[Rect] = Field(default_factory=list)
@@ -135,15 +137,7 @@ class InpaintParams(StageBase):
     color_correction: bool = False
     area: Literal["whole", "masked"] = "whole"
     padding: int = Field(32, ge=0, le=1024)
-    prompt: str | None = None
-    negative: str | None = None
-    model: str | None = None
-    seed: Seed | None = None
     steps: Steps | None = None
-    sampler: SamplerName | None = None
-    scheduler: SchedulerName | None = None
-    cfg: Cfg | None = None
-    loras: list[LoraRef] | None = None
 
     @field_validator("denoise")
     @classmethod

@@ -39,6 +39,7 @@ class Denoiser:
                  inputs_for_call: Callable[[int], GuidedInputs], model_calls: int = 0,
                  concat: torch.Tensor | None = None):
         self.unet = unet
+        self.unet_dtype = unet.dtype          # diffusers computes .dtype by walking every submodule
         self.log_sigmas = model_sigmas.double().log().to(unet.device)
         self.prediction_type = prediction_type
         self.cfg = cfg
@@ -51,7 +52,7 @@ class Denoiser:
         sigma_b = sigma.to(torch.float32).view(-1, 1, 1, 1)
         c_in = 1.0 / (sigma_b ** 2 + 1.0) ** 0.5
         t = sigma_to_timestep(sigma.double(), self.log_sigmas).to(torch.float32)
-        dtype = self.unet.dtype
+        dtype = self.unet_dtype
         model_in = x * c_in if concat is None else torch.cat([x * c_in, concat.to(x)], dim=1)
         out = self.unet(model_in.to(dtype), t.to(dtype), encoder_hidden_states=context.to(dtype),
                         return_dict=False)[0].to(x.dtype)

@@ -21,14 +21,6 @@ def hires_total_steps(steps: int, denoise: float) -> int:
     return int(steps / min(denoise, 0.999))
 
 
-def target_size(p: HiresParams, width: int, height: int) -> tuple[int, int]:
-    if p.width or p.height:
-        w = p.width or int(round(width * p.height / height / 8)) * 8
-        h = p.height or int(round(height * p.width / width / 8)) * 8
-        return w, h
-    return int(width * p.scale) // 8 * 8, int(height * p.scale) // 8 * 8
-
-
 def upscale(p: HiresParams, state: State, model, width: int, height: int, ctx: StageContext) -> torch.Tensor:
     if p.upscaler in LATENT_UPSCALERS:
         return upscale_latent(state.latent.to(ctx.device), width, height, p.upscaler, model.vae_scale_factor)
@@ -48,7 +40,7 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
         raise StateError("hires needs a finished image: put it after a sample stage that ran to the end",
                          stage=ctx.stage_id)
     model = ctx.model(p.model)
-    width, height = target_size(p, state.width, state.height)
+    width, height = p.target_size(state.width, state.height)
     latent = upscale(p, state, model, width, height, ctx)
     total = hires_total_steps(p.steps, p.denoise)
     setup = sampling_setup(model, p.sampler, p.scheduler, total)

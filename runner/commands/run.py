@@ -51,7 +51,8 @@ def prepare(args):
     recipe = loaded.recipe
     output_root = _output_root(args, recipe)
     numerics = Numerics.choose(args.device, args.dtype, compile=getattr(args, "compile", False)
-                               or recipe.performance.compile, vae_fp32=getattr(args, "no_half_vae", False))
+                               or recipe.performance.compile, vae_fp32=getattr(args, "no_half_vae", False),
+                               channels_last=recipe.performance.channels_last)
     plan = build_plan(loaded, numerics, output_root)
     store = CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root())
     return plan, store

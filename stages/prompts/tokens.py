@@ -58,7 +58,8 @@ def chunk_prompt(tokenizer, text: str, *, triggers=None, vector_count=lambda nam
     embedding (`vector_count(name)` vectors) that does not fit moving whole to the next chunk."""
     triggers = triggers or {}
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    comma = tokenizer.get_vocab().get(",</w>")
+    comma = tokenizer.convert_tokens_to_ids(",</w>")     # get_vocab() copies all 49408 entries
+    comma = None if comma == tokenizer.unk_token_id and ",</w>" != tokenizer.unk_token else comma
     pieces = weights(text)
     names = [name for candidates in triggers.values() for _, name in candidates]
     if names:
