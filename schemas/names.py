@@ -3,7 +3,7 @@ from __future__ import annotations
 
 SAMPLER_IDS = (
     "euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral",
-    "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim", "uni_pc",
+    "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim",
 )
 SCHEDULER_IDS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta")
 
@@ -12,7 +12,7 @@ A1111_SAMPLER_LABELS = {
     "euler": "euler", "euler a": "euler_ancestral", "heun": "heun", "dpm2": "dpm_2",
     "dpm2 a": "dpm_2_ancestral", "lms": "lms", "dpm++ 2s a": "dpmpp_2s_ancestral",
     "dpm++ sde": "dpmpp_sde", "dpm++ 2m": "dpmpp_2m", "dpm++ 2m sde": "dpmpp_2m_sde",
-    "dpm++ 3m sde": "dpmpp_3m_sde", "ddim": "ddim", "unipc": "uni_pc",
+    "dpm++ 3m sde": "dpmpp_3m_sde", "ddim": "ddim",
 }
 # Suffixes of A1111's pre-1.6 combined labels ("DPM++ 2M Karras") and its "Schedule type" values.
 A1111_SCHEDULER_LABELS = {

@@ -215,7 +215,7 @@ def test_loras_are_inherited_as_copies():
     ("Euler a", "euler_ancestral", "normal"),
     ("DPM++ SDE Karras", "dpmpp_sde", "karras"),
     ("DPM++ 2M SDE Exponential", "dpmpp_2m_sde", "exponential"),
-    ("UniPC", "uni_pc", "normal"),
+    ("Heun", "heun", "normal"),
     ("dpmpp_2m", "dpmpp_2m", "normal"),
 ])
 def test_a1111_sampler_labels(label, sampler, scheduler):
