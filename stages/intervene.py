@@ -20,7 +20,7 @@ from stages.edit_ops import _mask_file, apply_op
 from stages.images import mask_to_tensor, pil_to_tensor, vae_decode, vae_encode
 from stages.output.decode import to_pil
 from stages.output.metadata import encode_image
-from stages.sampling import model_sigmas_of, prepare_embeddings, schedule_length
+from stages.sampling import model_sigmas_of, prepare_embeddings, schedule_length, whole_image_conditioning
 from stages.state import State
 
 
@@ -35,7 +35,8 @@ def clean_estimate(state: State, model, cfg: float, device, embedding_files=None
                               state.clip_skip, steps, None, embedding_files)
     denoiser = Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, cfg,
                         guided_inputs(list(state.prompts), list(state.negatives), steps, None, memo, device,
-                                      model.unet.dtype), model_calls=state.model_calls)
+                                      model.unet.dtype), model_calls=state.model_calls,
+                        concat=whole_image_conditioning(model, x) if model.in_channels == 9 else None)
     sigma = torch.full((x.shape[0],), state.position.sigma, device=device, dtype=x.dtype)
     return denoiser(x, sigma)
 

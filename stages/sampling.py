@@ -68,12 +68,24 @@ def prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, steps, 
     return encode_texts(model, sorted(texts), clip_skip, memo, embedding_files)
 
 
+def whole_image_conditioning(model, x: torch.Tensor) -> torch.Tensor:
+    """What an inpainting UNet sees outside inpainting, as A1111's txt2img: the whole image masked
+    (a mask of ones) over a uniformly gray masked image."""
+    from stages.images import vae_encode
+    factor = model.vae_scale_factor
+    gray = torch.full((x.shape[0], 3, x.shape[-2] * factor, x.shape[-1] * factor), 0.5)
+    masked = vae_encode(model.vae, gray).to(x)
+    return torch.cat([torch.ones_like(masked[:, :1]), masked], dim=1)
+
+
 def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: int, *, cfg: float,
                 prompts: list[str], negatives: list[str], embeddings: Packed | None, clip_skip: int,
                 noise, carry: Packed | None, model_calls: int, schedule_steps: int, hires_steps: int | None,
                 ctx: StageContext, sigmas: torch.Tensor | None = None, wrap=None, concat=None):
     """Walk sigmas[start:end+1] (of `sigmas`, default the setup's schedule); returns (x, carry, calls)."""
     sigmas = setup.sigmas if sigmas is None else sigmas
+    if concat is None and getattr(model, "in_channels", 4) == 9:
+        concat = whole_image_conditioning(model, x)
     call_steps = schedule_length(setup.sampler, schedule_steps)
     call_hires = schedule_length(setup.sampler, hires_steps) if hires_steps else None
     memo = prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, call_steps, call_hires,

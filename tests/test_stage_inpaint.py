@@ -94,3 +94,19 @@ def test_only_masked_area_keeps_the_rest_exact(tmp_path, tiny_model_dir):
     outside[40:56, 40:56] = False
     assert np.array_equal(before[outside], after[outside])
     assert not np.array_equal(before[~outside], after[~outside])
+
+
+def test_a_9_channel_inpainting_unet_gets_the_mask_and_the_masked_image(tmp_path):
+    """A 4-channel input would fail in the UNet's first conv: the run succeeding proves the 5 extra channels."""
+    import tiny_models
+    from diffusers import UNet2DConditionModel
+    pipe = tiny_models.build_tiny_pipeline(0)
+    torch.manual_seed(1)
+    pipe.unet = UNet2DConditionModel(**{**tiny_models.UNET_CONFIG, "in_channels": 9})
+    folder = tmp_path / "tiny-inpainting"
+    pipe.save_pretrained(str(folder))
+    render_text(tmp_path, recipe(folder, inpaint(rects="[[16, 16, 32, 32]]", blur=0)))
+    before, after = _pixels(tmp_path / "out" / "before.png"), _pixels(tmp_path / "out" / "after.png")
+    outside = np.ones((64, 64), dtype=bool)
+    outside[16:48, 16:48] = False
+    assert np.array_equal(before[outside], after[outside])
