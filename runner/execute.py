@@ -147,4 +147,4 @@ def recipe_json(plan: Plan) -> str:
     return canonical_json(plan.recipe, indent=None)
 
 
-__all__ = ["execute", "RunOptions", "RunResult", "StateError"]
+__all__ = ["RunOptions", "RunResult", "StateError", "execute"]

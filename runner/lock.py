@@ -78,7 +78,7 @@ def read_lock(path: Path) -> dict:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise LockError(f"no lock file: run `sdbake lock` first", file=str(path)) from None
+        raise LockError("no lock file: run `sdbake lock` first", file=str(path)) from None
     except (OSError, ValueError) as err:
         raise LockError(f"unreadable lock file: {err}", file=str(path)) from None
 

@@ -41,7 +41,7 @@ class Numerics:
 
     @classmethod
     def choose(cls, device: str | None = None, dtype: str | None = None, threads: int | None = None,
-               compile: bool = False, vae_fp32: bool = False, channels_last: bool = False) -> "Numerics":
+               compile: bool = False, vae_fp32: bool = False, channels_last: bool = False) -> Numerics:
         device = device or default_device()
         dtype = dtype or ("float16" if device.startswith("cuda") else "float32")
         aliases = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}

@@ -18,12 +18,20 @@ from typing import Any
 from runner.modelfiles import LoraFile, ModelFiles, resolve_loras, resolve_model
 from runner.models.hashing import sha256_file
 from runner.numerics import Numerics
-from schemas.canonical import canonical_dict, canonical_json
+from schemas.canonical import canonical_json
 from schemas.errors import InputFileError, SdbakeError
 from schemas.loader import LoadedRecipe
 from schemas.positions import nearest
-from schemas.stages import (EncodeParams, HiresParams, InpaintParams, InterveneParams, LATENT_UPSCALERS,
-                            PIXEL_UPSCALERS, SampleParams, SaveParams)
+from schemas.stages import (
+    LATENT_UPSCALERS,
+    PIXEL_UPSCALERS,
+    EncodeParams,
+    HiresParams,
+    InpaintParams,
+    InterveneParams,
+    SampleParams,
+    SaveParams,
+)
 
 KEY_FORMAT = 1
 NOT_IN_KEY = {"id", "description", "preview"}
@@ -147,6 +155,7 @@ def embeddings_used(loaded: LoadedRecipe, texts: list[str]) -> dict[str, Path]:
     """Textual-inversion files (recipe folder's embeddings/, then the configured folders) that a prompt
     names, as A1111 triggers them: by file stem, or `embedding:stem`."""
     import re
+
     from runner.models.search import load_search_config
     folders = [loaded.folder / "embeddings", *load_search_config().folders["embeddings"]]
     found: dict[str, Path] = {}
@@ -305,7 +314,7 @@ def _render_outputs(loaded: LoadedRecipe, template: str, field_name: str, curren
         elif "." not in relative.name:
             text += ".png"
         if text in rendered:   # one template for a batch: keep every image (as A1111's counter does)
-            stem, dot, ext = text.rpartition(".")
+            stem, _dot, ext = text.rpartition(".")
             text = f"{stem}-{batch_index}.{ext}"
         rendered.append(text)
     return rendered

@@ -5,7 +5,6 @@ import dataclasses
 import functools
 import importlib
 import warnings
-from pathlib import Path
 
 import torch
 

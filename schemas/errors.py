@@ -33,7 +33,7 @@ class SdbakeError(Exception):
 class RecipeError(SdbakeError):
     """The recipe file is malformed or invalid. May carry several errors, one per line."""
 
-    def __init__(self, message: str, *, errors: list["SdbakeError"] | None = None, **where):
+    def __init__(self, message: str, *, errors: list[SdbakeError] | None = None, **where):
         super().__init__(message, **where)
         self.errors = errors or []
 

@@ -1,15 +1,25 @@
 """The whole recipe: models, defaults, ordered stages, sweeps and regression tolerances."""
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import (BatchSize, Cfg, ClipSkip, LoraRef, SamplerName, SchedulerName, Seed, Size, Steps,
-                          Strict)
+from schemas.base import (
+    BatchSize,
+    Cfg,
+    ClipSkip,
+    LoraRef,
+    SamplerName,
+    SchedulerName,
+    Seed,
+    Size,
+    Steps,
+    Strict,
+)
 from schemas.stages import Stage
 
-MatrixValue = Union[str, list[Union[str, int, float, bool]]]
+MatrixValue = str | list[str | int | float | bool]
 
 
 class ModelEntry(Strict):

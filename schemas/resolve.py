@@ -10,7 +10,7 @@ from typing import Any
 
 from schemas.names import parse_sampler
 from schemas.recipe import Recipe
-from schemas.stages import EncodeParams, HiresParams, InpaintParams, SampleParams, STAGE_TYPES
+from schemas.stages import STAGE_TYPES, EncodeParams, HiresParams, InpaintParams, SampleParams
 
 Problem = tuple[tuple[Any, ...], str]          # (path into the document, message)
 
@@ -68,8 +68,8 @@ def _check_models(recipe: Recipe) -> list[Problem]:
         if "model" not in type(stage).model_fields:
             continue
         if stage.model is None:
-            problems.append((("stages", index), "no model: set `model` here or in [defaults], naming an "
-                                                "entry of [models]"))
+            problems.append((("stages", index), ("no model: set `model` here or in [defaults], naming an "
+                                                "entry of [models]")))
         elif stage.model not in recipe.models and stage.model != recipe.defaults.model:
             problems.append((("stages", index, "model"), _unknown_model(stage.model, recipe)))
     return problems
@@ -96,8 +96,8 @@ def _check_order(recipe: Recipe) -> list[Problem]:
             problems.append((where, f"`{stage.type}` needs an `encode` stage before it"))
             continue
         if latent == "empty" and stage.type != "sample":
-            problems.append((where, f"`{stage.type}` needs an image, but the latent is still empty: add a "
-                                    f"`sample` stage before it (or an `image` to the encode stage)"))
+            problems.append((where, (f"`{stage.type}` needs an image, but the latent is still empty: add a "
+                                    f"`sample` stage before it (or an `image` to the encode stage)")))
             continue
         if isinstance(stage, SampleParams):
             latent, problem = _sample_position(stage, latent, img2img_denoise, where)
@@ -109,9 +109,9 @@ def _check_order(recipe: Recipe) -> list[Problem]:
             if isinstance(stage, HiresParams) and not stage.steps:
                 stage.steps = last_steps          # A1111: hires steps 0 = the base pass's steps
             if isinstance(latent, tuple):
-                problems.append((where, f"`{stage.type}` needs a finished image, but the latent is still "
+                problems.append((where, (f"`{stage.type}` needs a finished image, but the latent is still "
                                         f"noisy at step {latent[1]} of {latent[2]}: add a sample stage "
-                                        f"with start = {latent[1]}"))
+                                        f"with start = {latent[1]}")))
             latent = "clean"
         elif latent is None:
             problems.append((where, "nothing to save: add an `encode` and a `sample` stage before it"))
@@ -125,11 +125,11 @@ def _sample_position(stage: SampleParams, latent, img2img_denoise, where):
         if stage.start is None:
             stage.start = at
         if stage.start != at:
-            return latent, (where + ("start",), f"the previous stage ended at step {at}, so this stage must "
-                                                f"start at {at} (got {stage.start})")
+            return latent, (where + ("start",), (f"the previous stage ended at step {at}, so this stage must "
+                                                f"start at {at} (got {stage.start})"))
         if steps != prev_steps or stage.scheduler != prev_scheduler:
-            return latent, (where, f"continues a {prev_steps}-step {prev_scheduler} schedule, but is set to "
-                                   f"{steps} steps {stage.scheduler}: a split must keep steps and scheduler")
+            return latent, (where, (f"continues a {prev_steps}-step {prev_scheduler} schedule, but is set to "
+                                   f"{steps} steps {stage.scheduler}: a split must keep steps and scheduler"))
     elif stage.start is None:
         if latent == "image":
             # A1111 img2img: t_enc = int(min(denoise, 0.999) * steps) steps, walked from sigmas[steps - t_enc - 1].
@@ -139,9 +139,9 @@ def _sample_position(stage: SampleParams, latent, img2img_denoise, where):
             stage.start = 0
     elif stage.start > 0 and latent in ("empty", "clean"):
         before = "is empty" if latent == "empty" else "is a finished image"
-        return latent, (where + ("start",), f"starts at step {stage.start}, but the latent before it {before}: "
+        return latent, (where + ("start",), (f"starts at step {stage.start}, but the latent before it {before}: "
                                             f"only a stage that ended at step {stage.start} or an init image "
-                                            f"can be continued")
+                                            f"can be continued"))
     if stage.end is None:
         stage.end = steps
     if stage.end > steps:
@@ -153,4 +153,4 @@ def _sample_position(stage: SampleParams, latent, img2img_denoise, where):
     return "clean", None
 
 
-__all__ = ["resolve", "default_stage_ids", "STAGE_TYPES"]
+__all__ = ["STAGE_TYPES", "default_stage_ids", "resolve"]

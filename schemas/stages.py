@@ -1,12 +1,25 @@
 """One pydantic model per stage kind; the recipe's `stages` list is a union discriminated on `type`."""
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.base import (BatchSize, Cfg, ClipSkip, LoraRef, Point, Rect, SamplerName, SchedulerName, Seed,
-                          Size, StageBase, Steps, Strict)
+from schemas.base import (
+    BatchSize,
+    Cfg,
+    ClipSkip,
+    LoraRef,
+    Point,
+    Rect,
+    SamplerName,
+    SchedulerName,
+    Seed,
+    Size,
+    StageBase,
+    Steps,
+    Strict,
+)
 
 SAMPLING = ("model", "seed", "steps", "sampler", "scheduler", "cfg", "loras")
 
@@ -82,7 +95,7 @@ class FillOp(Strict):
     mask: str | None = None
 
 
-InterveneOp = Annotated[Union[PasteOp, ImageOp, AdjustOp, BlurOp, FillOp], Field(discriminator="op")]
+InterveneOp = Annotated[PasteOp | ImageOp | AdjustOp | BlurOp | FillOp, Field(discriminator="op")]
 
 
 class InterveneParams(StageBase):
@@ -119,8 +132,8 @@ class HiresParams(SamplingStage):
     def target_size(self, width: int, height: int) -> tuple[int, int]:
         """The output size: explicit width/height (the other side keeps the aspect), else scale."""
         if self.width or self.height:
-            w = self.width or int(round(width * self.height / height / 8)) * 8
-            h = self.height or int(round(height * self.width / width / 8)) * 8
+            w = self.width or round(width * self.height / height / 8) * 8
+            h = self.height or round(height * self.width / width / 8) * 8
             return w, h
         return int(width * self.scale) // 8 * 8, int(height * self.scale) // 8 * 8
 
@@ -165,7 +178,7 @@ class SaveParams(StageBase):
     on_exists: Literal["number", "skip", "error"] = "number"
 
 
-Stage = Annotated[Union[EncodeParams, SampleParams, InterveneParams, HiresParams, InpaintParams, SaveParams],
+Stage = Annotated[EncodeParams | SampleParams | InterveneParams | HiresParams | InpaintParams | SaveParams,
                   Field(discriminator="type")]
 STAGE_TYPES = {cls.model_fields["type"].default: cls for cls in
                (EncodeParams, SampleParams, InterveneParams, HiresParams, InpaintParams, SaveParams)}

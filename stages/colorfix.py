@@ -33,7 +33,7 @@ def match_histogram(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
     for c in range(source.shape[-1]):
         src = source[..., c].ravel()
         ref = reference[..., c].ravel()
-        src_values, src_index, src_counts = np.unique(src, return_inverse=True, return_counts=True)
+        _src_values, src_index, src_counts = np.unique(src, return_inverse=True, return_counts=True)
         ref_values, ref_counts = np.unique(ref, return_counts=True)
         src_quantiles = np.cumsum(src_counts) / src.size
         ref_quantiles = np.cumsum(ref_counts) / ref.size

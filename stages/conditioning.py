@@ -6,7 +6,7 @@ Each distinct text is encoded once; the texts' embeddings are a memo the state c
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -4,9 +4,10 @@ The runner builds it; a stage never imports the runner (DESIGN.md section 1).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass

@@ -7,8 +7,8 @@ D = uncond + sum_i w_i * cfg * (cond_i - uncond) (A1111's composable diffusion).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

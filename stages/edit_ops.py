@@ -32,7 +32,7 @@ def _mask_file(path: Path, size: tuple[int, int], warn) -> Image.Image:
 
 def _shift_hue(image: Image.Image, degrees: float) -> Image.Image:
     hsv = np.asarray(image.convert("HSV")).copy()
-    shift = int(round(degrees / 360.0 * 256)) % 256
+    shift = round(degrees / 360.0 * 256) % 256
     hsv[..., 0] = (hsv[..., 0].astype(np.int32) + shift) % 256
     return Image.fromarray(hsv, "HSV").convert("RGB")
 

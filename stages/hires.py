@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from schemas.errors import StateError
-from schemas.stages import HiresParams, LATENT_UPSCALERS
+from schemas.stages import LATENT_UPSCALERS, HiresParams
 from stages.context import StageContext
 from stages.images import pil_to_tensor, vae_decode, vae_encode
 from stages.output.decode import to_pil

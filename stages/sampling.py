@@ -23,11 +23,11 @@ class SamplingSetup:
     model_sigmas: torch.Tensor          # the model's discrete sigmas (ascending)
     sigmas: torch.Tensor                # the schedule: steps + 1 values, last 0
 
-    def new_noise(self, seeds, shape_chw, device) -> "samplers.ImageNoise":
+    def new_noise(self, seeds, shape_chw, device) -> samplers.ImageNoise:
         """Fresh per-image generators; the first draw is the initial noise."""
         return samplers.ImageNoise(list(seeds), tuple(shape_chw), device=device)
 
-    def restore_noise(self, packed: Packed, device) -> "samplers.ImageNoise":
+    def restore_noise(self, packed: Packed, device) -> samplers.ImageNoise:
         tensors, meta = packed
         noise = samplers.ImageNoise(meta["seeds"], meta["shape"], device=device)
         noise.set_state(tensors["generators"])

@@ -47,7 +47,7 @@ class State:
     embeddings: Packed | None = None      # text -> token embeddings memo (the encode stage's output)
     provenance: tuple[dict, ...] = field(default_factory=tuple)
 
-    def evolve(self, **changes) -> "State":
+    def evolve(self, **changes) -> State:
         return dataclasses.replace(self, **changes)
 
     @property

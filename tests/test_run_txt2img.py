@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from recipe_helpers import txt2img, write
 
 pytest.importorskip("torch")
@@ -40,7 +39,6 @@ def test_two_renders_write_identical_bytes(tmp_path, tiny_model_dir):
 
 
 def test_image_of_a_batch_equals_a_single_render_of_its_seed(tmp_path, tiny_model_dir):
-    import torch
     batch = final_latent(tmp_path, txt2img(tiny_model_dir, steps=6, seed=10, batch_size=3,
                                            path="b-{{ batch_index }}.png"), "batch.toml")
     single = final_latent(tmp_path, txt2img(tiny_model_dir, steps=6, seed=12), "single.toml")
@@ -50,6 +48,7 @@ def test_image_of_a_batch_equals_a_single_render_of_its_seed(tmp_path, tiny_mode
 
 def test_initial_noise_is_a1111_cpu_rng_per_image():
     import torch
+
     from stages.samplers import ImageNoise
     noise = ImageNoise([5, 6, 7], (4, 8, 8)).draw()
     for i, seed in enumerate([5, 6, 7]):

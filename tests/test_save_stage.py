@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
-
 from recipe_helpers import txt2img, write
 
 pytest.importorskip("torch")
@@ -13,6 +12,7 @@ def cli(*args, cwd=None):
     import contextlib
     import io
     import os
+
     from runner.cli import main
     out, err = io.StringIO(), io.StringIO()
     old = os.getcwd()
@@ -31,7 +31,7 @@ def rendered(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("SDBAKE_THREADS", "1")
     write(tmp_path, "r.toml", txt2img(tiny_model_dir, sampler="dpmpp_2m", steps=6,
                                       path="out/{{ seed }}-{{ prompt | words(3) }}.png"))
-    code, out, err = cli("run", "r.toml", "--quiet", cwd=tmp_path)
+    code, _out, err = cli("run", "r.toml", "--quiet", cwd=tmp_path)
     assert code == 0, err
     images = list((tmp_path / "outputs" / "out").glob("*.png"))
     assert len(images) == 1
@@ -40,9 +40,10 @@ def rendered(tmp_path, tiny_model_dir, monkeypatch):
 
 @pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
 def test_sd_parsers_reads_prompt_seed_steps_sampler_cfg_size(tmp_path, tiny_model_dir, fmt):
+    from sd_parsers import ParserManager
+
     from runner.api import render
     from schemas.loader import load_recipe
-    from sd_parsers import ParserManager
     suffix = {"jpeg": "jpg"}.get(fmt, fmt)
     path = write(tmp_path, "f.toml", txt2img(tiny_model_dir, sampler="dpmpp_2m", steps=4, path=f"img.{suffix}"))
     result = render(load_recipe(path), output_root=tmp_path / "out", no_cache=True, threads=1)
@@ -57,7 +58,7 @@ def test_sd_parsers_reads_prompt_seed_steps_sampler_cfg_size(tmp_path, tiny_mode
 
 
 def test_rerunning_an_unchanged_recipe_leaves_the_folder_as_it_was(rendered):
-    folder, image = rendered
+    folder, _image = rendered
     before = {p: p.read_bytes() for p in (folder / "outputs").rglob("*") if p.is_file()}
     code, _, err = cli("run", "r.toml", "--quiet", cwd=folder)
     assert code == 0, err
@@ -87,7 +88,7 @@ def test_run_image_reproduces_it_bit_for_bit(rendered):
 
 
 def test_show_prints_the_embedded_recipe_and_the_infotext(rendered):
-    folder, image = rendered
+    _folder, image = rendered
     code, out, _ = cli("show", str(image))
     assert code == 0 and "red circle" in out and 'type = "sample"' in out
     code, out, _ = cli("show", str(image), "--format", "infotext")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from stage_helpers import count_denoiser_calls, recipe, render_text
 
 torch = pytest.importorskip("torch")

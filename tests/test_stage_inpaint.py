@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-
 from stage_helpers import recipe, render_text
 
 torch = pytest.importorskip("torch")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image, ImageDraw
-
 from stage_helpers import recipe, render_text
 
 torch = pytest.importorskip("torch")

@@ -7,7 +7,6 @@ flags). A recipe that does not load or render is a failing case of its own; the 
 from __future__ import annotations
 
 import os
-
 import tempfile
 import time
 from collections.abc import Callable

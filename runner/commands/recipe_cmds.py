@@ -24,11 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args) -> int:
-    from schemas.errors import SdbakeError
-    from schemas.loader import load_recipe
-
     from pathlib import Path
-    from schemas.loader import RECIPE_SUFFIXES
+
+    from schemas.errors import SdbakeError
+    from schemas.loader import RECIPE_SUFFIXES, load_recipe
 
     files = []
     for name in args.files:   # a folder stands for the recipes directly in it (`recipes/*` includes folders)
@@ -47,8 +46,8 @@ def run_validate(args) -> int:
 
 
 def run_canonical(args) -> int:
-    from schemas.canonical import dumps
     from runner.sources import load_any
+    from schemas.canonical import dumps
 
     loaded = load_any(args.file, args.overrides)
     sys.stdout.write(dumps(loaded.recipe, args.format))

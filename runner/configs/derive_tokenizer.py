@@ -27,7 +27,8 @@ def byte_symbols() -> list[str]:
 def main() -> None:
     spec = importlib.util.find_spec("open_clip")
     bpe = os.path.join(os.path.dirname(spec.origin), "bpe_simple_vocab_16e6.txt.gz")
-    lines = gzip.open(bpe).read().decode("utf-8").split("\n")
+    with gzip.open(bpe) as f:
+        lines = f.read().decode("utf-8").split("\n")
     merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]]
     symbols = byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
