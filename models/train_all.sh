@@ -17,6 +17,10 @@ cp -r demo "$WORK/stage2a"
 $PY train.py --work "$WORK" --reuse-vae --unet-steps 600 --resume-from "$WORK/stage2a"
 cp -r demo "$WORK/stage2b"
 $PY train.py --work "$WORK" --reuse-vae --unet-steps 1000 --resume-from "$WORK/stage2b"
+cp -r demo "$WORK/stage2c"
+$PY train.py --work "$WORK" --reuse-vae --unet-steps 3500 --resume-from "$WORK/stage2c" --seed 11 --threads 2 \
+    --out "$WORK/stage2d"
+cp -r "$WORK/stage2d/unet" "$WORK/stage2d/text_encoder" demo/      # stage 2d goes into demo/
 # Stage 3: sharpen the decoder, encoder frozen (latents and scaling factor unchanged).
 $PY finetune_decoder.py --vae "$WORK/vae" --steps 600 --out "$WORK/vae_tuned" \
     --history "$WORK/decoder_history1.json"

@@ -37,8 +37,6 @@ def test_blue_square_is_blue_in_most_seeds():
     assert colours_of(images).count("blue") >= 6
 
 
-@pytest.mark.xfail(strict=True, reason="the committed demo model draws squares as round blobs "
-                   "(shape accuracy 0.46 < 0.70, see models/README.md); passes once it is trained longer")
 def test_blue_square_is_a_square_in_most_seeds():
     images = eval_demo_model.render_batch("a blue square", SEEDS, steps=STEPS)
     shapes = eval_demo_model.classify_shapes(eval_demo_model.load_classifier(), images)
