@@ -36,7 +36,7 @@ def recipe_text(model: Path, steps: int, size: int) -> str:
 
 
 def timed_run(recipe: Path, cache: Path, env: dict, *flags: str) -> tuple[float, subprocess.CompletedProcess]:
-    command = [sys.executable, *flags, "-m", "runner.cli", "run", str(recipe),
+    command = [sys.executable, *flags, "-m", "sdbake.runner.cli", "run", str(recipe),
                "--out", str(recipe.parent / "out"), "--cache-dir", str(cache)]
     start = time.perf_counter()
     done = subprocess.run(command, check=False, cwd=recipe.parent, env=env, capture_output=True, text=True)
@@ -92,12 +92,11 @@ class TimedStore:
 
 def bench_in_process(recipe: Path, work: Path) -> None:
     import torch
-
-    from runner import runtime
-    from runner.api import make_plan
-    from runner.cache import CacheStore
-    from runner.execute import RunOptions, execute
-    from schemas.loader import load_recipe
+    from sdbake.runner import runtime
+    from sdbake.runner.api import make_plan
+    from sdbake.runner.cache import CacheStore
+    from sdbake.runner.execute import RunOptions, execute
+    from sdbake.schemas.loader import load_recipe
     torch.set_num_threads(1)
     os.environ["SDBAKE_HASH_INDEX"] = str(work / "hash-index-in-process.json")
     loaded = load_recipe(recipe)

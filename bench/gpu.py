@@ -129,7 +129,7 @@ def build_sd1(settings: Settings):
         import tiny_models
         pipe = tiny_models.build_tiny_pipeline(0)
     else:
-        from runner.models import components
+        from sdbake.runner.models import components
         configs = ROOT / "runner" / "configs" / "sd1"
         torch.manual_seed(0)
         with torch.device(settings.device):          # initialise on the GPU: seconds, not minutes
@@ -150,7 +150,7 @@ def build_sd1(settings: Settings):
 def share_with_sdbake(pipe, folder: Path, settings: Settings) -> None:
     """Save the pipeline as a diffusers folder (the recipe's checkpoint), then make sdbake's registry
     hold the very modules diffusers uses, so both sides run the same weights in the same memory."""
-    from runner.models.registry import ModelSpec, default_registry
+    from sdbake.runner.models.registry import ModelSpec, default_registry
     pipe.save_pretrained(str(folder))
     loaded = default_registry().get(ModelSpec(checkpoint=folder, device=settings.device, dtype=settings.dtype))
     loaded.unet, loaded.vae, loaded.text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
@@ -172,8 +172,8 @@ def recipe_text(model_dir: Path, settings: Settings, batch: int, *, compile: boo
 
 def sdbake_call(recipe_path: Path, out_root: Path, settings: Settings, results: list | None = None):
     """One uncached render of the recipe; its RunResult is appended to `results` when given."""
-    from runner.api import render
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render
+    from sdbake.schemas.loader import load_recipe
     threads = 1 if settings.device == "cpu" else None
 
     def call():
@@ -298,7 +298,7 @@ def hires_row(pipe, model_dir: Path, work: Path, settings: Settings, meter: Mete
 
 
 def decode_row(pipe, settings: Settings, meter: Meter) -> Row:
-    from stages.images import vae_decode
+    from sdbake.stages.images import vae_decode
     side = settings.decode_size // pipe.vae_scale_factor
     latent = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(3)).to(settings.device)
     retried = []
@@ -313,8 +313,7 @@ def decode_row(pipe, settings: Settings, meter: Meter) -> Row:
 def sdxl_row(settings: Settings, meter: Meter) -> Row:
     """The SDXL UNet at its native size: a bare Euler loop with CFG in one batch (no pipeline)."""
     from diffusers import EulerDiscreteScheduler
-
-    from runner.models import components
+    from sdbake.runner.models import components
     configs = ROOT / "runner" / "configs" / "sdxl"
     torch.manual_seed(0)
     if settings.tiny:
@@ -404,7 +403,7 @@ def main() -> None:
             notes.append("the random-weight VAE gives NaN in fp16: sdbake's guard decodes again in float32")
         rows, sd1_notes = sd1_rows(pipe, model_dir, work, settings, meter)
         notes += sd1_notes
-        from runner.models.registry import default_registry
+        from sdbake.runner.models.registry import default_registry
         if default_registry().loads != 1:
             notes.append(f"sdbake's registry loaded {default_registry().loads} models: it did not reuse the shared "
                          "components, so sdbake ran on its own copy of the same weights")

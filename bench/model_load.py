@@ -23,8 +23,7 @@ def timed(fn):
 
 def bench_registry(work: Path) -> None:
     import tiny_models
-
-    from runner.models.registry import ModelRegistry, ModelSpec
+    from sdbake.runner.models.registry import ModelRegistry, ModelSpec
     model_dir = tiny_models.save_tiny_model_dir(work / "tiny")
     single = tiny_models.save_tiny_single_file(work / "tiny.safetensors")
     registry = ModelRegistry()
@@ -36,7 +35,7 @@ def bench_registry(work: Path) -> None:
 
 
 def bench_hashing(work: Path, size_mb: int) -> None:
-    from runner.models import hashing
+    from sdbake.runner.models import hashing
     path = work / "big.bin"
     chunk = os.urandom(1024 * 1024)
     with open(path, "wb") as f:

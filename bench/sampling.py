@@ -28,8 +28,8 @@ SEED = 42
 
 def sdbake_sample_seconds(recipe_path: Path, output_root: Path, threads: int):
     """(seconds the sample stage took, final latent) for one uncached render."""
-    from runner.api import render
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render
+    from sdbake.schemas.loader import load_recipe
     result = render(load_recipe(recipe_path), output_root=output_root, no_cache=True, threads=threads, quiet=True)
     sample_report = next(r for r in result.reports if r.id == "sample")
     return sample_report.seconds, result.final_state.latent

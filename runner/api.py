@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.cache import CacheStore, default_cache_root
-from runner.execute import RunOptions, RunResult, execute
-from runner.numerics import Numerics
-from runner.plan import Plan, build_plan
-from runner.sources import load_any
-from schemas.loader import LoadedRecipe
+from sdbake.runner.cache import CacheStore, default_cache_root
+from sdbake.runner.execute import RunOptions, RunResult, execute
+from sdbake.runner.numerics import Numerics
+from sdbake.runner.plan import Plan, build_plan
+from sdbake.runner.sources import load_any
+from sdbake.schemas.loader import LoadedRecipe
 
 
 def make_plan(loaded: LoadedRecipe, *, output_root: Path | str | None = None, device: str | None = None,

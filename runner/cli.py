@@ -9,15 +9,15 @@ import sys
 # a handler takes the parsed args and returns the exit code. Modules import torch only inside
 # handlers, so `sdbake validate` stays instant.
 COMMAND_MODULES = [
-    "runner.commands.recipe_cmds",
-    "runner.commands.run",
-    "runner.commands.cache",
-    "runner.commands.lock",
-    "runner.commands.show",
-    "runner.commands.diff",
-    "runner.commands.check",
-    "runner.commands.prompt",
-    "runner.commands.models",
+    "sdbake.runner.commands.recipe_cmds",
+    "sdbake.runner.commands.run",
+    "sdbake.runner.commands.cache",
+    "sdbake.runner.commands.lock",
+    "sdbake.runner.commands.show",
+    "sdbake.runner.commands.diff",
+    "sdbake.runner.commands.check",
+    "sdbake.runner.commands.prompt",
+    "sdbake.runner.commands.models",
 ]
 
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from schemas.errors import SdbakeError
+    from sdbake.schemas.errors import SdbakeError
 
     parser = build_parser()
     args = parser.parse_args(argv)

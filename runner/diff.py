@@ -15,11 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runner.numerics import Numerics
-from runner.plan import NOT_IN_KEY, Plan, build_plan, canonical_dict_of, key_of, wildcard_dirs
-from schemas.canonical import canonical_dict, canonical_json
-from schemas.errors import SdbakeError
-from schemas.loader import LoadedRecipe
+from sdbake.runner.numerics import Numerics
+from sdbake.runner.plan import NOT_IN_KEY, Plan, build_plan, canonical_dict_of, key_of, wildcard_dirs
+from sdbake.schemas.canonical import canonical_dict, canonical_json
+from sdbake.schemas.errors import SdbakeError
+from sdbake.schemas.loader import LoadedRecipe
 
 # Recipe-level tables compared field by field; `defaults` is left out because it is expanded into
 # every stage (its effect is reported where it lands), `stages` and `models` have their own sections.
@@ -164,7 +164,7 @@ def stage_diffs(old_stages: list[dict], new_stages: list[dict]) -> list[StageDif
 
 def _resolved_models(loaded: LoadedRecipe) -> dict[str, Any]:
     """Each [models] entry resolved to its files and hashes, or the error message when it does not resolve."""
-    from runner.modelfiles import resolve_model
+    from sdbake.runner.modelfiles import resolve_model
     resolved: dict[str, Any] = {}
     for name, entry in loaded.recipe.models.items():
         try:
@@ -214,7 +214,7 @@ def wildcard_file(name: str, loaded: LoadedRecipe) -> Path | None:
 
 
 def wildcard_diffs(a: LoadedRecipe, b: LoadedRecipe) -> list[WildcardDiff]:
-    from runner.models.hashing import sha256_file
+    from sdbake.runner.models.hashing import sha256_file
     found = []
     for name in sorted(wildcard_names(a) | wildcard_names(b)):
         old_path, new_path = wildcard_file(name, a), wildcard_file(name, b)
@@ -305,7 +305,7 @@ def diff_loaded(a: LoadedRecipe, b: LoadedRecipe, *, numerics: Numerics | None =
 
 def diff_sources(a: str, b: str, overrides: list[str] = ()) -> RecipeDiff:
     """Diff two recipe sources: recipe files, images made by sdbake, or `REV:path` git revisions."""
-    from runner.sources import load_any
+    from sdbake.runner.sources import load_any
     return diff_loaded(load_any(a, list(overrides)), load_any(b, list(overrides)), labels=(a, b))
 
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.cache import CacheStore
-from runner.plan import Invocation, Plan
-from schemas.canonical import canonical_json
-from schemas.errors import SdbakeError, StateError
+from sdbake.runner.cache import CacheStore
+from sdbake.runner.plan import Invocation, Plan
+from sdbake.schemas.canonical import canonical_json
+from sdbake.schemas.errors import SdbakeError, StateError
 
-STAGE_MODULES = {"encode": "stages.encode", "sample": "stages.sample", "intervene": "stages.intervene",
-                 "hires": "stages.hires", "inpaint": "stages.inpaint", "save": "stages.save"}
+STAGE_MODULES = {"encode": "sdbake.stages.encode", "sample": "sdbake.stages.sample", "intervene": "sdbake.stages.intervene",
+                 "hires": "sdbake.stages.hires", "inpaint": "sdbake.stages.inpaint", "save": "sdbake.stages.save"}
 
 
 @dataclass
@@ -87,7 +87,7 @@ def _ordered_until(plan: Plan, until: str | None) -> list[Invocation]:
 
 def materialize(plan: Plan, inv: Invocation, files: dict[str, bytes] | None, entry, console) -> list:
     """Write a stage's side files under the output root: identical files are left alone."""
-    from stages.output.writer import write_new_file
+    from sdbake.stages.output.writer import write_new_file
     on_exists = getattr(inv.stage, "on_exists", "number")
     written = []
     if files is not None:
@@ -122,7 +122,7 @@ def execute(plan: Plan, store: CacheStore | None, options: RunOptions) -> RunRes
             store.write_record(plan.recipe.name, inv.id, inv.key, inv.inputs)
             continue
         if runtime is None:
-            from runner.runtime import Runtime
+            from sdbake.runner.runtime import Runtime
             runtime = Runtime(plan, options, console)
         if state_key != input_key or (state is None and input_key is not None):
             state = runtime.load_state(store, input_key)

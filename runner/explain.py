@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.cache import CacheStore
-from runner.plan import Invocation
+from sdbake.runner.cache import CacheStore
+from sdbake.runner.plan import Invocation
 
 
 def _differences(old: Any, new: Any, path: str = "") -> list[str]:

@@ -8,9 +8,9 @@ import hashlib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from runner.models.hashing import short_hash
-from runner.plan import Plan
-from schemas.errors import LockError
+from sdbake.runner.models.hashing import short_hash
+from sdbake.runner.plan import Plan
+from sdbake.schemas.errors import LockError
 
 LOCK_FORMAT = 1
 

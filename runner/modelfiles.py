@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.models.hashing import sha256_file, short_hash
-from runner.models.search import resolve_model_file
-from schemas.recipe import LoraRef, ModelEntry
+from sdbake.runner.models.hashing import sha256_file, short_hash
+from sdbake.runner.models.search import resolve_model_file
+from sdbake.schemas.recipe import LoraRef, ModelEntry
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 

@@ -15,14 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from runner.modelfiles import LoraFile, ModelFiles, resolve_loras, resolve_model
-from runner.models.hashing import sha256_file
-from runner.numerics import Numerics
-from schemas.canonical import canonical_json
-from schemas.errors import InputFileError, SdbakeError
-from schemas.loader import LoadedRecipe
-from schemas.positions import nearest
-from schemas.stages import (
+from sdbake.runner.modelfiles import LoraFile, ModelFiles, resolve_loras, resolve_model
+from sdbake.runner.models.hashing import sha256_file
+from sdbake.runner.numerics import Numerics
+from sdbake.schemas.canonical import canonical_json
+from sdbake.schemas.errors import InputFileError, SdbakeError
+from sdbake.schemas.loader import LoadedRecipe
+from sdbake.schemas.positions import nearest
+from sdbake.schemas.stages import (
     LATENT_UPSCALERS,
     PIXEL_UPSCALERS,
     EncodeParams,
@@ -122,7 +122,7 @@ def _resolve_prompts(template: str, seeds: list[int], loaded: LoadedRecipe) -> l
     """Wildcards picked per image seed (the same seed picks the same words on every machine)."""
     if not _has_wildcards(template):
         return [template] * len(seeds)
-    from stages.prompts.wildcards import expand
+    from sdbake.stages.prompts.wildcards import expand
     dirs = wildcard_dirs(loaded)
     return [expand(template, seed, dirs) for seed in seeds]
 
@@ -133,7 +133,7 @@ def _has_wildcards(template: str) -> bool:
 
 def _wildcard_hashes(templates: list[str], loaded: LoadedRecipe) -> dict[str, str]:
     """Content hashes of the wildcard files the templates read: editing one re-runs what used it."""
-    from stages.prompts.wildcards import wildcard_files_used
+    from sdbake.stages.prompts.wildcards import wildcard_files_used
     hashes = {}
     for template in templates:
         if _has_wildcards(template):
@@ -144,7 +144,7 @@ def _wildcard_hashes(templates: list[str], loaded: LoadedRecipe) -> dict[str, st
 
 
 def wildcard_dirs(loaded: LoadedRecipe) -> list[Path]:
-    from runner.models.search import load_search_config
+    from sdbake.runner.models.search import load_search_config
     return [loaded.folder / "wildcards", *load_search_config().folders["wildcards"]]
 
 
@@ -156,7 +156,7 @@ def embeddings_used(loaded: LoadedRecipe, texts: list[str]) -> dict[str, Path]:
     names, as A1111 triggers them: by file stem, or `embedding:stem`."""
     import re
 
-    from runner.models.search import load_search_config
+    from sdbake.runner.models.search import load_search_config
     folders = [loaded.folder / "embeddings", *load_search_config().folders["embeddings"]]
     found: dict[str, Path] = {}
     for folder in folders:
@@ -228,7 +228,7 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
             if isinstance(stage, HiresParams):
                 current["width"], current["height"] = stage.target_size(current["width"], current["height"])
                 if stage.upscaler not in LATENT_UPSCALERS + PIXEL_UPSCALERS:
-                    from runner.models.search import resolve_model_file
+                    from sdbake.runner.models.search import resolve_model_file
                     try:
                         path = resolve_model_file(stage.upscaler, "upscalers", loaded.folder)
                     except SdbakeError as err:
@@ -298,8 +298,8 @@ def template_variables(current: dict, recipe, stage_id: str, recipe_hash: str, n
 
 def _render_outputs(loaded: LoadedRecipe, template: str, field_name: str, current: dict, recipe_hash: str,
                     now: datetime, output_root: Path, index: int, stage) -> list[str]:
-    from stages.output.names import safe_relative_path
-    from stages.output.templates import render_path
+    from sdbake.stages.output.names import safe_relative_path
+    from sdbake.stages.output.templates import render_path
     rendered = []
     for batch_index in range(max(1, len(current["seeds"]))):
         variables = template_variables(current, loaded.recipe, stage.id, recipe_hash, now, batch_index)

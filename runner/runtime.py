@@ -7,20 +7,19 @@ import importlib
 import warnings
 
 import torch
-
-from runner.cache import CacheStore
-from runner.execute import STAGE_MODULES, Console, RunOptions, recipe_json
-from runner.plan import Invocation, Plan
-from schemas.errors import CacheError, SdbakeError
-from stages.context import StageContext
-from stages.state import State, pack, unpack
+from sdbake.runner.cache import CacheStore
+from sdbake.runner.execute import STAGE_MODULES, Console, RunOptions, recipe_json
+from sdbake.runner.plan import Invocation, Plan
+from sdbake.schemas.errors import CacheError, SdbakeError
+from sdbake.stages.context import StageContext
+from sdbake.stages.state import State, pack, unpack
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @functools.lru_cache(maxsize=1)
 def sdbake_version() -> str:
-    from runner.cli import version_string
+    from sdbake.runner.cli import version_string
     return version_string()
 
 
@@ -40,11 +39,11 @@ class Runtime:
 
     # -- models --
     def model(self, inv: Invocation, entry_name: str):
-        from runner.models.lora import apply_loras
-        from runner.models.registry import ModelSpec, default_registry
+        from sdbake.runner.models.lora import apply_loras
+        from sdbake.runner.models.registry import ModelSpec, default_registry
         files = self.plan.models.get(entry_name)
         if files is None:
-            from runner.modelfiles import resolve_model
+            from sdbake.runner.modelfiles import resolve_model
             files = self.plan.models[entry_name] = resolve_model(
                 entry_name, self.plan.recipe.models[entry_name], self.plan.loaded.folder)
         spec = ModelSpec(checkpoint=files.checkpoint, vae=files.vae, device=self.device, dtype=self.dtype,
@@ -52,7 +51,7 @@ class Runtime:
         loaded = default_registry().get(spec)
         loras = [(l.path, l.weight) for l in files.loras] + [(l.path, l.weight) for l in inv.loras]
         apply_loras(loaded, loras, warn=self.console.warn)
-        from runner.compile import prepare_unet
+        from sdbake.runner.compile import prepare_unet
         # Called on every lookup, options off included: that also undoes channels_last left by an earlier run.
         unet = prepare_unet(loaded.unet, compile=self.plan.numerics.compile,
                             channels_last=self.plan.numerics.channels_last)

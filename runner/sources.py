@@ -5,15 +5,15 @@ import json
 import subprocess
 from pathlib import Path
 
-from schemas.errors import RecipeError
-from schemas.loader import LoadedRecipe, load_recipe, load_text
+from sdbake.schemas.errors import RecipeError
+from sdbake.schemas.loader import LoadedRecipe, load_recipe, load_text
 
 IMAGE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
 
 
 def embedded_document(image: Path) -> dict:
     """The `sdbake` metadata of an image made by sdbake."""
-    from stages.output.metadata import read_metadata
+    from sdbake.stages.output.metadata import read_metadata
     _, sdbake_json = read_metadata(image)
     if not sdbake_json:
         raise RecipeError("this image carries no sdbake recipe (was it made by sdbake?)", file=str(image))

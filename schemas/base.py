@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import Annotated, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-
-from schemas.names import parse_sampler, parse_scheduler
+from sdbake.schemas.names import parse_sampler, parse_scheduler
 
 
 class Strict(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from schemas.recipe import Recipe
+from sdbake.schemas.recipe import Recipe
 
 
 def _sorted(value: Any) -> Any:

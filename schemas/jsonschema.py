@@ -1,7 +1,7 @@
 """JSON Schema of the recipe format, for editors' YAML/TOML language servers."""
 from __future__ import annotations
 
-from schemas.recipe import Recipe
+from sdbake.schemas.recipe import Recipe
 
 
 def recipe_json_schema() -> dict:

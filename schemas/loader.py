@@ -11,11 +11,10 @@ from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
-
-from schemas.errors import RecipeError, SdbakeError
-from schemas.positions import Positions, nearest, toml_positions, yaml_positions
-from schemas.recipe import Recipe
-from schemas.resolve import default_stage_ids, resolve
+from sdbake.schemas.errors import RecipeError, SdbakeError
+from sdbake.schemas.positions import Positions, nearest, toml_positions, yaml_positions
+from sdbake.schemas.recipe import Recipe
+from sdbake.schemas.resolve import default_stage_ids, resolve
 
 if sys.version_info >= (3, 11):
     import tomllib

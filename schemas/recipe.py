@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-
-from schemas.base import (
+from sdbake.schemas.base import (
     BatchSize,
     Cfg,
     ClipSkip,
@@ -17,7 +16,7 @@ from schemas.base import (
     Steps,
     Strict,
 )
-from schemas.stages import Stage
+from sdbake.schemas.stages import Stage
 
 MatrixValue = str | list[str | int | float | bool]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from schemas.names import parse_sampler
-from schemas.recipe import Recipe
-from schemas.stages import STAGE_TYPES, EncodeParams, HiresParams, InpaintParams, SampleParams
+from sdbake.schemas.names import parse_sampler
+from sdbake.schemas.recipe import Recipe
+from sdbake.schemas.stages import STAGE_TYPES, EncodeParams, HiresParams, InpaintParams, SampleParams
 
 Problem = tuple[tuple[Any, ...], str]          # (path into the document, message)
 

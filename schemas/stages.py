@@ -4,8 +4,7 @@ from __future__ import annotations
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
-
-from schemas.base import (
+from sdbake.schemas.base import (
     BatchSize,
     Cfg,
     ClipSkip,

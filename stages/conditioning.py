@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-
-from stages.denoiser import GuidedInputs
-from stages.prompts.parser import schedule, split_and
-from stages.state import Packed
+from sdbake.stages.denoiser import GuidedInputs
+from sdbake.stages.prompts.parser import schedule, split_and
+from sdbake.stages.state import Packed
 
 Schedule = list[tuple[int, str]]
 
@@ -40,7 +39,7 @@ def texts_of(prompts: list[str], negatives: list[str], pairs: list[list]) -> lis
 def encode_texts(model, texts: list[str], clip_skip: int, memo: dict[str, torch.Tensor],
                  embedding_files: dict | None = None) -> dict[str, torch.Tensor]:
     """The memo with every text of `texts` encoded ((tokens, dim) each)."""
-    from stages.prompts.encoding import TextEncoder, encode_text
+    from sdbake.stages.prompts.encoding import TextEncoder, encode_text
     missing = [t for t in texts if t not in memo]
     if not missing:
         return memo

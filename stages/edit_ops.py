@@ -5,10 +5,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageColor, ImageDraw, ImageEnhance, ImageFilter
-
-from schemas.errors import InputFileError
-from schemas.stages import AdjustOp, BlurOp, FillOp, ImageOp, PasteOp
-from stages.images import open_image
+from sdbake.schemas.errors import InputFileError
+from sdbake.schemas.stages import AdjustOp, BlurOp, FillOp, ImageOp, PasteOp
+from sdbake.stages.images import open_image
 
 
 def _color(value) -> tuple[int, int, int]:

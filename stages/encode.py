@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
-
-from schemas.stages import EncodeParams
-from stages.conditioning import encode_texts, pack_memo, texts_of
-from stages.context import StageContext
-from stages.images import open_image, pil_to_tensor, vae_encode
-from stages.state import State
+from sdbake.schemas.stages import EncodeParams
+from sdbake.stages.conditioning import encode_texts, pack_memo, texts_of
+from sdbake.stages.context import StageContext
+from sdbake.stages.images import open_image, pil_to_tensor, vae_encode
+from sdbake.stages.state import State
 
 
 def run(p: EncodeParams, state: State, ctx: StageContext) -> State:

@@ -6,15 +6,14 @@ walks its last H sigmas, adding fresh noise from each image's seed at the first 
 from __future__ import annotations
 
 import torch
-
-from schemas.errors import StateError
-from schemas.stages import LATENT_UPSCALERS, HiresParams
-from stages.context import StageContext
-from stages.images import pil_to_tensor, vae_decode, vae_encode
-from stages.output.decode import to_pil
-from stages.sampling import run_sampler, sampling_setup
-from stages.state import State
-from stages.upscale import A1111_NAMES, upscale_latent, upscale_pil
+from sdbake.schemas.errors import StateError
+from sdbake.schemas.stages import LATENT_UPSCALERS, HiresParams
+from sdbake.stages.context import StageContext
+from sdbake.stages.images import pil_to_tensor, vae_decode, vae_encode
+from sdbake.stages.output.decode import to_pil
+from sdbake.stages.sampling import run_sampler, sampling_setup
+from sdbake.stages.state import State
+from sdbake.stages.upscale import A1111_NAMES, upscale_latent, upscale_pil
 
 
 def hires_total_steps(steps: int, denoise: float) -> int:
@@ -27,7 +26,7 @@ def upscale(p: HiresParams, state: State, model, width: int, height: int, ctx: S
     images = state.image if state.image is not None else vae_decode(
         model.vae, state.latent.to(ctx.device), warn=ctx.warn, tiled=p.tiled, scale_factor=model.vae_scale_factor)[0]
     if "upscaler" in ctx.files:
-        from stages.upscaler_model import upscale_with_model
+        from sdbake.stages.upscaler_model import upscale_with_model
         pictures = upscale_with_model(ctx.files["upscaler"], images, width, height, ctx.device)
     else:
         pictures = [upscale_pil(picture, width, height, p.upscaler) for picture in to_pil(images)]

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-
-from schemas.errors import InputFileError
+from sdbake.schemas.errors import InputFileError
 
 
 def open_image(path: Path, what: str = "image") -> Image.Image:
@@ -36,7 +35,7 @@ def mask_to_tensor(image: Image.Image) -> torch.Tensor:
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) in [0, 1] -> 8-bit RGB, as A1111 converts (255 * x, truncated)."""
-    from stages.output.decode import to_pil
+    from sdbake.stages.output.decode import to_pil
     return to_pil(image[None])[0]
 
 
@@ -71,7 +70,7 @@ def vae_encode(vae, images: torch.Tensor, tiled: bool | None = None) -> torch.Te
 def vae_decode(vae, latents: torch.Tensor, warn=None, tiled: bool | None = None,
                scale_factor: int = 8, force_fp32: bool = False) -> tuple[torch.Tensor, bool]:
     """Scaled latents -> (B, 3, H, W) in [0, 1] on the CPU, with the fp32 retry on NaN (A1111)."""
-    from stages.output.decode import decode_latents
+    from sdbake.stages.output.decode import decode_latents
     pixels = latents.shape[-1] * latents.shape[-2] * scale_factor ** 2
     with torch.no_grad(), vae_tiling(vae, tiled, pixels):
         images, retried = decode_latents(vae, latents, force_fp32=force_fp32)

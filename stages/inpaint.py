@@ -14,16 +14,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
-
-from schemas.errors import StateError
-from schemas.stages import InpaintParams
-from stages.colorfix import color_correct
-from stages.context import StageContext
-from stages.edit_ops import _mask_file
-from stages.images import mask_to_tensor, pil_to_tensor, vae_decode, vae_encode
-from stages.output.decode import to_pil
-from stages.sampling import run_sampler, sampling_setup
-from stages.state import State
+from sdbake.schemas.errors import StateError
+from sdbake.schemas.stages import InpaintParams
+from sdbake.stages.colorfix import color_correct
+from sdbake.stages.context import StageContext
+from sdbake.stages.edit_ops import _mask_file
+from sdbake.stages.images import mask_to_tensor, pil_to_tensor, vae_decode, vae_encode
+from sdbake.stages.output.decode import to_pil
+from sdbake.stages.sampling import run_sampler, sampling_setup
+from sdbake.stages.state import State
 
 CURVES = {"linear": lambda p: p, "aggressive": lambda p: math.sin(p * math.pi / 2),
           "lazy": lambda p: 1 - math.cos(p * math.pi / 2)}

@@ -10,18 +10,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
-
-from schemas.errors import StateError
-from schemas.stages import ImageOp, InterveneParams
-from stages.conditioning import guided_inputs
-from stages.context import StageContext
-from stages.denoiser import Denoiser
-from stages.edit_ops import _mask_file, apply_op
-from stages.images import mask_to_tensor, pil_to_tensor, vae_decode, vae_encode
-from stages.output.decode import to_pil
-from stages.output.metadata import encode_image
-from stages.sampling import model_sigmas_of, prepare_embeddings, schedule_length, whole_image_conditioning
-from stages.state import State
+from sdbake.schemas.errors import StateError
+from sdbake.schemas.stages import ImageOp, InterveneParams
+from sdbake.stages.conditioning import guided_inputs
+from sdbake.stages.context import StageContext
+from sdbake.stages.denoiser import Denoiser
+from sdbake.stages.edit_ops import _mask_file, apply_op
+from sdbake.stages.images import mask_to_tensor, pil_to_tensor, vae_decode, vae_encode
+from sdbake.stages.output.decode import to_pil
+from sdbake.stages.output.metadata import encode_image
+from sdbake.stages.sampling import (
+    model_sigmas_of,
+    prepare_embeddings,
+    schedule_length,
+    whole_image_conditioning,
+)
+from sdbake.stages.state import State
 
 
 def clean_estimate(state: State, model, cfg: float, device, embedding_files=None) -> torch.Tensor:

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import torch
-
-from schemas.errors import StateError
-from schemas.stages import SampleParams
-from stages.context import StageContext
-from stages.sampling import run_sampler, sampling_setup
-from stages.state import Position, State
+from sdbake.schemas.errors import StateError
+from sdbake.schemas.stages import SampleParams
+from sdbake.stages.context import StageContext
+from sdbake.stages.sampling import run_sampler, sampling_setup
+from sdbake.stages.state import Position, State
 
 
 def run(p: SampleParams, state: State, ctx: StageContext) -> State:

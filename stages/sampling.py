@@ -7,12 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from stages import samplers
-from stages.conditioning import encode_texts, guided_inputs, negative_schedule, prompt_schedules, unpack_memo
-from stages.context import StageContext
-from stages.denoiser import Denoiser
-from stages.state import Packed
+from sdbake.stages import samplers
+from sdbake.stages.conditioning import (
+    encode_texts,
+    guided_inputs,
+    negative_schedule,
+    prompt_schedules,
+    unpack_memo,
+)
+from sdbake.stages.context import StageContext
+from sdbake.stages.denoiser import Denoiser
+from sdbake.stages.state import Packed
 
 
 @dataclass
@@ -71,7 +76,7 @@ def prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, steps, 
 def whole_image_conditioning(model, x: torch.Tensor) -> torch.Tensor:
     """What an inpainting UNet sees outside inpainting, as A1111's txt2img: the whole image masked
     (a mask of ones) over a uniformly gray masked image."""
-    from stages.images import vae_encode
+    from sdbake.stages.images import vae_encode
     factor = model.vae_scale_factor
     gray = torch.full((x.shape[0], 3, x.shape[-2] * factor, x.shape[-1] * factor), 0.5)
     masked = vae_encode(model.vae, gray).to(x)

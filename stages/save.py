@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 
-from schemas.stages import SaveParams
-from stages.context import StageContext
-from stages.images import vae_decode
-from stages.output.decode import to_pil
-from stages.output.infotext import a1111_sampler_label, format_infotext
-from stages.output.metadata import encode_image
-from stages.state import State
+from sdbake.schemas.stages import SaveParams
+from sdbake.stages.context import StageContext
+from sdbake.stages.images import vae_decode
+from sdbake.stages.output.decode import to_pil
+from sdbake.stages.output.infotext import a1111_sampler_label, format_infotext
+from sdbake.stages.output.metadata import encode_image
+from sdbake.stages.state import State
 
 
 def _format(p: SaveParams, path: str) -> str:

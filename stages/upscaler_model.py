@@ -13,10 +13,9 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-
-from schemas.errors import ModelError
-from stages.output.decode import to_pil
-from stages.rrdbnet import is_rrdbnet, rrdbnet_from_state_dict
+from sdbake.schemas.errors import ModelError
+from sdbake.stages.output.decode import to_pil
+from sdbake.stages.rrdbnet import is_rrdbnet, rrdbnet_from_state_dict
 
 SUPPORTED_HERE = "ESRGAN, Real-ESRGAN and BSRGAN (RRDBNet)"
 # As A1111 does for ESRGAN models (settings ESRGAN_tile, ESRGAN_tile_overlap): 192 px tiles, 8 px overlap.

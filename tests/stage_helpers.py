@@ -7,8 +7,8 @@ from recipe_helpers import write
 
 
 def render_text(folder: Path, text: str, name: str = "r.toml", **kwargs):
-    from runner.api import render
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render
+    from sdbake.schemas.loader import load_recipe
     kwargs.setdefault("no_cache", True)
     return render(load_recipe(write(folder, name, text)), output_root=folder / "out", threads=1, quiet=True,
                   **kwargs)
@@ -41,7 +41,7 @@ negative = "blurry"
 
 def count_denoiser_calls(monkeypatch) -> list[float]:
     """Patch the denoiser to record the sigma of every call (image 0)."""
-    from stages import denoiser
+    from sdbake.stages import denoiser
     seen: list[float] = []
     original = denoiser.Denoiser.__call__
 

@@ -21,7 +21,7 @@ def env(tmp_path, monkeypatch):
 
 
 def sdbake(capsys, *args) -> tuple[int, str, str]:
-    from runner.cli import main
+    from sdbake.runner.cli import main
     capsys.readouterr()
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -44,8 +44,8 @@ def plan_lines(capsys, recipe: Path) -> dict[str, str]:
 def test_plan_shows_hit_or_miss_with_key_prefixes_and_why_a_miss_misses(capsys, env, tmp_path,
                                                                          tiny_model_dir):
     pytest.importorskip("torch")
-    from runner.api import make_plan
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import make_plan
+    from sdbake.schemas.loader import load_recipe
     recipe = write(tmp_path, "p.toml", five_stages(tiny_model_dir))
     before = plan_lines(capsys, recipe)
     assert list(before) == ["encode", "sample-1", "sample-2", "hires", "save"]
@@ -67,10 +67,10 @@ def test_plan_shows_hit_or_miss_with_key_prefixes_and_why_a_miss_misses(capsys, 
 def test_plan_and_a_fully_cached_run_import_neither_torch_nor_diffusers(env, tmp_path, tiny_model_dir):
     pytest.importorskip("torch")
     recipe = write(tmp_path, "p.toml", txt2img(tiny_model_dir, steps=4, path="q.png", name="light"))
-    from runner.api import render
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render
+    from sdbake.schemas.loader import load_recipe
     render(load_recipe(recipe), output_root=tmp_path / "out", cache_dir=tmp_path / "cache", threads=1)
-    probe = ("import sys; from runner.cli import main; code = main(sys.argv[1:]); "
+    probe = ("import sys; from sdbake.runner.cli import main; code = main(sys.argv[1:]); "
              "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
              "print('heavy:', heavy); "
              "sys.exit(code)")
@@ -86,7 +86,7 @@ def test_plan_and_a_fully_cached_run_import_neither_torch_nor_diffusers(env, tmp
 
 def fill(cache: Path, sizes_by_age_days: dict[str, tuple[int, float]]):
     """Entries named by stage id, with `size` bytes each, last used `age` days ago."""
-    from runner.cache import CacheStore
+    from sdbake.runner.cache import CacheStore
     store = CacheStore(cache)
     keys = {}
     for n, (stage, (size, age_days)) in enumerate(sizes_by_age_days.items()):
@@ -177,7 +177,7 @@ def test_gc_rejects_a_size_it_cannot_read(capsys, tmp_path):
 @pytest.mark.parametrize("text, size_bytes", [("500", 500), ("2K", 2048), ("1.5m", 1536 * 1024),
                                               ("3G", 3 << 30), ("10 MB", 10 << 20)])
 def test_sizes_read_as_binary_units(text, size_bytes):
-    from runner.commands.cache import parse_size
+    from sdbake.runner.commands.cache import parse_size
     assert parse_size(text) == size_bytes
 
 

@@ -30,7 +30,7 @@ def five_stages(model: Path, *, path="out/a.png", denoise=0.5, seed=42) -> str:
 @pytest.fixture
 def denoiser_calls(monkeypatch) -> list[int]:
     """A list that grows by one per D(x, sigma) evaluation, in any stage."""
-    from stages.denoiser import Denoiser
+    from sdbake.stages.denoiser import Denoiser
     calls: list[int] = []
     original = Denoiser.__call__
 
@@ -44,8 +44,8 @@ def denoiser_calls(monkeypatch) -> list[int]:
 @pytest.fixture
 def render(tmp_path, monkeypatch):
     """Render recipe text through one cache under tmp_path; returns {stage id: "hit" | "ran"} and outputs."""
-    from runner.api import render as run
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render as run
+    from sdbake.schemas.loader import load_recipe
     monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
 
     def go(text: str):
@@ -115,8 +115,8 @@ def test_a_renamed_copy_of_the_model_hits_every_compute_stage(render, tiny_model
 
 
 def test_a_cached_run_equals_an_uncached_run(render, tiny_model_dir, tmp_path):
-    from runner.api import render as run
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render as run
+    from sdbake.schemas.loader import load_recipe
     render(five_stages(tiny_model_dir))
     _, (cached,) = render(five_stages(tiny_model_dir, path="out/f.png"))
     recipe = write(tmp_path, "fresh.toml", five_stages(tiny_model_dir, path="fresh.png"))
@@ -126,8 +126,8 @@ def test_a_cached_run_equals_an_uncached_run(render, tiny_model_dir, tmp_path):
 
 def test_refresh_recomputes_only_the_named_stage_and_no_cache_touches_no_cache(
         render, tiny_model_dir, denoiser_calls, tmp_path, capsys, monkeypatch):
-    from runner.cache import CacheStore
-    from runner.cli import main
+    from sdbake.runner.cache import CacheStore
+    from sdbake.runner.cli import main
     monkeypatch.setenv("SDBAKE_THREADS", "1")
     render(five_stages(tiny_model_dir))
     entries = sorted(e.key for e in CacheStore(tmp_path / "cache").entries())

@@ -1,6 +1,6 @@
 """Faults around the stage cache: kill -9 mid-write, a flipped byte, two runs racing on one cache.
 
-Real processes and real signals (`sdbake run` through `python -m runner.cli`), as the issue asks: an
+Real processes and real signals (`sdbake run` through `python -m sdbake.runner.cli`), as the issue asks: an
 in-process test cannot show what a killed writer leaves on disk.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ HIRES = '[[stages]]\ntype = "hires"\nscale = 1.5\ndenoise = 0.5\nsteps = 3\n'
 # SIGKILL then lands exactly in the middle of a cache write.
 PAUSED_WRITER = """
 import json, os, sys, time
-import runner.cache as cache
+import sdbake.runner.cache as cache
 real_fsync = cache._fsync_file
 def fsync_then_pause(path):
     real_fsync(path)
@@ -33,7 +33,7 @@ def fsync_then_pause(path):
         open(os.environ["PAUSED_MARKER"], "w").close()
         time.sleep(600)
 cache._fsync_file = fsync_then_pause
-from runner.cli import main
+from sdbake.runner.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -47,12 +47,12 @@ def env(tmp_path, monkeypatch) -> dict[str, str]:
 
 
 def sdbake(*args, cwd: Path, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], check=False, cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "sdbake.runner.cli", *args], check=False, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def start_sdbake(*args, cwd: Path, env: dict, code: list[str] | None = None) -> subprocess.Popen:
-    command = [sys.executable, *(code or ["-m", "runner.cli"]), *args]
+    command = [sys.executable, *(code or ["-m", "sdbake.runner.cli"]), *args]
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -83,8 +83,8 @@ def pixels(path: Path) -> tuple:
 
 def uninterrupted_render(tmp_path: Path, text: str) -> Path:
     """The same recipe rendered without any cache, in this process."""
-    from runner.api import render
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render
+    from sdbake.schemas.loader import load_recipe
     recipe = write(tmp_path, "uninterrupted.toml", text)
     result = render(load_recipe(recipe), output_root=tmp_path / "uninterrupted", no_cache=True, threads=1)
     (output,) = result.outputs
@@ -92,14 +92,14 @@ def uninterrupted_render(tmp_path: Path, text: str) -> Path:
 
 
 def stage_keys(recipe: Path) -> dict[str, str]:
-    from runner.api import make_plan
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import make_plan
+    from sdbake.schemas.loader import load_recipe
     return {inv.id: inv.key for inv in make_plan(load_recipe(recipe), threads=1).invocations}
 
 
 def rerun_here(capsys, recipe: Path, out: Path) -> tuple[int, str]:
     """`sdbake run` again, in this process (the model loads once per test session): exit code, stderr."""
-    from runner.cli import main
+    from sdbake.runner.cli import main
     capsys.readouterr()
     code = main(["run", str(recipe), "--out", str(out)])
     return code, capsys.readouterr().err
@@ -121,7 +121,7 @@ def test_kill_9_inside_a_cache_write_then_rerun_completes_with_the_same_pixels(t
     wait_for(marker.exists, writer)
     kill_9(writer)
 
-    from runner.cache import CacheStore
+    from sdbake.runner.cache import CacheStore
     store = CacheStore(tmp_path / "cache")
     half_written = list((tmp_path / "cache" / "tmp").iterdir())
     assert [p.name.split(".")[0] for p in half_written] == [keys["sample-1"]]
@@ -159,9 +159,9 @@ def test_kill_9_as_soon_as_a_render_writes_to_the_cache_then_rerun_matches(tmp_p
 
 def test_a_flipped_byte_in_a_stored_state_is_detected_warned_and_recomputed(tmp_path, env, tiny_model_dir,
                                                                              capsys, monkeypatch):
-    from runner.cache import CacheStore
-    from runner.cli import main
-    from stages.denoiser import Denoiser
+    from sdbake.runner.cache import CacheStore
+    from sdbake.runner.cli import main
+    from sdbake.stages.denoiser import Denoiser
     text = txt2img(tiny_model_dir, steps=8, split=5, extra_stages=HIRES, path="f.png", name="flipped")
     recipe = write(tmp_path, "f.toml", text)
     args = ["run", str(recipe), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
@@ -197,7 +197,7 @@ def test_two_concurrent_runs_on_one_cache_both_finish_with_identical_outputs(tmp
         assert run.returncode == 0, stderr
     one, two = tmp_path / "out1" / "c.png", tmp_path / "out2" / "c.png"
     assert one.read_bytes() == two.read_bytes()
-    from runner.cache import CacheStore
+    from sdbake.runner.cache import CacheStore
     store = CacheStore(tmp_path / "cache")
     assert sorted(e.key for e in store.entries()) == sorted(stage_keys(recipe).values())
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []

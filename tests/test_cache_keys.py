@@ -54,19 +54,19 @@ path = "{save_path}"
 def _fixed_environment(monkeypatch, tmp_path):
     # The numerics fingerprint holds torch's minor version: pin it so the golden keys test our code,
     # not the installed torch. The hash index must not touch the user's home.
-    monkeypatch.setattr("runner.numerics.torch_version", lambda: "2.13.0+cpu")
+    monkeypatch.setattr("sdbake.runner.numerics.torch_version", lambda: "2.13.0+cpu")
     monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
 
 
 def numerics(device="cpu", dtype="float32", threads=1):
-    from runner.numerics import Numerics
+    from sdbake.runner.numerics import Numerics
     return Numerics(device=device, dtype=dtype, threads=threads)
 
 
 def plan_of(folder: Path, *, checkpoint="model.safetensors", save_path="out/{{ seed }}.png", encode_extra="",
             sample_extra="", seed=None, num=None):
-    from runner.plan import build_plan
-    from schemas.loader import load_text
+    from sdbake.runner.plan import build_plan
+    from sdbake.schemas.loader import load_text
     model = folder / checkpoint
     if not model.exists():
         model.write_bytes(FAKE_CHECKPOINT)
@@ -155,9 +155,9 @@ def test_thread_count_does_not_enter_keys_on_cuda(tmp_path):
 
 def test_torch_minor_version_enters_keys_but_patch_does_not(tmp_path, monkeypatch):
     before = keys(plan_of(tmp_path))
-    monkeypatch.setattr("runner.numerics.torch_version", lambda: "2.13.4+cpu")
+    monkeypatch.setattr("sdbake.runner.numerics.torch_version", lambda: "2.13.4+cpu")
     assert keys(plan_of(tmp_path)) == before
-    monkeypatch.setattr("runner.numerics.torch_version", lambda: "2.14.0+cpu")
+    monkeypatch.setattr("sdbake.runner.numerics.torch_version", lambda: "2.14.0+cpu")
     assert keys(plan_of(tmp_path))["sample"] != before["sample"]
 
 

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from runner.cache import CacheStore, default_cache_root
+from sdbake.runner.cache import CacheStore, default_cache_root
 
 KEY = "ab" + "0" * 62
 OTHER_KEY = "cd" + "1" * 62
@@ -67,7 +66,7 @@ def test_a_failed_write_leaves_no_entry_and_no_temporary_folder(tmp_path, monkey
 
     def crash(path, data):
         raise OSError("disk full")
-    monkeypatch.setattr("runner.cache._write_synced", crash)
+    monkeypatch.setattr("sdbake.runner.cache._write_synced", crash)
     with pytest.raises(OSError):
         put_state(store)
     assert not store.has(KEY) and store.get(KEY) is None
@@ -144,7 +143,7 @@ def test_a_second_put_of_one_key_keeps_the_first_entry(tmp_path):
 
 RACER = """
 import sys, time
-from runner.cache import CacheStore
+from sdbake.runner.cache import CacheStore
 store = CacheStore(sys.argv[1])
 start = float(sys.argv[2])
 while time.time() < start:
@@ -189,7 +188,7 @@ def test_records_keep_the_last_key_inputs_per_stage(tmp_path):
 def test_explain_miss_names_the_changed_inputs(tmp_path):
     from types import SimpleNamespace
 
-    from runner.explain import explain_miss
+    from sdbake.runner.explain import explain_miss
     store, _ = store_with_warnings(tmp_path)
     old = {"params": {"denoise": 0.5, "steps": 4}, "input": "k1", "model": {"checkpoint": "aa"}}
     store.write_record("r", "hires", KEY, old)

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from runner.check.metrics import Tolerances, compare
-from runner.check.report import write_report
-from runner.check.run import Case, CheckResult
+from sdbake.runner.check.metrics import Tolerances, compare
+from sdbake.runner.check.report import write_report
+from sdbake.runner.check.run import Case, CheckResult
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -7,8 +7,7 @@ import math
 
 import numpy as np
 import pytest
-
-from runner.check.metrics import (
+from sdbake.runner.check.metrics import (
     Metrics,
     Tolerances,
     compare,
@@ -19,10 +18,10 @@ from runner.check.metrics import (
     psnr,
     ssim,
 )
-from runner.check.report import render_html
-from runner.check.run import Case, CheckResult, judge_output
-from schemas.errors import InputFileError
-from schemas.loader import load_recipe
+from sdbake.runner.check.report import render_html
+from sdbake.runner.check.run import Case, CheckResult, judge_output
+from sdbake.schemas.errors import InputFileError
+from sdbake.schemas.loader import load_recipe
 
 RECIPE = """version = 1
 name = "m"

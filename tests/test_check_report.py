@@ -7,11 +7,10 @@ import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
-
-from runner.check.junit import write_junit
-from runner.check.metrics import Tolerances, compare
-from runner.check.report import render_html, write_report
-from runner.check.run import Case, CheckResult
+from sdbake.runner.check.junit import write_junit
+from sdbake.runner.check.metrics import Tolerances, compare
+from sdbake.runner.check.report import render_html, write_report
+from sdbake.runner.check.run import Case, CheckResult
 
 
 def png(pixels: np.ndarray) -> bytes:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from runner.commands import check as check_command
+from sdbake.runner.commands import check as check_command
 
 RECIPE = """version = 1
 name = "tiny"

@@ -23,8 +23,8 @@ def small_unet():
 
 def guided_denoiser(unet, cfg: float = 5.0):
     """D(x, sigma) with CFG over fixed embeddings, as the sample stage builds it."""
-    from stages.denoiser import Denoiser, GuidedInputs
-    from stages.samplers import model_sigmas
+    from sdbake.stages.denoiser import Denoiser, GuidedInputs
+    from sdbake.stages.samplers import model_sigmas
     generator = torch.Generator().manual_seed(1)
     uncond, cond = torch.randn(2, 77, 32, generator=generator)
     inputs = GuidedInputs(uncond=[uncond], conds=[[(cond, 1.0)]])
@@ -39,7 +39,7 @@ def denoise_once(unet) -> torch.Tensor:
 
 
 def test_compile_enters_the_numerics_fingerprint():
-    from runner.numerics import Numerics
+    from sdbake.runner.numerics import Numerics
     eager = Numerics.choose("cpu", "float32", 1, compile=False).fingerprint()
     compiled = Numerics.choose("cpu", "float32", 1, compile=True).fingerprint()
     assert eager["compile"] is False and compiled["compile"] is True
@@ -47,8 +47,8 @@ def test_compile_enters_the_numerics_fingerprint():
 
 
 def test_compile_changes_the_sample_stage_key(tmp_path, tiny_model_dir):
-    from runner.api import make_plan
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import make_plan
+    from sdbake.schemas.loader import load_recipe
     text = txt2img(tiny_model_dir, steps=4)
     eager = make_plan(load_recipe(write(tmp_path, "eager.toml", text)), output_root=tmp_path, threads=1)
     compiled = make_plan(load_recipe(write(tmp_path, "compiled.toml", text + "\n[performance]\ncompile = true\n")),
@@ -60,7 +60,7 @@ def test_compile_changes_the_sample_stage_key(tmp_path, tiny_model_dir):
 
 
 def test_prepared_unet_answers_what_the_denoiser_reads_and_is_made_once():
-    from runner.compile import compiled_modules, prepare_unet
+    from sdbake.runner.compile import compiled_modules, prepare_unet
     unet = small_unet()
     assert prepare_unet(unet, compile=False, channels_last=False) is unet
     prepared = prepare_unet(unet, compile=True, channels_last=False)     # torch.compile is lazy: no compile yet
@@ -74,7 +74,7 @@ def test_prepared_unet_answers_what_the_denoiser_reads_and_is_made_once():
 
 def test_channels_last_is_set_and_undone_on_the_shared_unet():
     """channels_last changes conv kernels: results agree to float32 rounding (about 1e-6), not bit for bit."""
-    from runner.compile import prepare_unet
+    from sdbake.runner.compile import prepare_unet
     unet = small_unet()
     expected = denoise_once(unet)
     prepared = prepare_unet(unet, compile=False, channels_last=True)
@@ -95,8 +95,7 @@ def test_compiled_unet_denoises_like_the_eager_one(monkeypatch):
     on-disk cache is warm).
     """
     import torch._inductor.config as inductor_config
-
-    from runner.compile import prepare_unet
+    from sdbake.runner.compile import prepare_unet
     monkeypatch.setattr(inductor_config, "compile_threads", 1)        # the CPUs are shared
     unet = small_unet()
     expected = denoise_once(unet)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
-
 from stage_helpers import recipe, render_text
 
 REPO = Path(__file__).resolve().parent.parent

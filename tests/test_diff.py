@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from runner.commands import diff as diff_command
-from runner.diff import consequence_line, diff_loaded, diff_sources, format_text
-from runner.numerics import Numerics
-from runner.plan import build_plan
-from schemas.loader import load_recipe
+from sdbake.runner.commands import diff as diff_command
+from sdbake.runner.diff import consequence_line, diff_loaded, diff_sources, format_text
+from sdbake.runner.numerics import Numerics
+from sdbake.runner.plan import build_plan
+from sdbake.schemas.loader import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,7 +219,7 @@ def test_changed_input_file_is_reported_in_its_stage(tmp_path):
 
 
 def test_changed_wildcard_file_is_reported(tmp_path):
-    pytest.importorskip("stages.prompts.wildcards", reason="the wildcard module has not landed yet")
+    pytest.importorskip("sdbake.stages.prompts.wildcards", reason="the wildcard module has not landed yet")
     body = SIMPLE.format(sample="").replace("a red circle", "a __colour__ circle")
     a = write(tmp_path / "one", "r.toml", body)
     b = write(tmp_path / "two", "r.toml", body)
@@ -236,9 +235,8 @@ def test_changed_wildcard_file_is_reported(tmp_path):
 def embed(recipe_path: Path, image_path: Path) -> Path:
     """An image carrying `recipe_path`'s canonical recipe, as the save stage embeds it."""
     from PIL import Image
-
-    from schemas.canonical import canonical_dict
-    from stages.output.metadata import encode_image
+    from sdbake.schemas.canonical import canonical_dict
+    from sdbake.stages.output.metadata import encode_image
     loaded = load_recipe(recipe_path)
     embedded = json.dumps({"recipe": canonical_dict(loaded.recipe), "recipe_folder": str(loaded.folder)})
     image_path.write_bytes(encode_image(Image.new("RGB", (64, 64)), "png", "a red circle", embedded))
@@ -298,7 +296,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
 def test_diff_does_not_import_torch(tmp_path):
     a = write(tmp_path, "a.toml", SIMPLE.format(sample=""))
     b = write(tmp_path, "b.toml", SIMPLE.format(sample="cfg = 11.5"))
-    code = ("import sys; from runner.diff import diff_sources; "
+    code = ("import sys; from sdbake.runner.diff import diff_sources; "
             f"d = diff_sources({str(a)!r}, {str(b)!r}); assert d.exact; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -321,7 +319,7 @@ def test_git_textconv_makes_plain_git_diff_semantic(tmp_path):
     recipe = write(repo, "r.recipe.toml", SIMPLE.format(sample=""))
     (repo / ".gitattributes").write_text("*.recipe.toml diff=sdbake\n")
     git(repo, "init", "-q")
-    git(repo, "config", "diff.sdbake.textconv", f"{sys.executable} -m runner.cli canonical")
+    git(repo, "config", "diff.sdbake.textconv", f"{sys.executable} -m sdbake.runner.cli canonical")
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "first")
 

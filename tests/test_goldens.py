@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 
 @pytest.mark.slow
 def test_example_recipes_match_their_goldens(tmp_path, monkeypatch):
-    from runner.check.run import CheckOptions, run_check
+    from sdbake.runner.check.run import CheckOptions, run_check
     monkeypatch.delenv("SDBAKE_THREADS", raising=False)           # check pins one thread
     result = run_check([str(ROOT / "recipes")], CheckOptions(golden=GOLDEN, cache_dir=tmp_path / "cache"))
     assert len(result.cases) >= 5

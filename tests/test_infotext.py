@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import pytest
-
-from stages.output.infotext import a1111_sampler_label, format_infotext, parse_infotext
+from sdbake.stages.output.infotext import a1111_sampler_label, format_infotext, parse_infotext
 
 PARAMS = {
     "Version": "sdbake 0.1.0",                    # given first, written last

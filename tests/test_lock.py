@@ -25,7 +25,7 @@ def project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
 
 
 def sdbake(capsys, project: Path, *args: str) -> tuple[int, str, str]:
-    from runner.cli import main
+    from sdbake.runner.cli import main
     capsys.readouterr()
     code = main([args[0], str(project / "r.toml"), "--out", str(project / "out"), *args[1:]])
     captured = capsys.readouterr()
@@ -39,8 +39,8 @@ def locked(project: Path) -> dict:
 def test_lock_writes_models_prompts_versions_numerics_keys_and_outputs(capsys, project):
     from importlib.metadata import version
 
-    from runner.api import make_plan
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import make_plan
+    from sdbake.schemas.loader import load_recipe
     code, out, _ = sdbake(capsys, project, "lock")
     assert code == 0 and "r.toml.lock" in out
     lock = locked(project)

@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runner.models.loading import load_model
-from schemas.errors import ModelError
+from sdbake.runner.models.loading import load_model
+from sdbake.schemas.errors import ModelError
 
 
 def _one_line_error(excinfo, *words: str) -> str:
@@ -130,8 +130,7 @@ def test_folder_without_model_index(tmp_path):
 
 def test_lora_matching_no_layer_is_an_error(tmp_path, tiny_model_dir):
     from safetensors.torch import save_file
-
-    from runner.models.lora import apply_loras
+    from sdbake.runner.models.lora import apply_loras
     model = load_model(tiny_model_dir)
     path = tmp_path / "other-model-lora.safetensors"
     name = "lora_unet_down_blocks_3_attentions_0_transformer_blocks_0_attn1_to_q"
@@ -144,8 +143,7 @@ def test_lora_matching_no_layer_is_an_error(tmp_path, tiny_model_dir):
 
 def test_partial_lora_warns_with_the_matched_count(tmp_path, tiny_model_dir):
     import tiny_models
-
-    from runner.models.lora import LoraWarning, applied_loras
+    from sdbake.runner.models.lora import LoraWarning, applied_loras
     model = load_model(tiny_model_dir)
     path = tiny_models.save_tiny_lora(tmp_path / "partial.safetensors", model.unet, model.text_encoder,
                                       extra_missing=2)

@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-
-from runner.models import hashing
+from sdbake.runner.models import hashing
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +68,7 @@ def test_hashing_and_search_do_not_import_torch():
 
 
 def test_cli_models_hash_prints_sha_short_hash_and_path(tmp_path, capsys):
-    from runner.cli import main
+    from sdbake.runner.cli import main
     path = _weights(tmp_path)
     assert main(["models", "hash", str(path)]) == 0
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -77,14 +76,14 @@ def test_cli_models_hash_prints_sha_short_hash_and_path(tmp_path, capsys):
 
 
 def test_cli_models_hash_missing_file_is_one_error_line(tmp_path, capsys):
-    from runner.cli import main
+    from sdbake.runner.cli import main
     assert main(["models", "hash", str(tmp_path / "nope.safetensors")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.safetensors" in err
 
 
 def test_cli_models_ls_shows_known_hashes(tmp_path, monkeypatch, capsys):
-    from runner.cli import main
+    from sdbake.runner.cli import main
     folder = tmp_path / "ckpts"
     folder.mkdir()
     hashed = folder / "hashed.safetensors"

@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runner.models.loading import load_model
+from sdbake.runner.models.loading import load_model
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_tokenizer_gives_clip_ids(folder_model, single_file_model):
 
 
 def test_loaded_model_describes_itself(folder_model, single_file_model, tiny_single_file):
-    from runner.models.hashing import sha256_uncached
+    from sdbake.runner.models.hashing import sha256_uncached
     for model in (folder_model, single_file_model):
         assert model.family == "sd1"
         assert model.prediction_type == "epsilon"
@@ -107,8 +107,8 @@ def test_separate_vae_file_replaces_the_checkpoint_vae(tmp_path, tiny_model_dir,
 
 def test_shipped_configs_have_the_real_parameter_counts():
     # SD1.5 UNet 859.5M, SDXL UNet 2.567B, OpenCLIP bigG text encoder 694.7M (well-known sizes).
-    from runner.models import components
-    from runner.models.single_file import shipped_config_dir
+    from sdbake.runner.models import components
+    from sdbake.runner.models.single_file import shipped_config_dir
     expected = {("sd1", "unet"): 859_520_964, ("sd1", "vae"): 83_653_863, ("sd1", "text_encoder"): 123_060_480,
                 ("sdxl", "unet"): 2_567_463_684, ("sdxl", "text_encoder_2"): 694_659_840}
     factories = {"unet": components.unet_from_config, "vae": components.vae_from_config,
@@ -122,8 +122,8 @@ def test_shipped_configs_have_the_real_parameter_counts():
 
 
 def test_sdxl_second_tokenizer_pads_with_exclamation_mark():
-    from runner.models.components import load_tokenizer
-    from runner.models.single_file import shipped_config_dir
+    from sdbake.runner.models.components import load_tokenizer
+    from sdbake.runner.models.single_file import shipped_config_dir
     tokenizer_2 = load_tokenizer(shipped_config_dir("sdxl") / "tokenizer_2", 77)
     ids = tokenizer_2("a photo of a cat", padding="max_length", max_length=77).input_ids
     assert ids[:8] == [49406, 320, 1125, 539, 320, 2368, 49407, 0] and len(ids) == 77

@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runner.models.loading import load_model
-from runner.models.lora import applied_loras, apply_loras
+from sdbake.runner.models.loading import load_model
+from sdbake.runner.models.lora import applied_loras, apply_loras
 
 
 def _unet_and_text_outputs(model):

@@ -16,9 +16,8 @@ def test_network_guard_really_blocks(network_guard):
 def test_every_format_loads_offline(network_guard, monkeypatch, tmp_path, tiny_model_dir, tiny_single_file,
                                     tiny_lora):
     import tiny_models
-
-    from runner.models.loading import load_model
-    from runner.models.lora import applied_loras
+    from sdbake.runner.models.loading import load_model
+    from sdbake.runner.models.lora import applied_loras
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)        # the loader must not rely on the caller
     vae_file = tiny_models.save_tiny_vae_file(tmp_path / "vae.safetensors")
     folder = load_model(tiny_model_dir, vae=vae_file)

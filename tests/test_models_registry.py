@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runner.models.registry import ModelRegistry, ModelSpec, default_registry
+from sdbake.runner.models.registry import ModelRegistry, ModelSpec, default_registry
 
 
 @pytest.fixture(autouse=True)

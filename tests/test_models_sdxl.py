@@ -5,7 +5,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runner.models.loading import load_model
+from sdbake.runner.models.loading import load_model
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_sdxl_single_file_matches_folder(tiny_sdxl):
 
 
 def test_sdxl_single_file_uses_shipped_sdxl_config_by_default(tiny_sdxl):
-    from schemas.errors import ModelError
+    from sdbake.schemas.errors import ModelError
     _, single = tiny_sdxl
     with pytest.raises(ModelError, match="tiny-sdxl.safetensors.*wrong shape"):
         load_model(single)            # detected as SDXL, checked against the real SDXL sizes

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import pytest
-
-from runner.models.search import load_search_config, resolve_model_file
-from schemas.errors import ModelError
+from sdbake.runner.models.search import load_search_config, resolve_model_file
+from sdbake.schemas.errors import ModelError
 
 
 @pytest.fixture

@@ -8,10 +8,9 @@ import struct
 import pytest
 from PIL import Image, PngImagePlugin
 from sd_parsers import ParserManager
-
-from schemas.errors import InputFileError, OutputError
-from stages.output.infotext import a1111_sampler_label, format_infotext, parse_infotext
-from stages.output.metadata import encode_image, read_metadata
+from sdbake.schemas.errors import InputFileError, OutputError
+from sdbake.stages.output.infotext import a1111_sampler_label, format_infotext, parse_infotext
+from sdbake.stages.output.metadata import encode_image, read_metadata
 
 PROMPT = "a red circle, (masterpiece:1.2), [city:forest:0.4]"
 NEGATIVE = "blurry, lowres"

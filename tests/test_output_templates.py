@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-
-from schemas.errors import OutputError
-from stages.output.names import safe_relative_path, sanitize_component
-from stages.output.templates import TEMPLATE_VARIABLES, render_path
+from sdbake.schemas.errors import OutputError
+from sdbake.stages.output.names import safe_relative_path, sanitize_component
+from sdbake.stages.output.templates import TEMPLATE_VARIABLES, render_path
 
 VARIABLES = {
     "name": "portrait", "seed": 1234, "steps": 20, "cfg": 7.5, "sampler": "dpmpp_2m",

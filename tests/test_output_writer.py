@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from schemas.errors import OutputError
-from stages.output.writer import write_new_file
+from sdbake.schemas.errors import OutputError
+from sdbake.stages.output.writer import write_new_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +89,7 @@ SAVER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
-    from stages.output.writer import write_new_file
+    from sdbake.stages.output.writer import write_new_file
     folder, worker, go = Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
     while not go.exists():
         time.sleep(0.001)

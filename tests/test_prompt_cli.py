@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from runner.cli import main
+from sdbake.runner.cli import main
 
 
 def run(capsys, *argv):
@@ -81,7 +80,7 @@ def test_tokens_with_a_missing_model_is_an_error(capsys, tmp_path):
 
 
 def test_tokens_uses_a_diffusers_folder_tokenizer(capsys, tmp_path):
-    from runner.commands.prompt import load_tokenizer
+    from sdbake.runner.commands.prompt import load_tokenizer
     load_tokenizer(None).save_pretrained(str(tmp_path / "model" / "tokenizer"))
     code, out, _ = run(capsys, "tokens", "a cat", "--model", str(tmp_path / "model"))
     assert code == 0 and "2368  cat</w>" in out

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-from schemas.errors import ModelError
-from stages.prompts.encoding import (
+from sdbake.schemas.errors import ModelError
+from sdbake.stages.prompts.encoding import (
     TextEncoder,
     cond_for_step,
     encode_negative,
@@ -21,7 +19,8 @@ from stages.prompts.encoding import (
     schedule_from_state,
     schedule_to_state,
 )
-from stages.prompts.tokens import CHUNK_LENGTH, PLACEHOLDER_TOKEN, chunk_prompt
+from sdbake.stages.prompts.tokens import CHUNK_LENGTH, PLACEHOLDER_TOKEN, chunk_prompt
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 TOKENIZER_DIR = Path(__file__).parents[1] / "runner" / "configs" / "clip_tokenizer"
 BOS, EOS = 49406, 49407

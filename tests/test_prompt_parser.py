@@ -14,8 +14,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from stages.prompts.parser import schedule, schedule_with_warnings, split_and, weights, weights_with_warnings
+from sdbake.stages.prompts.parser import (
+    schedule,
+    schedule_with_warnings,
+    split_and,
+    weights,
+    weights_with_warnings,
+)
 
 SCHEDULE_CASES = [  # (prompt, steps, hires_steps, expected schedule)
     ('test', 10, None, [(10, 'test')]),

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from runner.cli import build_parser, main
+from sdbake.runner.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(str(p.relative_to(ROOT)) for ext in ("toml", "yaml", "yml") for p in (ROOT / "recipes").glob(f"*.{ext}"))
@@ -18,7 +17,7 @@ HEAVY_MODULES = ("torch", "diffusers", "transformers", "peft", "safetensors", "n
 
 
 def sdbake(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, capture_output=True, text=True, check=False,
+    return subprocess.run([sys.executable, "-m", "sdbake.runner.cli", *args], cwd=cwd, capture_output=True, text=True, check=False,
                           timeout=60)
 
 
@@ -126,7 +125,7 @@ def test_usage_errors_exit_2(args):
 
 
 def test_validate_imports_no_torch_and_is_fast():
-    code = ("import sys; from runner.cli import main; "
+    code = ("import sys; from sdbake.runner.cli import main; "
             f"rc = main(['validate', *{EXAMPLES!r}]); "
             f"heavy = sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules); "
             "print(rc, str(heavy).replace(' ', ''), file=sys.stderr)")
@@ -134,7 +133,7 @@ def test_validate_imports_no_torch_and_is_fast():
     exit_code, heavy_imported = result.stderr.strip().splitlines()[-1].split(" ", 2)[:2]
     assert (exit_code, heavy_imported) == ("0", "[]"), result.stderr
 
-    importtime = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner.cli", "validate", *EXAMPLES],
+    importtime = subprocess.run([sys.executable, "-X", "importtime", "-m", "sdbake.runner.cli", "validate", *EXAMPLES],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert importtime.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in importtime.stderr.splitlines() if "|" in line}

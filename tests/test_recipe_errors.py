@@ -12,9 +12,8 @@ import re
 from pathlib import Path
 
 import pytest
-
-from schemas.errors import RecipeError, SdbakeError
-from schemas.loader import load_recipe, load_text
+from sdbake.schemas.errors import RecipeError, SdbakeError
+from sdbake.schemas.loader import load_recipe, load_text
 
 T = '''version = 1
 name = "t"

@@ -13,9 +13,8 @@ import tomllib
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from schemas.errors import SdbakeError
-from schemas.loader import LoadedRecipe, load_text
+from sdbake.schemas.errors import SdbakeError
+from sdbake.schemas.loader import LoadedRecipe, load_text
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 EXAMPLE_TEXTS = {path.name: path.read_text() for path in sorted(RECIPES.glob("*.toml")) + sorted(

@@ -9,12 +9,11 @@ import jsonschema
 import pytest
 import tomllib
 import yaml
-
-from schemas.canonical import canonical_json, dumps
-from schemas.errors import RecipeError
-from schemas.jsonschema import recipe_json_schema
-from schemas.loader import load_recipe, load_text
-from schemas.stages import (
+from sdbake.schemas.canonical import canonical_json, dumps
+from sdbake.schemas.errors import RecipeError
+from sdbake.schemas.jsonschema import recipe_json_schema
+from sdbake.schemas.loader import load_recipe, load_text
+from sdbake.schemas.stages import (
     AdjustOp,
     BlurOp,
     EncodeParams,

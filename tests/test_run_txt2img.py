@@ -8,8 +8,8 @@ pytest.importorskip("torch")
 
 
 def render(tmp_path, text, name="r.toml", **kwargs):
-    from runner.api import render as run
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render as run
+    from sdbake.schemas.loader import load_recipe
     recipe = write(tmp_path, name, text)
     return run(load_recipe(recipe), output_root=tmp_path / "out", threads=1, quiet=True, **kwargs)
 
@@ -48,8 +48,7 @@ def test_image_of_a_batch_equals_a_single_render_of_its_seed(tmp_path, tiny_mode
 
 def test_initial_noise_is_a1111_cpu_rng_per_image():
     import torch
-
-    from stages.samplers import ImageNoise
+    from sdbake.stages.samplers import ImageNoise
     noise = ImageNoise([5, 6, 7], (4, 8, 8)).draw()
     for i, seed in enumerate([5, 6, 7]):
         expected = torch.randn((4, 8, 8), generator=torch.Generator("cpu").manual_seed(seed))

@@ -6,8 +6,7 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-
-from stages.samplers import (
+from sdbake.stages.samplers import (
     SAMPLERS,
     SCHEDULERS,
     ImageNoise,
@@ -117,7 +116,7 @@ _CONTINUE_IN_FRESH_PROCESS = textwrap.dedent("""
     from safetensors.torch import load_file, save_file
     sys.path.insert(0, {test_dir!r})
     from test_sampler_splits import SEEDS, SHAPE, denoiser
-    from stages.samplers import SAMPLERS, ImageNoise, carry_from_tensors, noise_sampler_for
+    from sdbake.stages.samplers import SAMPLERS, ImageNoise, carry_from_tensors, noise_sampler_for
     stored = load_file({path!r})
     meta = json.loads({meta!r})
     carry = carry_from_tensors({{k[6:]: t for k, t in stored.items() if k.startswith("carry.")}}, meta)

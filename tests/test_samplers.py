@@ -3,8 +3,7 @@ import math
 
 import pytest
 import torch
-
-from stages.samplers import (
+from sdbake.stages.samplers import (
     SAMPLERS,
     BrownianNoise,
     ImageNoise,

@@ -13,7 +13,7 @@ def cli(*args, cwd=None):
     import io
     import os
 
-    from runner.cli import main
+    from sdbake.runner.cli import main
     out, err = io.StringIO(), io.StringIO()
     old = os.getcwd()
     os.chdir(cwd or old)
@@ -41,9 +41,8 @@ def rendered(tmp_path, tiny_model_dir, monkeypatch):
 @pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
 def test_sd_parsers_reads_prompt_seed_steps_sampler_cfg_size(tmp_path, tiny_model_dir, fmt):
     from sd_parsers import ParserManager
-
-    from runner.api import render
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render
+    from sdbake.schemas.loader import load_recipe
     suffix = {"jpeg": "jpg"}.get(fmt, fmt)
     path = write(tmp_path, "f.toml", txt2img(tiny_model_dir, sampler="dpmpp_2m", steps=4, path=f"img.{suffix}"))
     result = render(load_recipe(path), output_root=tmp_path / "out", no_cache=True, threads=1)

@@ -3,9 +3,15 @@ import math
 
 import pytest
 import torch
-
-from stages.samplers import SCHEDULERS, model_sigmas, sampler_sigmas, sigma_schedule, sigma_to_t, t_to_sigma
-from stages.samplers.beta_distribution import beta_ppf, regularized_incomplete_beta
+from sdbake.stages.samplers import (
+    SCHEDULERS,
+    model_sigmas,
+    sampler_sigmas,
+    sigma_schedule,
+    sigma_to_t,
+    t_to_sigma,
+)
+from sdbake.stages.samplers.beta_distribution import beta_ppf, regularized_incomplete_beta
 
 SD_SIGMA_MIN = 0.029167158151720367   # SD1.x: scaled_linear betas 0.00085..0.012 over 1000 steps
 SD_SIGMA_MAX = 14.614641229333639

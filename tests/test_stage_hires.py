@@ -34,7 +34,7 @@ def test_every_upscaler_runs(tmp_path, tiny_model_dir, upscaler):
 @pytest.mark.parametrize("steps,denoise", [(4, 0.5), (3, 0.3), (5, 1.0)])
 def test_hires_walks_the_last_steps_sigmas_of_the_longer_schedule(tmp_path, tiny_model_dir, monkeypatch, steps,
                                                                  denoise):
-    from stages.samplers import model_sigmas, sampler_sigmas
+    from sdbake.stages.samplers import model_sigmas, sampler_sigmas
     text = recipe(tiny_model_dir, hires(steps=steps, denoise=denoise), steps=6)
     (tmp_path / "warm.toml").write_text(text)
     seen = count_denoiser_calls(monkeypatch)
@@ -47,14 +47,14 @@ def test_hires_walks_the_last_steps_sigmas_of_the_longer_schedule(tmp_path, tiny
 
 
 def test_denoise_zero_is_refused_by_the_schema(tmp_path, tiny_model_dir):
-    from schemas.errors import RecipeError
+    from sdbake.schemas.errors import RecipeError
     with pytest.raises(RecipeError, match=r"denoise: must be > 0"):
         render_text(tmp_path, recipe(tiny_model_dir, hires(denoise=0.0)))
 
 
 def test_tiled_decode_matches_untiled_within_tolerance(tiny_model_dir):
-    from runner.models.loading import load_model
-    from stages.images import vae_decode
+    from sdbake.runner.models.loading import load_model
+    from sdbake.stages.images import vae_decode
     model = load_model(tiny_model_dir)
     latent = torch.randn((1, 4, 48, 48), generator=torch.Generator().manual_seed(0)) * 0.5
     model.vae.tile_sample_min_size, model.vae.tile_latent_min_size = 128, 16   # force several tiles

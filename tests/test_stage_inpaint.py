@@ -40,14 +40,14 @@ def test_pixels_outside_the_feathered_mask_are_unchanged_across_loops(tmp_path, 
 @pytest.mark.parametrize("curve,shape", [("linear", lambda p: p), ("aggressive", lambda p: math.sin(p * math.pi / 2)),
                                          ("lazy", lambda p: 1 - math.cos(p * math.pi / 2))])
 def test_loop_denoise_follows_the_curve(curve, shape):
-    from stages.inpaint import loop_denoise
+    from sdbake.stages.inpaint import loop_denoise
     values = loop_denoise([0.9, 0.3], 5, curve)
     assert values == pytest.approx([0.9 + (0.3 - 0.9) * shape(i / 4) for i in range(5)])
     assert loop_denoise(0.5, 1, curve) == [0.5]
 
 
 def test_colour_correction_moves_the_masked_colours_toward_the_original(tmp_path, tiny_model_dir):
-    from stages.colorfix import color_correct, rgb_to_lab
+    from sdbake.stages.colorfix import color_correct, rgb_to_lab
     rng = np.random.default_rng(0)
     original = np.clip(rng.normal([0.8, 0.2, 0.2], 0.05, (32, 32, 3)), 0, 1)      # reddish
     result = np.clip(rng.normal([0.2, 0.3, 0.8], 0.05, (32, 32, 3)), 0, 1)        # bluish
@@ -80,7 +80,7 @@ def test_an_all_black_mask_warns_and_changes_nothing(tmp_path, tiny_model_dir, c
 
 
 def test_a_missing_mask_file_is_a_clear_error(tmp_path, tiny_model_dir):
-    from schemas.errors import InputFileError
+    from sdbake.schemas.errors import InputFileError
     with pytest.raises(InputFileError, match="mask file not found"):
         render_text(tmp_path, recipe(tiny_model_dir, inpaint(mask='"nope.png"')))
 

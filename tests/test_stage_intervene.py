@@ -49,8 +49,8 @@ def test_masked_intervene_changes_the_final_image_mostly_inside_the_mask(tmp_pat
 
 
 def test_an_edited_file_changes_the_key_and_the_result(tmp_path, tiny_model_dir):
-    from runner.api import make_plan
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import make_plan
+    from sdbake.schemas.loader import load_recipe
     red = tmp_path / "edit.png"
     Image.new("RGB", (64, 64), (255, 0, 0)).save(red)
     middle = '[[stages]]\ntype = "intervene"\nimage = "edit.png"\n'
@@ -77,7 +77,7 @@ def test_intervene_after_the_last_step_is_an_image_edit(tmp_path, tiny_model_dir
 
 
 def test_a_missing_paste_file_is_named_with_its_place_in_the_recipe(tmp_path, tiny_model_dir):
-    from schemas.errors import InputFileError
+    from sdbake.schemas.errors import InputFileError
     with pytest.raises(InputFileError) as err:
         render_text(tmp_path, _paste_recipe(tiny_model_dir, "m.png"), "m.toml")
     assert "patch.png" in str(err.value) and "m.toml:" in str(err.value)

@@ -6,8 +6,7 @@ import json
 
 import pytest
 from PIL import Image, ImageChops
-
-from runner.sweep.grid import (
+from sdbake.runner.sweep.grid import (
     BACKGROUND,
     MIN_FONT_SIZE,
     caption,

@@ -4,9 +4,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-
-from runner.sweep.axes import build_axis, kind_of, resolve_path
-from runner.sweep.matrix import (
+from sdbake.runner.sweep.axes import build_axis, kind_of, resolve_path
+from sdbake.runner.sweep.matrix import (
     expand,
     first_stage_changed,
     has_matrix,
@@ -14,8 +13,8 @@ from runner.sweep.matrix import (
     matrix_entries,
     parse_cli_matrix,
 )
-from schemas.errors import RecipeError
-from schemas.loader import load_recipe
+from sdbake.schemas.errors import RecipeError
+from sdbake.schemas.loader import load_recipe
 
 
 def base_document(**matrix) -> dict:

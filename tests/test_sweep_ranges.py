@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from runner.sweep.ranges import (
+from sdbake.runner.sweep.ranges import (
     SearchReplace,
     parse_axis,
     parse_bool_axis,
@@ -14,7 +13,7 @@ from runner.sweep.ranges import (
     prompt_sr,
     split_values,
 )
-from schemas.errors import RecipeError
+from sdbake.schemas.errors import RecipeError
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image, ImageChops
-
-from runner.sweep.grid import BACKGROUND, caption, layout_grid
-from runner.sweep.matrix import load_sweep
-from runner.sweep.run import plan_sweep, run_sweep
+from sdbake.runner.sweep.grid import BACKGROUND, caption, layout_grid
+from sdbake.runner.sweep.matrix import load_sweep
+from sdbake.runner.sweep.run import plan_sweep, run_sweep
 
 HIRES = """
 [[stages]]
@@ -140,8 +139,8 @@ def test_a_z_axis_writes_one_grid_per_z_value(tmp_path, tiny_model_dir, monkeypa
     """Grid composition alone: each point 'renders' a flat colour made from its coordinates."""
     import json
 
-    import runner.api
-    from runner.execute import RunResult, StageReport
+    import sdbake.runner.api
+    from sdbake.runner.execute import RunResult, StageReport
 
     def flat_render(loaded, output_root=None, **options):
         d = loaded.recipe.defaults
@@ -151,7 +150,7 @@ def test_a_z_axis_writes_one_grid_per_z_value(tmp_path, tiny_model_dir, monkeypa
         return RunResult([StageReport("encode", "ran"), StageReport("sample", "ran"),
                           StageReport("save", "ran", files=[("written", path)])])
 
-    monkeypatch.setattr(runner.api, "render", flat_render)
+    monkeypatch.setattr(sdbake.runner.api, "render", flat_render)
     recipe = write_recipe(tmp_path, tiny_model_dir, 'seed = "1-3"\ncfg = "5, 7"\nsteps = "2, 3"')
     outcome = run_sweep(recipe, output_root=tmp_path / "out")
     assert len(outcome.images) == 12

@@ -93,13 +93,13 @@ def save_safetensors(path, weights):
 
 @pytest.fixture
 def no_spandrel(monkeypatch):
-    from stages import upscaler_model
+    from sdbake.stages import upscaler_model
     monkeypatch.setattr(upscaler_model, "_spandrel", lambda: None)
 
 
 @pytest.mark.parametrize("in_channels,unshuffle,scale", [(3, 1, 4), (12, 2, 2), (48, 4, 1)])
 def test_rrdbnet_matches_reference_forward_and_reads_its_scale(in_channels, unshuffle, scale):
-    from stages.rrdbnet import rrdbnet_from_state_dict
+    from sdbake.stages.rrdbnet import rrdbnet_from_state_dict
     weights = basicsr_weights(in_channels=in_channels)
     net = rrdbnet_from_state_dict(weights)
     x = image16()
@@ -112,7 +112,7 @@ def test_rrdbnet_matches_reference_forward_and_reads_its_scale(in_channels, unsh
 
 
 def test_rrdbnet_reads_blocks_features_and_growth_from_the_weights():
-    from stages.rrdbnet import rrdbnet_from_state_dict
+    from sdbake.stages.rrdbnet import rrdbnet_from_state_dict
     weights = basicsr_weights(features=6, blocks=2, growth=5)
     net = rrdbnet_from_state_dict(weights)
     assert len(net.body) == 2 and net.conv_first.out_channels == 6 and net.body[0].rdb1.conv1.out_channels == 5
@@ -121,8 +121,8 @@ def test_rrdbnet_reads_blocks_features_and_growth_from_the_weights():
 
 
 def test_original_and_basicsr_layouts_upscale_identically(tmp_path, no_spandrel):
-    from stages.output.decode import to_pil
-    from stages.upscaler_model import upscale_with_model
+    from sdbake.stages.output.decode import to_pil
+    from sdbake.stages.upscaler_model import upscale_with_model
     weights = basicsr_weights()
     new = save_safetensors(tmp_path / "new.safetensors", weights)
     old = tmp_path / "old.pth"
@@ -140,9 +140,8 @@ def test_original_and_basicsr_layouts_upscale_identically(tmp_path, no_spandrel)
 
 def test_wrapped_pickle_and_pixel_unshuffle_model_upscale_to_requested_size(tmp_path, no_spandrel):
     from PIL import Image
-
-    from stages.output.decode import to_pil
-    from stages.upscaler_model import upscale_with_model
+    from sdbake.stages.output.decode import to_pil
+    from sdbake.stages.upscaler_model import upscale_with_model
     weights = basicsr_weights(in_channels=12)                # Real-ESRGAN x2 layout
     path = tmp_path / "x2.pth"
     torch.save({"params_ema": weights}, path)
@@ -156,8 +155,8 @@ def test_wrapped_pickle_and_pixel_unshuffle_model_upscale_to_requested_size(tmp_
 
 
 def test_model_runs_again_until_the_target_is_reached(tmp_path, no_spandrel):
-    from stages.output.decode import to_pil
-    from stages.upscaler_model import load_upscaler, upscale_tiled, upscale_with_model
+    from sdbake.stages.output.decode import to_pil
+    from sdbake.stages.upscaler_model import load_upscaler, upscale_tiled, upscale_with_model
     path = save_safetensors(tmp_path / "x2.safetensors", basicsr_weights(in_channels=12))
     model = load_upscaler(path, "cpu")
     x = image16()
@@ -167,7 +166,7 @@ def test_model_runs_again_until_the_target_is_reached(tmp_path, no_spandrel):
 
 
 def test_tiles_are_placed_and_overlaps_averaged():
-    from stages.upscaler_model import UpscalerModel, tile_starts, upscale_tiled
+    from sdbake.stages.upscaler_model import UpscalerModel, tile_starts, upscale_tiled
     calls = []
 
     def nearest_2x(t):
@@ -183,8 +182,8 @@ def test_tiles_are_placed_and_overlaps_averaged():
 
 
 def test_unknown_state_dict_is_a_model_error_naming_the_file(tmp_path, no_spandrel):
-    from schemas.errors import ModelError
-    from stages.upscaler_model import upscale_with_model
+    from sdbake.schemas.errors import ModelError
+    from sdbake.stages.upscaler_model import upscale_with_model
     path = save_safetensors(tmp_path / "mystery.safetensors", {"encoder.weight": torch.zeros(4, 4)})
     with pytest.raises(ModelError, match=r"unknown upscaler architecture; supported here: ESRGAN") as err:
         upscale_with_model(path, image16(), 64, 64, "cpu")
@@ -192,8 +191,8 @@ def test_unknown_state_dict_is_a_model_error_naming_the_file(tmp_path, no_spandr
 
 
 def test_esrgan_plus_extra_layers_are_refused_without_spandrel(tmp_path, no_spandrel):
-    from schemas.errors import ModelError
-    from stages.upscaler_model import load_upscaler
+    from sdbake.schemas.errors import ModelError
+    from sdbake.stages.upscaler_model import load_upscaler
     weights = original_layout(basicsr_weights())
     weights["model.1.sub.0.RDB1.conv1x1.weight"] = torch.zeros(4, 8, 1, 1)     # ESRGAN+ residual path
     path = save_safetensors(tmp_path / "plus.safetensors", weights)
@@ -202,8 +201,8 @@ def test_esrgan_plus_extra_layers_are_refused_without_spandrel(tmp_path, no_span
 
 
 def test_pickle_needing_more_than_tensors_is_refused(tmp_path):
-    from schemas.errors import ModelError
-    from stages.upscaler_model import load_upscaler
+    from sdbake.schemas.errors import ModelError
+    from sdbake.stages.upscaler_model import load_upscaler
     path = tmp_path / "evil.pth"
     torch.save({"conv_first.weight": torch.zeros(1), "note": fractions.Fraction(1, 3)}, path)
     with pytest.raises(ModelError, match=r"evil\.pth.*pickle upscaler refused"):
@@ -211,7 +210,7 @@ def test_pickle_needing_more_than_tensors_is_refused(tmp_path):
 
 
 def test_loaded_models_are_cached_until_the_file_changes(tmp_path, no_spandrel):
-    from stages.upscaler_model import load_upscaler
+    from sdbake.stages.upscaler_model import load_upscaler
     path = save_safetensors(tmp_path / "m.safetensors", basicsr_weights())
     first = load_upscaler(path, "cpu")
     assert load_upscaler(path, "cpu") is first
@@ -223,7 +222,7 @@ def test_loaded_models_are_cached_until_the_file_changes(tmp_path, no_spandrel):
 
 
 def test_other_architectures_go_to_spandrel_when_it_imports(tmp_path, monkeypatch):
-    from stages import upscaler_model
+    from sdbake.stages import upscaler_model
     loaded = []
 
     class Descriptor:

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
-
-from stages.output.decode import VaeNanWarning, decode_latents, to_pil
+from sdbake.stages.output.decode import VaeNanWarning, decode_latents, to_pil
 
 torch.set_num_threads(1)
 
@@ -118,7 +117,7 @@ def test_force_fp32_never_runs_half_precision():
 
 
 def test_nan_in_float32_is_a_model_error_not_garbage_pixels():
-    from schemas.errors import ModelError
+    from sdbake.schemas.errors import ModelError
     vae = tiny_vae()
     decoder_forward = vae.decoder.forward
     vae.decoder.forward = lambda *a, **k: decoder_forward(*a, **k) * float("nan")

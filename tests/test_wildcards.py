@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from schemas.errors import PromptError
-from stages.prompts.wildcards import expand, expand_all, wildcard_files_used
+from sdbake.schemas.errors import PromptError
+from sdbake.stages.prompts.wildcards import expand, expand_all, wildcard_files_used
 
 
 @pytest.fixture
@@ -40,7 +39,7 @@ def test_seeded_picks_are_fixed_across_machines(folders):
 
 
 def test_seeded_picks_do_not_depend_on_the_hash_seed(folders):
-    code = ("import sys; from stages.prompts.wildcards import expand; "
+    code = ("import sys; from sdbake.stages.prompts.wildcards import expand; "
             f"print(expand('__colors__ {{a|b|c|d}} __animals__', 7, {[str(f) for f in folders]!r}))")
     root = Path(__file__).parents[1]
     outputs = {subprocess.run([sys.executable, "-c", code], check=False, cwd=root, capture_output=True, text=True,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from runner.check.run import CheckResult
+from sdbake.runner.check.run import CheckResult
 
 
 def junit_tree(result: CheckResult) -> ET.ElementTree:

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from schemas.errors import InputFileError
+from sdbake.schemas.errors import InputFileError
 
 # SSIM as Wang et al. 2004 ("Image quality assessment: from error visibility to structural
 # similarity") define it and their reference ssim_index.m computes it: an 11x11 gaussian window with

@@ -12,9 +12,9 @@ import html
 import math
 from pathlib import Path
 
-from runner.check.metrics import heatmap, load_pixels, png_bytes
-from runner.check.run import Case, CheckResult
-from schemas.errors import SdbakeError
+from sdbake.runner.check.metrics import heatmap, load_pixels, png_bytes
+from sdbake.runner.check.run import Case, CheckResult
+from sdbake.schemas.errors import SdbakeError
 
 MIME_BY_SUFFIX = {".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 REPORT_NAME = "index.html"

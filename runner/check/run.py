@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.check.metrics import Metrics, Tolerances, compare, judge, load_pixels, size_text
-from schemas.errors import RecipeError, SdbakeError
-from schemas.loader import RECIPE_SUFFIXES, LoadedRecipe
+from sdbake.runner.check.metrics import Metrics, Tolerances, compare, judge, load_pixels, size_text
+from sdbake.schemas.errors import RecipeError, SdbakeError
+from sdbake.schemas.loader import RECIPE_SUFFIXES, LoadedRecipe
 
 
 @dataclass
@@ -87,9 +87,9 @@ def collect_recipes(sources: list[str]) -> list[Path]:
 
 def golden_recipe_diff(golden: Path, loaded: LoadedRecipe, case: Case) -> None:
     """Attach the recipe diff when the golden was rendered from another recipe than the current one."""
-    from runner.diff import diff_loaded, format_text
-    from runner.sources import load_image_recipe
-    from schemas.canonical import canonical_dict
+    from sdbake.runner.diff import diff_loaded, format_text
+    from sdbake.runner.sources import load_image_recipe
+    from sdbake.schemas.canonical import canonical_dict
     try:
         embedded = load_image_recipe(golden)
     except SdbakeError as err:
@@ -144,8 +144,8 @@ def judge_output(case: Case, loaded: LoadedRecipe, update: bool) -> None:
 
 def check_recipe(path: Path, options: CheckOptions, output_root: Path) -> list[Case]:
     """The cases of one recipe: one per output image, or one error case when it does not load or render."""
-    from runner.api import render
-    from schemas.loader import load_recipe
+    from sdbake.runner.api import render
+    from sdbake.schemas.loader import load_recipe
 
     started = time.perf_counter()
     try:

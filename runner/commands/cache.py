@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _store(args):
-    from runner.cache import CacheStore, default_cache_root
+    from sdbake.runner.cache import CacheStore, default_cache_root
     return CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root())
 
 

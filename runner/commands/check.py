@@ -39,9 +39,9 @@ def print_case(case) -> None:
 
 
 def run_check_command(args) -> int:
-    from runner.check.junit import write_junit
-    from runner.check.report import write_report
-    from runner.check.run import CheckOptions, run_check
+    from sdbake.runner.check.junit import write_junit
+    from sdbake.runner.check.report import write_report
+    from sdbake.runner.check.run import CheckOptions, run_check
 
     if args.max_abs_diff is not None and not 0 <= args.max_abs_diff <= 255:
         print("--max-abs-diff must be between 0 and 255", file=sys.stderr)

@@ -33,8 +33,8 @@ def wants_colour(choice: str, stream=sys.stdout) -> bool:
 
 
 def run_diff(args) -> int:
-    from runner.diff import diff_sources, format_text
-    from schemas.errors import SdbakeError
+    from sdbake.runner.diff import diff_sources, format_text
+    from sdbake.schemas.errors import SdbakeError
 
     try:
         diff = diff_sources(args.a, args.b, args.overrides)

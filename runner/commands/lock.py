@@ -6,7 +6,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from runner.commands.run import add_recipe_options
+from sdbake.runner.commands.run import add_recipe_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_lock(args) -> int:
-    from runner.commands.run import prepare
-    from runner.execute import RunOptions, execute
-    from runner.lock import lock_document, lock_path, write_lock
+    from sdbake.runner.commands.run import prepare
+    from sdbake.runner.execute import RunOptions, execute
+    from sdbake.runner.lock import lock_document, lock_path, write_lock
 
     plan, store = prepare(args)
     result = execute(plan, store, RunOptions(quiet=True))
@@ -32,9 +32,9 @@ def run_lock(args) -> int:
 
 
 def run_verify(args) -> int:
-    from runner.commands.run import prepare
-    from runner.execute import RunOptions, execute
-    from runner.lock import lock_differences, lock_document, lock_path, read_lock
+    from sdbake.runner.commands.run import prepare
+    from sdbake.runner.execute import RunOptions, execute
+    from sdbake.runner.lock import lock_differences, lock_document, lock_path, read_lock
 
     locked = read_lock(lock_path(Path(args.recipe)))
     with tempfile.TemporaryDirectory() as scratch:

@@ -20,8 +20,8 @@ def register(subparsers) -> None:
 
 
 def hash_handler(args: argparse.Namespace) -> int:
-    from runner.models.hashing import sha256_file, short_hash
-    from schemas.errors import ModelError
+    from sdbake.runner.models.hashing import sha256_file, short_hash
+    from sdbake.schemas.errors import ModelError
     for path in args.files:
         if not path.is_file():
             raise ModelError("not a file", file=str(path))
@@ -31,9 +31,9 @@ def hash_handler(args: argparse.Namespace) -> int:
 
 
 def ls_handler(args: argparse.Namespace) -> int:
-    from runner.models.hashing import cached_sha256, short_hash
-    from runner.models.search import FOLDER_KINDS, list_folder, load_search_config
-    from schemas.errors import ModelError
+    from sdbake.runner.models.hashing import cached_sha256, short_hash
+    from sdbake.runner.models.search import FOLDER_KINDS, list_folder, load_search_config
+    from sdbake.schemas.errors import ModelError
     if args.kind is not None and args.kind not in FOLDER_KINDS:
         raise ModelError(f"unknown kind {args.kind!r} (known: {', '.join(FOLDER_KINDS)})")
     search = load_search_config()

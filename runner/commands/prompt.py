@@ -50,7 +50,7 @@ def _warn(warnings) -> None:
 
 
 def schedule_handler(args: argparse.Namespace) -> int:
-    from stages.prompts.parser import schedule_with_warnings, split_and
+    from sdbake.stages.prompts.parser import schedule_with_warnings, split_and
     parts, warnings = [], []
     for text, weight in split_and(args.prompt):
         entries, text_warnings = schedule_with_warnings(text, args.steps, args.hires_steps)
@@ -75,7 +75,7 @@ def schedule_handler(args: argparse.Namespace) -> int:
 
 
 def weights_handler(args: argparse.Namespace) -> int:
-    from stages.prompts.parser import weights_with_warnings
+    from sdbake.stages.prompts.parser import weights_with_warnings
     pieces, warnings = weights_with_warnings(args.prompt)
     _warn(warnings)
     if args.json:
@@ -91,9 +91,8 @@ def weights_handler(args: argparse.Namespace) -> int:
 
 def load_tokenizer(model: Path | None):
     """The model's CLIP tokenizer when `model` is a diffusers folder, else the SD1.x one we ship."""
+    from sdbake.schemas.errors import ModelError
     from transformers import CLIPTokenizer
-
-    from schemas.errors import ModelError
     if model is not None:
         if not model.exists():
             raise ModelError("model not found", file=str(model))
@@ -104,8 +103,8 @@ def load_tokenizer(model: Path | None):
 
 
 def tokens_handler(args: argparse.Namespace) -> int:
-    from stages.prompts.parser import schedule, split_and
-    from stages.prompts.tokens import CHUNK_LENGTH, preview
+    from sdbake.stages.prompts.parser import schedule, split_and
+    from sdbake.stages.prompts.tokens import CHUNK_LENGTH, preview
     tokenizer = load_tokenizer(args.model)
     texts: list[str] = []
     for text, _ in split_and(args.prompt):
@@ -124,8 +123,8 @@ def tokens_handler(args: argparse.Namespace) -> int:
 
 
 def expand_handler(args: argparse.Namespace) -> int:
-    from runner.models.search import load_search_config
-    from stages.prompts.wildcards import expand, expand_all
+    from sdbake.runner.models.search import load_search_config
+    from sdbake.stages.prompts.wildcards import expand, expand_all
     folders = list(args.wildcards) + load_search_config().folders.get("wildcards", [])
     if args.combinatorial:
         limit = args.count if args.count > 1 else None

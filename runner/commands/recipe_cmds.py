@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_validate(args) -> int:
     from pathlib import Path
 
-    from schemas.errors import SdbakeError
-    from schemas.loader import RECIPE_SUFFIXES, load_recipe
+    from sdbake.schemas.errors import SdbakeError
+    from sdbake.schemas.loader import RECIPE_SUFFIXES, load_recipe
 
     files = []
     for name in args.files:   # a folder stands for the recipes directly in it (`recipes/*` includes folders)
@@ -46,8 +46,8 @@ def run_validate(args) -> int:
 
 
 def run_canonical(args) -> int:
-    from runner.sources import load_any
-    from schemas.canonical import dumps
+    from sdbake.runner.sources import load_any
+    from sdbake.schemas.canonical import dumps
 
     loaded = load_any(args.file, args.overrides)
     sys.stdout.write(dumps(loaded.recipe, args.format))
@@ -55,7 +55,7 @@ def run_canonical(args) -> int:
 
 
 def run_schema(args) -> int:
-    from schemas.jsonschema import recipe_json_schema
+    from sdbake.schemas.jsonschema import recipe_json_schema
 
     print(json.dumps(recipe_json_schema(), indent=2, sort_keys=True))
     return 0

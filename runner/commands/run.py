@@ -42,10 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def prepare(args):
     """Recipe -> plan and cache store, importing no torch."""
-    from runner.cache import CacheStore, default_cache_root
-    from runner.numerics import Numerics
-    from runner.plan import build_plan
-    from runner.sources import load_any
+    from sdbake.runner.cache import CacheStore, default_cache_root
+    from sdbake.runner.numerics import Numerics
+    from sdbake.runner.plan import build_plan
+    from sdbake.runner.sources import load_any
 
     loaded = load_any(args.recipe, args.overrides)
     recipe = loaded.recipe
@@ -60,8 +60,8 @@ def prepare(args):
 
 def _sweep_source(args):
     """The recipe as loaded when it (or --matrix) declares sweep axes, else None."""
-    from runner.sources import load_any
-    from runner.sweep.matrix import has_matrix
+    from sdbake.runner.sources import load_any
+    from sdbake.runner.sweep.matrix import has_matrix
     loaded = load_any(args.recipe, args.overrides)
     return loaded if has_matrix(loaded, args.matrix) else None
 
@@ -71,11 +71,11 @@ def _output_root(args, recipe) -> Path:
 
 
 def run_command(args) -> int:
-    from runner.execute import RunOptions, execute
+    from sdbake.runner.execute import RunOptions, execute
 
     sweep = _sweep_source(args)
     if sweep is not None:
-        from runner.sweep.run import run_sweep
+        from sdbake.runner.sweep.run import run_sweep
         result = run_sweep(args.recipe, output_root=_output_root(args, sweep.recipe), cache_dir=args.cache_dir,
                            no_cache=args.no_cache, overrides=args.overrides, cli_matrix=args.matrix,
                            device=args.device, dtype=args.dtype, quiet=args.quiet)
@@ -83,12 +83,12 @@ def run_command(args) -> int:
             print(path)
         return 0
 
-    from runner.sources import IMAGE_SUFFIXES
+    from sdbake.runner.sources import IMAGE_SUFFIXES
     plan, store = prepare(args)
     from_image = Path(args.recipe) if Path(args.recipe).suffix.lower() in IMAGE_SUFFIXES else None
     if args.locked:
-        from runner.lock import lock_differences, lock_document, lock_path, read_lock
-        from schemas.errors import LockError
+        from sdbake.runner.lock import lock_differences, lock_document, lock_path, read_lock
+        from sdbake.schemas.errors import LockError
         problems = lock_differences(read_lock(lock_path(Path(args.recipe))), lock_document(plan))
         if problems:
             for line in problems:
@@ -101,17 +101,17 @@ def run_command(args) -> int:
     for status, path in written:
         print(f"{status}\t{path}")
     if from_image is not None:
-        from runner.sources import report_reproduction
+        from sdbake.runner.sources import report_reproduction
         return report_reproduction(from_image, written)
     return 0
 
 
 def plan_command(args) -> int:
-    from runner.explain import explain_miss
+    from sdbake.runner.explain import explain_miss
 
     sweep = _sweep_source(args)
     if sweep is not None:
-        from runner.sweep.run import plan_sweep
+        from sdbake.runner.sweep.run import plan_sweep
         for line in plan_sweep(args.recipe, overrides=args.overrides, cli_matrix=args.matrix,
                                output_root=_output_root(args, sweep.recipe), cache_dir=args.cache_dir,
                                device=args.device, dtype=args.dtype).lines():

@@ -15,9 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_show(args) -> int:
-    from schemas.errors import InputFileError
-    from stages.output.infotext import parse_infotext
-    from stages.output.metadata import read_metadata
+    from sdbake.schemas.errors import InputFileError
+    from sdbake.stages.output.infotext import parse_infotext
+    from sdbake.stages.output.metadata import read_metadata
 
     path = Path(args.image)
     infotext, sdbake_json = read_metadata(path)

@@ -1,7 +1,7 @@
 """Model handling: offline loading, file hashes, search folders, the in-process registry, LoRA.
 
 `hashing` and `search` import no torch; import `loading`, `registry` and `lora` only where torch is
-needed (`from runner.models.loading import load_model`).
+needed (`from sdbake.runner.models.loading import load_model`).
 """
 import os
 

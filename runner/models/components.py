@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-
-from schemas.errors import ModelError
+from sdbake.schemas.errors import ModelError
 
 IGNORED_EXTRA_KEYS = ("position_ids",)    # old CLIP checkpoints store this buffer; modules rebuild it
 

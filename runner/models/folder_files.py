@@ -5,9 +5,8 @@ import json
 from pathlib import Path
 
 import torch
-
-from runner.models.checkpoint_files import read_state_dict, refuse_pickle
-from schemas.errors import ModelError
+from sdbake.runner.models.checkpoint_files import read_state_dict, refuse_pickle
+from sdbake.schemas.errors import ModelError
 
 # diffusers names its weights diffusion_pytorch_model.*, transformers model.* (pickles: pytorch_model.bin).
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from runner.models import components, single_file
-from runner.models.checkpoint_files import read_state_dict, require_file
-from runner.models.folder_files import component_weight_files, read_component_weights
-from runner.models.hashing import sha256_file
-from schemas.errors import ModelError
+from sdbake.runner.models import components, single_file
+from sdbake.runner.models.checkpoint_files import read_state_dict, require_file
+from sdbake.runner.models.folder_files import component_weight_files, read_component_weights
+from sdbake.runner.models.hashing import sha256_file
+from sdbake.schemas.errors import ModelError
 
 SCHEDULER_KEYS = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps")
 

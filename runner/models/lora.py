@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from runner.models.checkpoint_files import read_state_dict
-from runner.models.loading import LoadedModel
-from schemas.errors import ModelError
+from sdbake.runner.models.checkpoint_files import read_state_dict
+from sdbake.runner.models.loading import LoadedModel
+from sdbake.schemas.errors import ModelError
 
 ADAPTER_PREFIX = "sdbake_lora_"
 # One LoRA'd layer = one "down" matrix, whatever the file's naming scheme (kohya, old diffusers, PEFT).

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from runner.models.hashing import sha256_file
-from runner.models.loading import LoadedModel, default_dtype, load_model, model_weight_files
+from sdbake.runner.models.hashing import sha256_file
+from sdbake.runner.models.loading import LoadedModel, default_dtype, load_model, model_weight_files
 
 DEFAULT_MAX_MODELS = 2
 

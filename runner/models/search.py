@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.errors import ModelError
+from sdbake.schemas.errors import ModelError
 
 try:
     import tomllib

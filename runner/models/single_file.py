@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
-from runner.models.checkpoint_files import (
+from sdbake.runner.models.checkpoint_files import (
     SDXL_TEXT2_PREFIX,
     UNET_PREFIX,
     V_PREDICTION_MARKER,

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
-
-from runner.sweep.ranges import SearchReplace, parse_axis, parse_str_axis, prompt_sr
-from schemas.errors import RecipeError
-from schemas.recipe import Defaults, ModelEntry, Recipe
-from schemas.resolve import default_stage_ids
-from schemas.stages import STAGE_TYPES
+from sdbake.runner.sweep.ranges import SearchReplace, parse_axis, parse_str_axis, prompt_sr
+from sdbake.schemas.errors import RecipeError
+from sdbake.schemas.recipe import Defaults, ModelEntry, Recipe
+from sdbake.schemas.resolve import default_stage_ids
+from sdbake.schemas.stages import STAGE_TYPES
 
 PROMPT_SR = "prompt_sr"
 COMBINATORIAL = "@combinatorial"
@@ -195,7 +194,7 @@ def _combinatorial_values(document: dict, path: tuple[str, ...], key: str, folde
 
 
 def _wildcard_dirs(folder: Path | None) -> list[Path]:
-    from runner.models.search import load_search_config  # the same folders as the plan uses
+    from sdbake.runner.models.search import load_search_config  # the same folders as the plan uses
     return [(folder or Path(".")) / "wildcards", *load_search_config().folders["wildcards"]]
 
 

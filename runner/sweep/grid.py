@@ -142,7 +142,7 @@ def draw_grid(images: list[list[Image.Image | None]], x_labels: list[str], y_lab
 
 def grid_infotext(base_infotext: str | None, axes: list[tuple[str, str, list[str]]], z_value: str | None) -> str:
     """The first cell's infotext with the axes appended, as A1111 writes "X Type: ..., X Values: ..."."""
-    from stages.output.infotext import quote
+    from sdbake.stages.output.infotext import quote
     fields = ["Script: X/Y/Z plot"]
     for name, key, labels in axes:
         fields.append(f"{name} Type: {quote(key)}")
@@ -156,7 +156,7 @@ def grid_infotext(base_infotext: str | None, axes: list[tuple[str, str, list[str
 
 def encode_grid_png(grid: Image.Image, infotext: str, axes_document: dict) -> bytes:
     """PNG bytes carrying the infotext (`parameters`) and an sdbake JSON listing the axes."""
-    from stages.output.metadata import encode_image
+    from sdbake.stages.output.metadata import encode_image
     # keys keep their order: the matrix's key order is the X, Y, Z order
     sdbake_json = json.dumps(axes_document, ensure_ascii=False, separators=(",", ":"))
     return encode_image(grid, "png", infotext, sdbake_json)

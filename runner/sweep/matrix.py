@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.sweep.axes import PROMPT_FIELDS, Axis, apply_value, build_axis, stage_index
-from schemas.errors import RecipeError, SdbakeError
-from schemas.loader import LoadedRecipe, apply_overrides, parse_document, validate_document
-from schemas.positions import Positions
-from schemas.stages import STAGE_TYPES
+from sdbake.runner.sweep.axes import PROMPT_FIELDS, Axis, apply_value, build_axis, stage_index
+from sdbake.schemas.errors import RecipeError, SdbakeError
+from sdbake.schemas.loader import LoadedRecipe, apply_overrides, parse_document, validate_document
+from sdbake.schemas.positions import Positions
+from sdbake.schemas.stages import STAGE_TYPES
 
 AXIS_NAMES = ("X", "Y", "Z")
 SAVE_GRID = "save_grid"
@@ -195,7 +195,7 @@ def document_of(loaded: LoadedRecipe, overrides: list[str] = ()) -> tuple[dict, 
     the stages, so a `defaults.*` axis there changes nothing: use a `stages.<id>.*` key instead."""
     if loaded.path.suffix.lower() in (".toml", ".yaml", ".yml") and loaded.path.is_file():
         return read_document(loaded.path, overrides)
-    from schemas.canonical import canonical_dict
+    from sdbake.schemas.canonical import canonical_dict
     return canonical_dict(loaded.recipe), loaded.positions, str(loaded.path)
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from schemas.errors import RecipeError
+from sdbake.schemas.errors import RecipeError
 
 # One bound of a range. The float form allows any single character after the integer part (see above).
 _INT = r"[+-]?\s*\d+"

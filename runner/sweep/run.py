@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.sweep.axes import Axis
-from runner.sweep.grid import draw_grid, encode_grid_png, grid_infotext
-from runner.sweep.matrix import AXIS_NAMES, Point, Sweep, load_sweep
-from schemas.errors import RecipeError, SdbakeError
-from schemas.loader import LoadedRecipe
+from sdbake.runner.sweep.axes import Axis
+from sdbake.runner.sweep.grid import draw_grid, encode_grid_png, grid_infotext
+from sdbake.runner.sweep.matrix import AXIS_NAMES, Point, Sweep, load_sweep
+from sdbake.schemas.errors import RecipeError, SdbakeError
+from sdbake.schemas.loader import LoadedRecipe
 
 SweepSource = Sweep | LoadedRecipe | str | Path
 
@@ -72,7 +72,7 @@ def _as_sweep(source: SweepSource, overrides: list[str], cli_matrix: list[str] |
 def point_plans(sweep: Sweep, output_root: Path | str | None = None, device: str | None = None,
                 dtype: str | None = None, threads: int | None = None) -> list:
     """The plan of every point (model, input file and save path problems surface here, with the point)."""
-    from runner.api import make_plan
+    from sdbake.runner.api import make_plan
     plans = []
     for point in sweep.points:
         try:
@@ -97,7 +97,7 @@ def plan_sweep(source: SweepSource, *, overrides: list[str] = (), cli_matrix: li
               if all(point_keys[n] == keys[0][n] for point_keys in keys)] if plans else []
     cached = None
     if cache_dir is not None:
-        from runner.cache import CacheStore
+        from sdbake.runner.cache import CacheStore
         store = CacheStore(Path(cache_dir))
         cached = sum(1 for key in distinct if store.has(key))
     return SweepPlan(len(sweep.points), stage_count, len(distinct), len(keys) * stage_count, shared, cached, keys)
@@ -118,7 +118,7 @@ def run_sweep(source: SweepSource, *, output_root: Path | str | None = None, cac
     """Render every point in run order, then write the grids (unless `save_grid = false`).
 
     `on_point(done, total, point, run_result)` is called after each point (progress, tests)."""
-    from runner.api import render
+    from sdbake.runner.api import render
     sweep = _as_sweep(source, overrides, cli_matrix)
     for point in sweep.points:
         if not any(stage.type == "save" for stage in point.loaded.recipe.stages):
@@ -154,7 +154,7 @@ def _json_value(value: Any) -> Any:
 
 
 def grid_name(sweep: Sweep, z_index: int | None) -> str:
-    from stages.output.names import sanitize_component
+    from sdbake.stages.output.names import sanitize_component
     stem = sanitize_component(sweep.name or "sweep")
     return f"{stem}-grid.png" if z_index is None else f"{stem}-grid-z{z_index + 1}.png"
 
@@ -162,9 +162,8 @@ def grid_name(sweep: Sweep, z_index: int | None) -> str:
 def write_grids(sweep: Sweep, runs: list[PointRun], output_root: Path) -> list[Path]:
     """One grid per Z value: `<name>-grid.png`, or `<name>-grid-z1.png`, `-z2`, ... with a Z axis."""
     from PIL import Image
-
-    from stages.output.metadata import read_metadata
-    from stages.output.writer import write_new_file
+    from sdbake.stages.output.metadata import read_metadata
+    from sdbake.stages.output.writer import write_new_file
     x_axis, y_axis, z_axis = (_axis(sweep.axes, n) for n in range(3))
     by_index = {run.point.index: run for run in runs}
     columns, rows = len(x_axis.values), len(y_axis.values) if y_axis else 1

@@ -14,8 +14,7 @@ from itertools import chain
 import numpy as np
 import torch
 from PIL import Image
-
-from schemas.errors import ModelError
+from sdbake.schemas.errors import ModelError
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from PIL import Image, PngImagePlugin
-
-from schemas.errors import InputFileError, OutputError
+from sdbake.schemas.errors import InputFileError, OutputError
 
 ImageFormat = Literal["png", "webp", "jpeg"]
 EXIF_IFD = 0x8769

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from schemas.errors import OutputError
+from sdbake.schemas.errors import OutputError
 
 # As A1111's sanitize_filename_part: these characters are refused by some filesystem, or are path
 # separators; each becomes `_`. All other control characters (0x00-0x1f, 0x7f) are added.

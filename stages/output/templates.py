@@ -44,8 +44,7 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
-
-from schemas.errors import OutputError
+from sdbake.schemas.errors import OutputError
 
 TEMPLATE_VARIABLES: dict[str, str] = {
     "name": "the recipe's name",

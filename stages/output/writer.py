@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from schemas.errors import OutputError
+from sdbake.schemas.errors import OutputError
 
 OnExists = Literal["number", "skip", "error"]
 WriteStatus = Literal["written", "identical", "skipped"]

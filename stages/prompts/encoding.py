@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
-from schemas.errors import ModelError
-from stages.prompts.parser import schedule_with_warnings, split_and
-from stages.prompts.tokens import COMMA_BACKTRACK, Chunk, chunk_prompt, embedding_triggers
+from sdbake.schemas.errors import ModelError
+from sdbake.stages.prompts.parser import schedule_with_warnings, split_and
+from sdbake.stages.prompts.tokens import COMMA_BACKTRACK, Chunk, chunk_prompt, embedding_triggers
 
 STATE_FORMAT = "sdbake.conditioning/1"
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")

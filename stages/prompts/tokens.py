@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from stages.prompts.parser import weights
+from sdbake.stages.prompts.parser import weights
 
 CHUNK_LENGTH = 75             # prompt tokens per chunk; BOS and EOS make it 77
 COMMA_BACKTRACK = 20          # A1111's default "prompt word wrap length limit" (comma_padding_backtrack)

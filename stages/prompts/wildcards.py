@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from schemas.errors import PromptError
+from sdbake.schemas.errors import PromptError
 
 WILDCARD_SUFFIXES = (".txt", ".json", ".yaml")
 
