@@ -69,3 +69,21 @@ def network_guard(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     return attempts
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny SDXL base: (diffusers folder, the same weights as an SGM single file)."""
+    import tiny_models
+    pin_torch_threads()
+    out = tmp_path_factory.mktemp("tiny-sdxl")
+    return tiny_models.save_tiny_sdxl(out / "tiny-sdxl", out / "tiny-sdxl.safetensors", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_refiner(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny SDXL refiner (second text encoder only, aesthetic score): (folder, single file)."""
+    import tiny_models
+    pin_torch_threads()
+    out = tmp_path_factory.mktemp("tiny-sdxl-refiner")
+    return tiny_models.save_tiny_sdxl_refiner(out / "tiny-refiner", out / "tiny-refiner.safetensors")

@@ -8,13 +8,6 @@ torch = pytest.importorskip("torch")
 from sdbake.runner.models.loading import load_model
 
 
-@pytest.fixture(scope="module")
-def tiny_sdxl(tmp_path_factory):
-    import tiny_models
-    out = tmp_path_factory.mktemp("tiny-sdxl")
-    return tiny_models.save_tiny_sdxl(out / "folder", out / "tiny-sdxl.safetensors")
-
-
 def test_sdxl_single_file_matches_folder(tiny_sdxl):
     folder, single = tiny_sdxl
     from_folder = load_model(folder)

@@ -31,8 +31,10 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>"):
                          pad_token=pad_token, model_max_length=77)   # as real SD folders say
 
 
-def build_tiny_pipeline(seed: int = 0):
-    """A StableDiffusionPipeline with random weights from `seed` (Euler scheduler, SD1.x betas)."""
+def build_tiny_pipeline(seed: int = 0, prediction_type: str = "epsilon", zero_snr: bool = False):
+    """A StableDiffusionPipeline with random weights from `seed` (Euler scheduler, SD1.x betas); a
+    v-prediction model (SD2.x 768-v style) with prediction_type="v_prediction", and with zero_snr its
+    scheduler config asks for the zero-terminal-SNR rescale (as v-pred fine-tunes' configs do)."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(seed)
@@ -40,7 +42,8 @@ def build_tiny_pipeline(seed: int = 0):
     vae = AutoencoderKL(**VAE_CONFIG)
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
     scheduler = EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                       beta_schedule="scaled_linear", steps_offset=1)
+                                       beta_schedule="scaled_linear", steps_offset=1,
+                                       prediction_type=prediction_type, rescale_betas_zero_snr=zero_snr)
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
@@ -147,6 +150,19 @@ def save_tiny_single_file(out: Path, seed: int = 0) -> Path:
     return out
 
 
+def save_tiny_vpred(folder: Path, single_file: Path | None = None, seed: int = 0,
+                    zero_snr: bool = False) -> Path:
+    """A tiny v-prediction SD model folder, and optionally the same weights as a single file carrying
+    the `v_pred` marker key (as ComfyUI saves v-prediction checkpoints)."""
+    pipe = build_tiny_pipeline(seed, prediction_type="v_prediction", zero_snr=zero_snr)
+    pipe.save_pretrained(str(folder))
+    if single_file is not None:
+        from safetensors.torch import save_file
+        state_dict = {k: v.contiguous() for k, v in export_ldm_state_dict(pipe).items()}
+        save_file({**state_dict, "v_pred": torch.tensor([])}, str(single_file))
+    return folder
+
+
 def save_tiny_vae_file(out: Path, seed: int = 0, *, ldm_layout: bool = True) -> Path:
     """A standalone VAE file (as vae-ft-mse-840000.safetensors is) for the tiny model."""
     from diffusers import AutoencoderKL
@@ -203,79 +219,16 @@ def save_tiny_lora(out: Path, unet=None, text_encoder=None, seed: int = 1, extra
     return out
 
 
-# --- SDXL: two text encoders, text_time embedding, SGM single-file layout ------------------------
+# --- SDXL family builders live in tiny_sdxl.py (re-exported here) --------------------------------
 
-SDXL_UNET_CONFIG = {"block_out_channels": (32, 64), "layers_per_block": 1, "cross_attention_dim": 64,
-                    "attention_head_dim": (2, 4), "sample_size": 8, "transformer_layers_per_block": (1, 2),
-                    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-                    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"), "use_linear_projection": True,
-                    "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
-                    "projection_class_embeddings_input_dim": 6 * 8 + 32}
-SDXL_TEXT_CONFIG = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                    "vocab_size": 49408, "max_position_embeddings": 77}
+from tiny_sdxl import (  # below the SD1 helpers: tiny_sdxl builds on them
+    build_tiny_sdxl_pipeline,
+    build_tiny_sdxl_refiner,
+    export_sgm_state_dict,
+    save_tiny_sdxl,
+    save_tiny_sdxl_inpaint,
+    save_tiny_sdxl_refiner,
+)
 
-
-def build_tiny_sdxl_pipeline(seed: int = 0):
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
-    vae = AutoencoderKL(**VAE_CONFIG)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**SDXL_TEXT_CONFIG, hidden_act="quick_gelu"))
-    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_CONFIG, hidden_act="gelu",
-                                                                projection_dim=32))
-    tokenizer = clip_tokenizer()
-    tokenizer_2 = clip_tokenizer(pad_token="!")      # SDXL's OpenCLIP tokenizer pads with "!"
-    scheduler = EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                       beta_schedule="scaled_linear", steps_offset=1)
-    return StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                                     tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler)
-
-
-def open_clip_to_sgm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CLIPTextModelWithProjection weights under OpenCLIP's names (fused q/k/v as in_proj)."""
-    direct = {"text_model.embeddings.position_embedding.weight": "positional_embedding",
-              "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
-              "text_model.final_layer_norm.weight": "ln_final.weight",
-              "text_model.final_layer_norm.bias": "ln_final.bias"}
-    out = {"text_projection": state_dict["text_projection.weight"].T.contiguous()}
-    fused: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        if key in direct:
-            out[direct[key]] = value
-        elif m := re.match(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", key):
-            fused.setdefault(f"transformer.resblocks.{m[1]}.attn.in_proj_{m[3]}", {})[m[2]] = value
-        elif m := re.match(r"text_model\.encoder\.layers\.(\d+)\.(.*)", key):
-            rest = (m[2].replace("self_attn.", "attn.").replace("layer_norm1", "ln_1").replace("layer_norm2", "ln_2")
-                    .replace("mlp.fc1", "mlp.c_fc").replace("mlp.fc2", "mlp.c_proj"))
-            out[f"transformer.resblocks.{m[1]}.{rest}"] = value
-    for key, parts in fused.items():
-        out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
-    return out
-
-
-def export_sgm_state_dict(pipe) -> dict[str, torch.Tensor]:
-    unet_config = pipe.unet.config
-    with_attention = {i for i, t in enumerate(unet_config.up_block_types) if "CrossAttn" in t}
-    unet = unet_to_ldm(pipe.unet.state_dict(), unet_config.layers_per_block, with_attention)
-    vae = vae_to_ldm(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels))
-    text = {("" if k.startswith("text_model.") else "text_model.") + k: v
-            for k, v in pipe.text_encoder.state_dict().items()}
-    text_2 = open_clip_to_sgm(pipe.text_encoder_2.state_dict())
-    return {**{f"model.diffusion_model.{k}": v for k, v in unet.items()},
-            **{f"first_stage_model.{k}": v for k, v in vae.items()},
-            **{f"conditioner.embedders.0.transformer.{k}": v for k, v in text.items()},
-            **{f"conditioner.embedders.1.model.{k}": v for k, v in text_2.items()}}
-
-
-def save_tiny_sdxl(folder: Path, single_file: Path, seed: int = 0) -> tuple[Path, Path]:
-    from safetensors.torch import save_file
-    pipe = build_tiny_sdxl_pipeline(seed)
-    pipe.save_pretrained(str(folder))
-    save_file({k: v.contiguous() for k, v in export_sgm_state_dict(pipe).items()}, str(single_file))
-    return folder, single_file
+__all__ = ["build_tiny_sdxl_pipeline", "build_tiny_sdxl_refiner", "export_sgm_state_dict", "save_tiny_sdxl",
+           "save_tiny_sdxl_inpaint", "save_tiny_sdxl_refiner"]
