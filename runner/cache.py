@@ -30,7 +30,7 @@ from typing import Any
 ENTRY_FORMAT = 1
 
 
-def default_cache_root(recipe_folder: Path | None = None) -> Path:
+def default_cache_root() -> Path:
     env = os.environ.get("SDBAKE_CACHE")
     if env:
         return Path(env).expanduser()
@@ -73,12 +73,6 @@ class Entry:
             return {}
         from safetensors.torch import load_file
         return load_file(str(path), device=device)
-
-
-@dataclass
-class CorruptEntry(Exception):
-    key: str
-    reason: str
 
 
 @dataclass

@@ -10,8 +10,6 @@ from sdbake.runner.models.hashing import sha256_file, short_hash
 from sdbake.runner.models.search import resolve_model_file
 from sdbake.schemas.recipe import LoraRef, ModelEntry
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
-
 
 def folder_sha256(folder: Path) -> str:
     """A diffusers folder's identity: sha256 over its files' relative paths and sha256s."""

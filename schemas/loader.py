@@ -186,14 +186,14 @@ def _allowed_keys(path: tuple, document: dict) -> list[str]:
             model, BaseModel) and isinstance(part, str) and part in model.model_fields else model
         node = node.get(part) if isinstance(node, dict) else (
             node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
-        model = _unwrap(annotation, node, part)
+        model = _unwrap(annotation, node)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
 
 
-def _unwrap(annotation: Any, node: Any, part: Any) -> Any:
-    """The type that the value at `part` is validated against: list/dict items, Optional, Annotated,
+def _unwrap(annotation: Any, node: Any) -> Any:
+    """The type that the value `node` is validated against: list/dict items, Optional, Annotated,
     and for a discriminated union the member whose `type`/`op` tag the value carries."""
     while True:
         origin = get_origin(annotation)

@@ -33,12 +33,6 @@ def mask_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy())[None]
 
 
-def tensor_to_pil(image: torch.Tensor) -> Image.Image:
-    """(3, H, W) in [0, 1] -> 8-bit RGB, as A1111 converts (255 * x, truncated)."""
-    from sdbake.stages.output.decode import to_pil
-    return to_pil(image[None])[0]
-
-
 # Above this many pixels the VAE works in tiles unless a stage says otherwise: a 2048x2048 decode
 # in one piece needs several GB of activations.
 AUTO_TILE_PIXELS = 1024 * 1024

@@ -1,24 +1,19 @@
 """Prompt encoding on a tiny CLIP text model: schedules, chunks, BREAK, emphasis, clip skip, AND,
-textual inversion and the cache round trip behave as A1111's conditioning does."""
+textual inversion and the cache round trip behave as A1111's conditioning does. Schedules and AND
+go through stages/conditioning.py, the path the sampling stages use."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from sdbake.runner.plan import embeddings_used
 from sdbake.schemas.errors import ModelError
-from sdbake.stages.prompts.encoding import (
-    TextEncoder,
-    cond_for_step,
-    encode_negative,
-    encode_prompt,
-    encode_text,
-    find_embedding_files,
-    schedule_from_state,
-    schedule_to_state,
-)
+from sdbake.stages.conditioning import encode_texts, guided_inputs, pack_memo, texts_of, unpack_memo
+from sdbake.stages.prompts.encoding import TextEncoder, encode_text
 from sdbake.stages.prompts.tokens import CHUNK_LENGTH, PLACEHOLDER_TOKEN, chunk_prompt
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -50,13 +45,28 @@ def token_ids(tokenizer, text):
     return tokenizer([text], truncation=False, add_special_tokens=False)["input_ids"][0]
 
 
-def test_prompt_edit_switches_conditioning_at_the_step_a1111_uses(encoder):
-    conditioning = encode_prompt(encoder, "[red:blue:10]", 20)
+@pytest.fixture
+def clip(tokenizer, text_model):
+    """What encode_texts reads of a loaded model."""
+    return SimpleNamespace(tokenizer=tokenizer, text_encoder=text_model)
+
+
+def conditioning(clip, prompt: str, negative: str = "", steps: int = 20):
+    """The sampling stages' per-call inputs for one image: call -> GuidedInputs."""
+    memo = encode_texts(clip, texts_of([prompt], [negative], [[steps, None]]), 1, {})
+    return guided_inputs([prompt], [negative], steps, None, memo, "cpu", torch.float32)
+
+
+def test_prompt_edit_switches_conditioning_at_the_step_a1111_uses(encoder, clip):
+    for_call = conditioning(clip, "[red:blue:10]")
     red, blue = encode_text(encoder, "red"), encode_text(encoder, "blue")
-    for step in range(20):
-        # A1111's denoiser takes the first entry with step <= end_at_step: "red" for steps 0..10
-        expected = red if step <= 10 else blue
-        assert torch.equal(cond_for_step(conditioning, step)[0], expected), step
+    for call in range(20):
+        # A1111's denoiser takes the first entry with call <= end_at_step: "red" for calls 0..10
+        expected = red if call <= 10 else blue
+        (cond, weight), = for_call(call).conds[0]
+        assert torch.equal(cond, expected) and weight == 1.0, call
+    # past the schedule's end the last entry stays (a second-order sampler's extra calls)
+    assert torch.equal(for_call(25).conds[0][0][0], blue)
     assert not torch.equal(red, blue)
 
 
@@ -160,57 +170,58 @@ def test_clip_skip_uses_an_earlier_layer_then_the_final_norm(tokenizer, text_mod
     assert not torch.equal(skipped, encode_text(TextEncoder(tokenizer, text_model), "red cat"))
 
 
-def test_and_gives_one_weighted_part_per_sub_prompt(encoder):
-    conditioning = encode_prompt(encoder, "red AND blue:0.5", 20)
-    assert conditioning.weights == [1.0, 0.5]
-    cond = cond_for_step(conditioning, 0)
-    assert cond.shape == (2, 77, 32)
-    assert torch.equal(cond[1], encode_text(encoder, "blue"))
+def test_and_gives_one_weighted_part_per_sub_prompt(encoder, clip):
+    conds = conditioning(clip, "red AND blue:0.5")(0).conds[0]
+    assert [weight for _, weight in conds] == [1.0, 0.5]
+    assert torch.equal(conds[0][0], encode_text(encoder, "red"))
+    assert torch.equal(conds[1][0], encode_text(encoder, "blue"))
 
 
-def test_and_parts_of_different_lengths_are_padded_with_their_last_vector(encoder):
+def test_and_parts_keep_their_own_length(encoder, clip):
+    # The denoiser runs contexts of different lengths as separate batches, so nothing is padded.
     long_text = " ".join(["cat"] * 80)
-    cond = cond_for_step(encode_prompt(encoder, f"red AND {long_text}", 20), 0)
-    assert cond.shape == (2, 154, 32)
-    red = encode_text(encoder, "red")
-    assert torch.equal(cond[0, :77], red)
-    assert torch.equal(cond[0, 77:], red[-1:].repeat(77, 1))
+    conds = conditioning(clip, f"red AND {long_text}")(0).conds[0]
+    assert [cond.shape for cond, _ in conds] == [(77, 32), (154, 32)]
+    assert torch.equal(conds[1][0], encode_text(encoder, long_text))
 
 
-def test_negative_prompt_is_scheduled_but_not_split_on_and(encoder):
-    negative = encode_negative(encoder, "[blurry:lowres:5] AND ugly", 20)
-    assert len(negative.parts) == 1
-    assert negative.texts == ("blurry AND ugly", "lowres AND ugly")
+def test_negative_prompt_is_scheduled_but_not_split_on_and(encoder, clip):
+    negative = "[blurry:lowres:5] AND ugly"
+    assert texts_of([], [negative], [[20, None]]) == ["blurry AND ugly", "lowres AND ugly"]
+    for_call = conditioning(clip, "cat", negative)
+    assert torch.equal(for_call(5).uncond[0], encode_text(encoder, "blurry AND ugly"))
+    assert torch.equal(for_call(6).uncond[0], encode_text(encoder, "lowres AND ugly"))
 
 
-def test_each_distinct_text_is_encoded_once(encoder, text_model):
+def test_each_distinct_text_is_encoded_once(clip, text_model):
+    prompt = "x AND [a|b] AND [a|b]"
+    texts = texts_of([prompt], [], [[20, None]])
+    assert texts == [" a", " b", "x"]
     calls = []
     hook = text_model.get_input_embeddings().register_forward_hook(lambda *args: calls.append(1))
     try:
-        conditioning = encode_prompt(encoder, "x AND [a|b] AND [a|b]", 20)
+        memo = encode_texts(clip, texts, 1, {})
+        assert encode_texts(clip, texts, 1, memo) is memo        # a full memo encodes nothing more
     finally:
         hook.remove()
-    assert conditioning.texts == ("x", " a", " b")
     assert len(calls) == 3
-    # alternation as A1111's denoiser picks it: steps 0 and 1 both use option 1, step 2 option 2
-    assert torch.equal(cond_for_step(conditioning, 0)[1], cond_for_step(conditioning, 1)[2])
-    assert not torch.equal(cond_for_step(conditioning, 1)[1], cond_for_step(conditioning, 2)[1])
+    for_call = guided_inputs([prompt], ["x"], 20, None, memo, "cpu", torch.float32)   # "x" as negative too
+    # alternation as A1111's denoiser picks it: calls 0 and 1 both use option 1, call 2 option 2
+    assert torch.equal(for_call(0).conds[0][1][0], for_call(1).conds[0][2][0])
+    assert not torch.equal(for_call(1).conds[0][1][0], for_call(2).conds[0][1][0])
 
 
-def test_schedule_round_trips_through_tensors_and_json(encoder, tmp_path):
-    conditioning = encode_prompt(encoder, "[red:blue:0.5] (cat:1.2) AND dog:0.7", 20)
-    tensors, meta = schedule_to_state(conditioning)
-    save_file(tensors, str(tmp_path / "cond.safetensors"))
-    (tmp_path / "cond.json").write_text(json.dumps(meta))
-    loaded = schedule_from_state(load_file(str(tmp_path / "cond.safetensors")),
-                                 json.loads((tmp_path / "cond.json").read_text()))
-    assert loaded.texts == conditioning.texts and loaded.parts == conditioning.parts
-    for step in range(20):
-        assert torch.equal(cond_for_step(loaded, step), cond_for_step(conditioning, step))
-
-
-def test_unparsed_prompt_warnings_reach_the_schedule(encoder):
-    assert encode_prompt(encoder, "a [b:c:5", 20).warnings
+def test_memo_round_trips_through_tensors_and_json(clip, tmp_path):
+    memo = encode_texts(clip, texts_of(["[red:blue:0.5] (cat:1.2) AND dog:0.7"], ["ugly"], [[20, None]]), 2, {})
+    tensors, meta = pack_memo(memo, 2)
+    save_file(tensors, str(tmp_path / "memo.safetensors"))
+    (tmp_path / "memo.json").write_text(json.dumps(meta))
+    packed = load_file(str(tmp_path / "memo.safetensors")), json.loads((tmp_path / "memo.json").read_text())
+    loaded = unpack_memo(packed, 2)
+    assert sorted(loaded) == sorted(memo)
+    assert all(torch.equal(loaded[text], memo[text]) for text in memo)
+    # a memo made with another clip skip is not reused
+    assert unpack_memo(packed, 1) == {}
 
 
 def write_embedding(folder: Path, name: str, vectors: torch.Tensor, key: str = "emb_params") -> Path:
@@ -223,7 +234,7 @@ def write_embedding(folder: Path, name: str, vectors: torch.Tensor, key: str = "
 def test_textual_inversion_vectors_replace_the_trigger_tokens(tokenizer, text_model, tmp_path):
     vectors = torch.randn(2, 32, generator=torch.Generator().manual_seed(1))
     write_embedding(tmp_path / "embeddings", "mystyle", vectors)
-    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path / "embeddings"]))
+    encoder = TextEncoder(tokenizer, text_model, embedding_files={"mystyle": tmp_path / "embeddings" / "mystyle.safetensors"})
     chunks, _ = chunk_prompt(tokenizer, "a mystyle cat", triggers=encoder.triggers(), vector_count=encoder.vector_count)
     assert chunks[0].tokens[:5] == [BOS, 320, PLACEHOLDER_TOKEN, PLACEHOLDER_TOKEN, 2368]
     assert chunks[0].embeddings == [(2, "mystyle", 2)]
@@ -232,14 +243,16 @@ def test_textual_inversion_vectors_replace_the_trigger_tokens(tokenizer, text_mo
     assert not torch.equal(with_embedding, encode_text(TextEncoder(tokenizer, text_model), "a mystyle cat"))
     assert torch.equal(encode_text(encoder, "a embedding:mystyle cat"), with_embedding)
     assert torch.equal(encode_text(encoder, "a MyStyle cat"), with_embedding)
-    assert encode_prompt(encoder, "a mystyle cat", 20).embeddings == ("mystyle",)
-    assert encode_prompt(encoder, "a cat", 20).embeddings == ()
+    # the plan finds the file the prompt triggers (the recipe folder's embeddings/), for the cache key
+    recipe = SimpleNamespace(folder=tmp_path)
+    assert embeddings_used(recipe, ["a mystyle cat"]) == {"mystyle": tmp_path / "embeddings" / "mystyle.safetensors"}
+    assert embeddings_used(recipe, ["a cat"]) == {}
 
 
 def test_textual_inversion_vectors_enter_the_transformer(tokenizer, text_model, tmp_path):
     vectors = torch.randn(1, 32, generator=torch.Generator().manual_seed(2))
-    write_embedding(tmp_path, "onevec", vectors, key="string_to_param.*")
-    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path]))
+    path = write_embedding(tmp_path, "onevec", vectors, key="string_to_param.*")
+    encoder = TextEncoder(tokenizer, text_model, embedding_files={"onevec": path})
     captured = {}
 
     def capture(module, args, kwargs):
@@ -255,8 +268,8 @@ def test_textual_inversion_vectors_enter_the_transformer(tokenizer, text_model, 
 
 
 def test_embedding_of_the_wrong_width_is_a_model_error(tokenizer, text_model, tmp_path):
-    write_embedding(tmp_path, "wide", torch.zeros(1, 768))
-    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path]))
+    path = write_embedding(tmp_path, "wide", torch.zeros(1, 768))
+    encoder = TextEncoder(tokenizer, text_model, embedding_files={"wide": path})
     with pytest.raises(ModelError, match="wide.safetensors"):
         encode_text(encoder, "a wide cat")
     assert encode_text(encoder, "a cat").shape == (77, 32)    # unused files are never opened
@@ -264,14 +277,14 @@ def test_embedding_of_the_wrong_width_is_a_model_error(tokenizer, text_model, tm
 
 def test_pickle_embedding_is_refused(tokenizer, text_model, tmp_path):
     (tmp_path / "old.pt").write_bytes(b"not read")
-    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path]))
+    encoder = TextEncoder(tokenizer, text_model, embedding_files={"old": tmp_path / "old.pt"})
     with pytest.raises(ModelError, match="pickle"):
         encode_text(encoder, "old")
 
 
 def test_embedding_that_does_not_fit_moves_to_the_next_chunk(tokenizer, text_model, tmp_path):
-    write_embedding(tmp_path, "fourvec", torch.zeros(4, 32))
-    encoder = TextEncoder(tokenizer, text_model, embedding_files=find_embedding_files([tmp_path]))
+    path = write_embedding(tmp_path, "fourvec", torch.zeros(4, 32))
+    encoder = TextEncoder(tokenizer, text_model, embedding_files={"fourvec": path})
     text = " ".join(["cat"] * 73) + " fourvec"
     chunks, _ = chunk_prompt(tokenizer, text, triggers=encoder.triggers(), vector_count=encoder.vector_count)
     assert [chunk.length for chunk in chunks] == [73, 4]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from sdbake.schemas.errors import InputFileError
@@ -29,14 +28,6 @@ def load_pixels(data: bytes, label: str) -> np.ndarray:
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise InputFileError(f"not a readable image ({err})", file=label) from None
-
-
-def read_pixels(path: Path) -> np.ndarray:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise InputFileError(f"cannot read image: {err.strerror or err}", file=str(path)) from None
-    return load_pixels(data, str(path))
 
 
 def psnr(golden: np.ndarray, new: np.ndarray) -> float:

@@ -130,6 +130,3 @@ def plan_command(args) -> int:
         print(line)
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(1)

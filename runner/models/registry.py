@@ -87,10 +87,3 @@ def default_registry() -> ModelRegistry:
     if _default_registry is None:
         _default_registry = ModelRegistry()
     return _default_registry
-
-
-def set_default_max_models(max_models: int) -> None:
-    registry = default_registry()
-    registry.max_models = max_models
-    while len(registry._models) > max_models:
-        registry._models.popitem(last=False)
