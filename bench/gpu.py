@@ -298,11 +298,11 @@ def hires_row(pipe, model_dir: Path, work: Path, settings: Settings, meter: Mete
 
 
 def decode_row(pipe, settings: Settings, meter: Meter) -> Row:
-    from sdbake.stages.images import vae_decode
+    from sdbake.stages.vae import VaeOptions, vae_decode
     side = settings.decode_size // pipe.vae_scale_factor
     latent = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(3)).to(settings.device)
     retried = []
-    _, seconds, peak = meter.measure(lambda: retried.append(vae_decode(pipe.vae, latent, tiled=True)[1]))
+    _, seconds, peak = meter.measure(lambda: retried.append(vae_decode(pipe, latent, VaeOptions(tiled=True))[1]))
     note = "tiled; " + ("NaN in fp16: decoded again in float32" if any(retried) else "no float32 retry")
     if peak is not None:
         note += f"; {'fits' if peak <= 12 else 'does NOT fit'} in 12 GB"

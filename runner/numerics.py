@@ -36,7 +36,7 @@ class Numerics:
     dtype: str               # "float32" | "float16" | "bfloat16"
     threads: int
     compile: bool = False
-    vae_fp32: bool = False   # --no-half-vae: decode in float32 on fp16/bf16 runs
+    vae_fp32: bool = False   # --no-half-vae: every VAE encode and decode in float32 on fp16/bf16 runs
     channels_last: bool = False
 
     @classmethod

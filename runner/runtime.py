@@ -57,6 +57,10 @@ class Runtime:
                             channels_last=self.plan.numerics.channels_last)
         return loaded if unet is loaded.unet else dataclasses.replace(loaded, unet=unet)
 
+    def upscaler_model(self, path):
+        from sdbake.runner.models.registry import default_registry
+        return default_registry().get_upscaler(path, self.device)
+
     def model_info(self, inv: Invocation) -> dict:
         name = getattr(inv.stage, "model", None) or next(iter(self.plan.models), None)
         files = self.plan.models.get(name) if name else None
@@ -73,12 +77,14 @@ class Runtime:
     def context(self, inv: Invocation) -> StageContext:
         return StageContext(
             stage_id=inv.id, device=self.device, dtype=self.dtype,
-            model=lambda name: self.model(inv, name), files=inv.files, prompts=list(inv.prompts),
+            model=lambda name: self.model(inv, name), upscaler_model=self.upscaler_model,
+            files=inv.files, prompts=list(inv.prompts),
             negatives=list(inv.negatives), schedule_steps=inv.schedule_steps, outputs=inv.outputs,
             model_info=self.model_info(inv), recipe_json=recipe_json(self.plan),
             recipe_folder=self.plan.loaded.folder, progress=self.console.progress, warn=self.console.warn,
+            vae_fp32=self.plan.numerics.vae_fp32,
             extra={"stage_keys": self.stage_keys, "output_root": self.plan.output_root,
-                   "embedding_files": self.plan.embedding_files, "no_half_vae": self.plan.numerics.vae_fp32})
+                   "embedding_files": self.plan.embedding_files})
 
     def run_stage(self, inv: Invocation, state: State | None) -> tuple[State, dict[str, bytes]]:
         module = importlib.import_module(STAGE_MODULES[inv.stage.type])

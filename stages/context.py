@@ -16,6 +16,7 @@ class StageContext:
     device: str
     dtype: Any                                        # torch.dtype of the models
     model: Callable[[str], Any]                       # [models] entry name -> loaded model (LoRAs applied)
+    upscaler_model: Callable[[Path], Any] = None      # upscaler file -> loaded upscaler (the runner's registry)
     files: dict[str, Path] = field(default_factory=dict)   # param name -> resolved file it reads
     prompts: list[str] = field(default_factory=list)       # resolved prompt overrides, one per image
     negatives: list[str] = field(default_factory=list)
@@ -27,6 +28,7 @@ class StageContext:
     progress: Callable[[int, int], None] = lambda done, total: None
     warn: Callable[[str], None] = print
     side_files: dict[str, bytes] = field(default_factory=dict)   # written under the output root + cached
+    vae_fp32: bool = False                                  # --no-half-vae: every VAE pass in float32
     extra: dict = field(default_factory=dict)
 
     def emit_file(self, relative_path: str, data: bytes) -> None:

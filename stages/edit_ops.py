@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageColor, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageColor, ImageEnhance, ImageFilter
 from sdbake.schemas.errors import InputFileError
 from sdbake.schemas.stages import AdjustOp, BlurOp, FillOp, ImageOp, PasteOp
-from sdbake.stages.images import open_image
+from sdbake.stages.images import draw_rects, open_image, read_mask
 
 
 def _color(value) -> tuple[int, int, int]:
@@ -19,14 +19,6 @@ def _color(value) -> tuple[int, int, int]:
         return ImageColor.getrgb(value)[:3]
     except ValueError:
         raise InputFileError(f"unknown colour {value!r} (use '#rrggbb', a CSS colour name or [r, g, b])") from None
-
-
-def _mask_file(path: Path, size: tuple[int, int], warn) -> Image.Image:
-    mask = open_image(path, "mask").convert("L")
-    if mask.size != size:
-        warn(f"mask {path.name} is {mask.size[0]}x{mask.size[1]}: resized to {size[0]}x{size[1]}")
-        mask = mask.resize(size, Image.BILINEAR)
-    return mask
 
 
 def _shift_hue(image: Image.Image, degrees: float) -> Image.Image:
@@ -43,7 +35,7 @@ def apply_op(image: Image.Image, op, files: dict[str, Path], index: int, warn) -
         alpha = patch.getchannel("A")
         if op.mask:
             alpha = Image.fromarray(np.minimum(np.asarray(alpha), np.asarray(
-                _mask_file(files[f"ops.{index}.mask"], patch.size, warn))))
+                read_mask(files[f"ops.{index}.mask"], patch.size, warn))))
         if op.alpha < 1.0:
             alpha = alpha.point(lambda v: int(v * op.alpha))
         result = image.copy()
@@ -65,11 +57,9 @@ def apply_op(image: Image.Image, op, files: dict[str, Path], index: int, warn) -
     if isinstance(op, FillOp):
         colour = _color(op.color)
         if op.mask:
-            region = _mask_file(files[f"ops.{index}.mask"], image.size, warn)
+            region = read_mask(files[f"ops.{index}.mask"], image.size, warn)
         else:
-            region = Image.new("L", image.size, 0 if op.rect else 255)
-            if op.rect:
-                x, y, w, h = op.rect
-                ImageDraw.Draw(region).rectangle([x, y, x + w - 1, y + h - 1], fill=255)
+            region = draw_rects(Image.new("L", image.size, 0), [op.rect]) if op.rect else \
+                Image.new("L", image.size, 255)
         return Image.composite(Image.new("RGB", image.size, colour), image, region)
     raise TypeError(f"unknown op {op!r}")

@@ -6,8 +6,9 @@ from PIL import Image
 from sdbake.schemas.stages import EncodeParams
 from sdbake.stages.conditioning import encode_texts, pack_memo, texts_of
 from sdbake.stages.context import StageContext
-from sdbake.stages.images import open_image, pil_to_tensor, vae_encode
+from sdbake.stages.images import open_image, pil_to_tensor
 from sdbake.stages.state import State
+from sdbake.stages.vae import VaeOptions, vae_encode
 
 
 def run(p: EncodeParams, state: State, ctx: StageContext) -> State:
@@ -22,7 +23,7 @@ def run(p: EncodeParams, state: State, ctx: StageContext) -> State:
             ctx.warn(f"init image is {init.size[0]}x{init.size[1]}: resized to {p.width}x{p.height}")
             init = init.convert("RGB").resize((p.width, p.height), Image.LANCZOS)
         pixels = pil_to_tensor(init)[None].expand(len(seeds), -1, -1, -1)
-        latent = vae_encode(model.vae, pixels).cpu()
+        latent = vae_encode(model, pixels, VaeOptions(fp32=ctx.vae_fp32)).cpu()
         kind = "image"
     else:
         latent = torch.zeros(len(seeds), model.latent_channels, p.height // factor, p.width // factor)

@@ -9,11 +9,11 @@ import torch
 from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import LATENT_UPSCALERS, HiresParams
 from sdbake.stages.context import StageContext
-from sdbake.stages.images import pil_to_tensor, vae_decode, vae_encode
-from sdbake.stages.output.decode import to_pil
-from sdbake.stages.sampling import run_sampler, sampling_setup
+from sdbake.stages.images import pil_to_tensor, to_pil
+from sdbake.stages.sampler_run import guidance, run_sampler, sampling_setup
 from sdbake.stages.state import State
-from sdbake.stages.upscale import A1111_NAMES, upscale_latent, upscale_pil
+from sdbake.stages.upscale import A1111_NAMES, upscale_latent, upscale_pil, upscale_with_model
+from sdbake.stages.vae import vae_decode, vae_encode, vae_options
 
 
 def hires_total_steps(steps: int, denoise: float) -> int:
@@ -23,15 +23,15 @@ def hires_total_steps(steps: int, denoise: float) -> int:
 def upscale(p: HiresParams, state: State, model, width: int, height: int, ctx: StageContext) -> torch.Tensor:
     if p.upscaler in LATENT_UPSCALERS:
         return upscale_latent(state.latent.to(ctx.device), width, height, p.upscaler, model.vae_scale_factor)
+    options = vae_options(state, ctx, tiled=p.tiled)
     images = state.image if state.image is not None else vae_decode(
-        model.vae, state.latent.to(ctx.device), warn=ctx.warn, tiled=p.tiled, scale_factor=model.vae_scale_factor)[0]
+        model, state.latent.to(ctx.device), options, warn=ctx.warn)[0]
     if "upscaler" in ctx.files:
-        from sdbake.stages.upscaler_model import upscale_with_model
-        pictures = upscale_with_model(ctx.files["upscaler"], images, width, height, ctx.device)
+        pictures = upscale_with_model(ctx.upscaler_model(ctx.files["upscaler"]), images, width, height)
     else:
         pictures = [upscale_pil(picture, width, height, p.upscaler) for picture in to_pil(images)]
     pixels = torch.stack([pil_to_tensor(picture) for picture in pictures])
-    return vae_encode(model.vae, pixels, tiled=p.tiled).to(ctx.device)
+    return vae_encode(model, pixels, options).to(ctx.device)
 
 
 def run(p: HiresParams, state: State, ctx: StageContext) -> State:
@@ -46,12 +46,9 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
     start = total - p.steps
     noise = setup.new_noise(state.seeds, latent.shape[1:], ctx.device)
     x = latent + noise.draw().to(ctx.device) * setup.sigmas[start]
-    prompts = list(ctx.prompts or state.prompts)
-    negatives = list(ctx.negatives or state.negatives)
     base_steps = next((r["Steps"] for r in reversed(state.provenance) if r["type"] == "sample"), p.steps)
-    x, _, _ = run_sampler(setup, model, x, start, total, cfg=p.cfg, prompts=prompts, negatives=negatives,
-                          embeddings=state.embeddings, clip_skip=state.clip_skip, noise=noise, carry=None,
-                          model_calls=0, schedule_steps=base_steps, hires_steps=p.steps, ctx=ctx)
+    g = guidance(state, ctx, p.cfg, base_steps, hires_steps=p.steps)
+    x, _, _ = run_sampler(setup, model, x, start, total, g, ctx, noise=noise)
     record = {"stage": ctx.stage_id, "type": "hires", "Hires upscale": p.scale if not (p.width or p.height)
               else None, "Hires resize": f"{width}x{height}" if (p.width or p.height) else None,
               "Hires steps": p.steps, "Hires upscaler": A1111_NAMES.get(p.upscaler, p.upscaler),
@@ -63,5 +60,5 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
     return state.evolve(latent=x.float().cpu(), latent_kind="sampled", position=None, carry=None, noise=None,
                         sampler=None, model_calls=0, image=None, width=width, height=height, model=p.model,
                         vae_tiled=p.tiled,
-                        prompts=tuple(prompts), negatives=tuple(negatives),
+                        prompts=tuple(g.prompts), negatives=tuple(g.negatives),
                         provenance=state.provenance + ({k: v for k, v in record.items() if v is not None},))

@@ -1,12 +1,11 @@
-"""Image files <-> tensors, and the VAE: what several stages share."""
+"""Image files, masks and tensors <-> PIL pictures: what several stages share."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, UnidentifiedImageError
 from sdbake.schemas.errors import InputFileError
 
 
@@ -33,41 +32,25 @@ def mask_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy())[None]
 
 
-# Above this many pixels the VAE works in tiles unless a stage says otherwise: a 2048x2048 decode
-# in one piece needs several GB of activations.
-AUTO_TILE_PIXELS = 1024 * 1024
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[B,3,H,W] floats in [0, 1] -> RGB images, as A1111: 255 * x truncated to uint8 (no rounding)."""
+    array = images.detach().float().clamp(0.0, 1.0).cpu().numpy()
+    pixels = (255.0 * np.moveaxis(array, 1, 3)).astype(np.uint8)
+    return [Image.fromarray(image) for image in pixels]          # HxWx3 uint8 -> RGB
 
 
-@contextmanager
-def vae_tiling(vae, tiled: bool | None, pixels: int):
-    """diffusers' tiled VAE for the block when asked, or automatically for large images."""
-    use = tiled if tiled is not None else pixels > AUTO_TILE_PIXELS
-    if not use or getattr(vae, "use_tiling", False):
-        yield
-        return
-    vae.enable_tiling()
-    try:
-        yield
-    finally:
-        vae.disable_tiling()
+def read_mask(path: Path, size: tuple[int, int], warn) -> Image.Image:
+    """A mask file as an L image of `size` (resized, with a warning, when it is not)."""
+    mask = open_image(path, "mask").convert("L")
+    if mask.size != size:
+        warn(f"mask {path.name} is {mask.size[0]}x{mask.size[1]}: resized to {size[0]}x{size[1]}")
+        mask = mask.resize(size, Image.BILINEAR)
+    return mask
 
 
-def vae_encode(vae, images: torch.Tensor, tiled: bool | None = None) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> scaled latents, using the distribution's mean: deterministic."""
-    pixels = images.to(device=vae.device, dtype=vae.dtype) * 2.0 - 1.0
-    with torch.no_grad(), vae_tiling(vae, tiled, images.shape[-1] * images.shape[-2]):
-        latents = vae.encode(pixels).latent_dist.mean
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return ((latents.float() - shift) * vae.config.scaling_factor)
-
-
-def vae_decode(vae, latents: torch.Tensor, warn=None, tiled: bool | None = None,
-               scale_factor: int = 8, force_fp32: bool = False) -> tuple[torch.Tensor, bool]:
-    """Scaled latents -> (B, 3, H, W) in [0, 1] on the CPU, with the fp32 retry on NaN (A1111)."""
-    from sdbake.stages.output.decode import decode_latents
-    pixels = latents.shape[-1] * latents.shape[-2] * scale_factor ** 2
-    with torch.no_grad(), vae_tiling(vae, tiled, pixels):
-        images, retried = decode_latents(vae, latents, force_fp32=force_fp32)
-    if retried and warn:
-        warn("the VAE produced NaN in half precision: that decode was redone in float32")
-    return images.float().cpu(), retried
+def draw_rects(mask: Image.Image, rects) -> Image.Image:
+    """White [x, y, w, h] rectangles on an L mask, in place; w x h pixels each (PIL's box is inclusive)."""
+    draw = ImageDraw.Draw(mask)
+    for x, y, w, h in rects:
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=255)
+    return mask

@@ -13,16 +13,15 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import InpaintParams
 from sdbake.stages.colorfix import color_correct
 from sdbake.stages.context import StageContext
-from sdbake.stages.edit_ops import _mask_file
-from sdbake.stages.images import mask_to_tensor, pil_to_tensor, vae_decode, vae_encode
-from sdbake.stages.output.decode import to_pil
-from sdbake.stages.sampling import run_sampler, sampling_setup
+from sdbake.stages.images import draw_rects, mask_to_tensor, pil_to_tensor, read_mask, to_pil
+from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup
 from sdbake.stages.state import State
+from sdbake.stages.vae import VaeOptions, vae_decode, vae_encode, vae_options
 
 CURVES = {"linear": lambda p: p, "aggressive": lambda p: math.sin(p * math.pi / 2),
           "lazy": lambda p: 1 - math.cos(p * math.pi / 2)}
@@ -37,14 +36,8 @@ def loop_denoise(denoise: float | list[float], loops: int, curve: str) -> list[f
 
 
 def pixel_mask(p: InpaintParams, ctx: StageContext, size: tuple[int, int]) -> Image.Image:
-    if p.mask:
-        mask = _mask_file(ctx.files["mask"], size, ctx.warn)
-    else:
-        mask = Image.new("L", size, 0)
-    draw = ImageDraw.Draw(mask)
-    for x, y, w, h in p.rects:
-        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=255)
-    return mask
+    mask = read_mask(ctx.files["mask"], size, ctx.warn) if p.mask else Image.new("L", size, 0)
+    return draw_rects(mask, p.rects)
 
 
 def crop_box(mask: Image.Image, padding: int, aspect: float) -> tuple[int, int, int, int]:
@@ -78,9 +71,9 @@ class LatentNoiseMask:
 
 
 def inpaint_once(p: InpaintParams, model, pixels: torch.Tensor, feathered: torch.Tensor, seeds, denoise: float,
-                 prompts, negatives, state: State, ctx: StageContext) -> torch.Tensor:
+                 g: Guidance, options: VaeOptions, ctx: StageContext) -> torch.Tensor:
     """One masked img2img pass over (B, 3, H, W) pixels; returns decoded pixels (not composited)."""
-    original = vae_encode(model.vae, pixels).to(ctx.device)
+    original = vae_encode(model, pixels, options).to(ctx.device)
     latent_mask = F.interpolate(feathered[None].expand(len(seeds), -1, -1, -1), size=original.shape[-2:],
                                 mode="area").to(original)
     setup = sampling_setup(model, p.sampler, p.scheduler, p.steps)
@@ -92,12 +85,11 @@ def inpaint_once(p: InpaintParams, model, pixels: torch.Tensor, feathered: torch
     concat = None
     if model.in_channels == 9:       # inpainting checkpoints see the mask and the masked image too
         masked_pixels = pixels * (feathered[None] < 0.5)
-        concat = torch.cat([(latent_mask > 0.5).to(original), vae_encode(model.vae, masked_pixels).to(ctx.device)], 1)
-    x, _, _ = run_sampler(setup, model, x, start, p.steps, cfg=p.cfg, prompts=prompts, negatives=negatives,
-                          embeddings=state.embeddings, clip_skip=state.clip_skip, noise=noise, carry=None,
-                          model_calls=0, schedule_steps=p.steps, hires_steps=None, ctx=ctx,
-                          wrap=lambda d: LatentNoiseMask(d, original, initial, latent_mask), concat=concat)
-    return vae_decode(model.vae, x, warn=ctx.warn)[0]
+        concat = torch.cat([(latent_mask > 0.5).to(original),
+                            vae_encode(model, masked_pixels, options).to(ctx.device)], 1)
+    x, _, _ = run_sampler(setup, model, x, start, p.steps, g, ctx, noise=noise, concat=concat,
+                          wrap=lambda d: LatentNoiseMask(d, original, initial, latent_mask))
+    return vae_decode(model, x, options, warn=ctx.warn)[0]
 
 
 def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
@@ -114,27 +106,26 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
                                                             "loops": 0},))
     feathered_pil = mask.filter(ImageFilter.GaussianBlur(p.blur)) if p.blur else mask
     feathered = mask_to_tensor(feathered_pil)
-    pixels = state.image if state.image is not None else vae_decode(model.vae, state.latent.to(ctx.device),
+    options = vae_options(state, ctx)
+    pixels = state.image if state.image is not None else vae_decode(model, state.latent.to(ctx.device), options,
                                                                     warn=ctx.warn)[0]
     original = pixels.clone()
-    prompts = list(ctx.prompts or state.prompts)
-    negatives = list(ctx.negatives or state.negatives)
+    g = guidance(state, ctx, p.cfg, p.steps)
     box = crop_box(feathered_pil, p.padding, size[0] / size[1]) if p.area == "masked" else None
     schedule = loop_denoise(p.denoise, p.loops, p.curve)
     for loop, denoise in enumerate(schedule):
         seeds = [seed + loop for seed in state.seeds]
         if box is None:
-            result = inpaint_once(p, model, pixels, feathered, seeds, denoise, prompts, negatives, state, ctx)
+            result = inpaint_once(p, model, pixels, feathered, seeds, denoise, g, options, ctx)
         else:
-            result = _inpaint_crop(p, model, pixels, feathered_pil, box, seeds, denoise, prompts, negatives,
-                                   state, ctx)
+            result = _inpaint_crop(p, model, pixels, feathered_pil, box, seeds, denoise, g, options, state, ctx)
         if p.color_correction:
             result = torch.stack([torch.from_numpy(color_correct(
                 r.permute(1, 2, 0).numpy().astype(np.float64), o.permute(1, 2, 0).numpy().astype(np.float64))
             ).permute(2, 0, 1).float() for r, o in zip(result, original)])
         # pixel composite: where the feathered mask is 0 the input pixels stay, exactly
         pixels = torch.where(feathered > 0, pixels * (1 - feathered) + result * feathered, pixels)
-    latent = vae_encode(model.vae, pixels).float().cpu()
+    latent = vae_encode(model, pixels, options).float().cpu()
     record = {"stage": ctx.stage_id, "type": "inpaint", "Mask blur": p.blur, "loops": p.loops,
               "Denoising strength": schedule[0] if p.loops == 1 else None,
               "Loopback denoise": ",".join(f"{d:g}" for d in schedule) if p.loops > 1 else None,
@@ -146,7 +137,7 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
                                                                        if v is not None},))
 
 
-def _inpaint_crop(p, model, pixels, feathered_pil, box, seeds, denoise, prompts, negatives, state, ctx):
+def _inpaint_crop(p, model, pixels, feathered_pil, box, seeds, denoise, g, options, state, ctx):
     """area = "masked": inpaint the mask's box at the stage's full resolution, then put it back."""
     left, top, right, bottom = box
     width, height = state.width, state.height
@@ -154,7 +145,7 @@ def _inpaint_crop(p, model, pixels, feathered_pil, box, seeds, denoise, prompts,
              for i in range(pixels.shape[0])]
     crop_mask = mask_to_tensor(feathered_pil.crop(box).resize((width, height), Image.BILINEAR))
     crop_pixels = torch.stack([pil_to_tensor(c) for c in crops])
-    done = inpaint_once(p, model, crop_pixels, crop_mask, seeds, denoise, prompts, negatives, state, ctx)
+    done = inpaint_once(p, model, crop_pixels, crop_mask, seeds, denoise, g, options, ctx)
     result = pixels.clone()
     for i, picture in enumerate(to_pil(done)):
         back = pil_to_tensor(picture.resize((right - left, bottom - top), Image.LANCZOS))

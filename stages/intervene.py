@@ -9,49 +9,36 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import ImageOp, InterveneParams
-from sdbake.stages.conditioning import guided_inputs
 from sdbake.stages.context import StageContext
-from sdbake.stages.denoiser import Denoiser
-from sdbake.stages.edit_ops import _mask_file, apply_op
-from sdbake.stages.images import mask_to_tensor, pil_to_tensor, vae_decode, vae_encode
-from sdbake.stages.output.decode import to_pil
+from sdbake.stages.edit_ops import apply_op
+from sdbake.stages.images import draw_rects, mask_to_tensor, pil_to_tensor, read_mask, to_pil
 from sdbake.stages.output.metadata import encode_image
-from sdbake.stages.sampling import (
-    model_sigmas_of,
-    prepare_embeddings,
-    schedule_length,
-    whole_image_conditioning,
-)
+from sdbake.stages.sampler_run import Guidance, guided_denoiser
 from sdbake.stages.state import State
+from sdbake.stages.vae import vae_decode, vae_encode, vae_options
 
 
-def clean_estimate(state: State, model, cfg: float, device, embedding_files=None) -> torch.Tensor:
+def clean_estimate(state: State, model, cfg: float, ctx: StageContext) -> torch.Tensor:
     """D(x_k) with the conditioning of the current model call; the call is not counted."""
-    x = state.latent.to(device)
+    x = state.latent.to(ctx.device)
     if state.position is None:
         return x
-    sampler = state.sampler or "euler"
-    steps = schedule_length(sampler, state.position.steps)
-    memo = prepare_embeddings(model, list(state.prompts), list(state.negatives), state.embeddings,
-                              state.clip_skip, steps, None, embedding_files)
-    denoiser = Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, cfg,
-                        guided_inputs(list(state.prompts), list(state.negatives), steps, None, memo, device,
-                                      model.unet.dtype), model_calls=state.model_calls,
-                        concat=whole_image_conditioning(model, x) if model.in_channels == 9 else None)
-    sigma = torch.full((x.shape[0],), state.position.sigma, device=device, dtype=x.dtype)
+    # The prompts the latent was sampled with (not this stage's): the run continues with them.
+    g = Guidance(list(state.prompts), list(state.negatives), state.embeddings, state.clip_skip, cfg,
+                 state.position.steps)
+    denoiser = guided_denoiser(model, state.sampler or "euler", g, x, ctx, model_calls=state.model_calls)
+    sigma = torch.full((x.shape[0],), state.position.sigma, device=ctx.device, dtype=x.dtype)
     return denoiser(x, sigma)
 
 
 def region_mask(p: InterveneParams, ctx: StageContext, size: tuple[int, int]) -> Image.Image | None:
     if p.mask:
-        mask = _mask_file(ctx.files["mask"], size, ctx.warn)
+        mask = read_mask(ctx.files["mask"], size, ctx.warn)
     elif p.rect:
-        mask = Image.new("L", size, 0)
-        x, y, w, h = p.rect
-        ImageDraw.Draw(mask).rectangle([x, y, x + w - 1, y + h - 1], fill=255)
+        mask = draw_rects(Image.new("L", size, 0), [p.rect])
     else:
         return None
     if p.feather:
@@ -78,8 +65,9 @@ def run(p: InterveneParams, state: State, ctx: StageContext) -> State:
                                                             "ops": []},))
     model = ctx.model(p.model or state.model)
     x = state.latent.to(ctx.device)
-    denoised = clean_estimate(state, model, p.cfg, ctx.device, ctx.extra.get("embedding_files"))
-    pixels, _ = vae_decode(model.vae, denoised, warn=ctx.warn)
+    denoised = clean_estimate(state, model, p.cfg, ctx)
+    options = vae_options(state, ctx)
+    pixels, _ = vae_decode(model, denoised, options, warn=ctx.warn)
     pictures = to_pil(pixels)
     for relative, picture in zip(ctx.outputs, pictures):
         ctx.emit_file(relative, encode_image(picture, "png", f"intervene preview at step "
@@ -92,7 +80,7 @@ def run(p: InterveneParams, state: State, ctx: StageContext) -> State:
         for index, op in enumerate(ops):
             picture = apply_op(picture, op, files, index, ctx.warn)
         edited.append(pil_to_tensor(picture))
-    encoded = vae_encode(model.vae, torch.stack(edited)).to(x.dtype)
+    encoded = vae_encode(model, torch.stack(edited), options).to(x.dtype)
     mask = region_mask(p, ctx, (state.width, state.height))
     if mask is None:
         x_new = x + (encoded - denoised)

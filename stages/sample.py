@@ -5,7 +5,7 @@ import torch
 from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import SampleParams
 from sdbake.stages.context import StageContext
-from sdbake.stages.sampling import run_sampler, sampling_setup
+from sdbake.stages.sampler_run import guidance, run_sampler, sampling_setup
 from sdbake.stages.state import Position, State
 
 
@@ -37,12 +37,9 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         base = state.latent.to(ctx.device) if state.latent_kind != "empty" else torch.zeros_like(initial)
         x = base + initial * sigmas[p.start]
         carry, model_calls = None, 0
-    prompts = list(ctx.prompts or state.prompts)
-    negatives = list(ctx.negatives or state.negatives)
-    x, carry, model_calls = run_sampler(
-        setup, model, x, p.start, p.end, cfg=p.cfg, prompts=prompts, negatives=negatives,
-        embeddings=state.embeddings, clip_skip=state.clip_skip, noise=noise, carry=carry,
-        model_calls=model_calls, schedule_steps=p.steps, hires_steps=None, ctx=ctx)
+    g = guidance(state, ctx, p.cfg, p.steps)
+    x, carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise, carry=carry,
+                                        model_calls=model_calls)
     finished = p.end == p.steps
     record = {"stage": ctx.stage_id, "type": "sample", "Steps": p.steps, "sampler": p.sampler,
               "scheduler": p.scheduler, "CFG scale": p.cfg, "start": p.start, "end": p.end}
@@ -53,5 +50,5 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         position=None if finished else Position(p.steps, p.scheduler, p.end, float(sigmas[p.end])),
         sampler=None if finished else p.sampler, carry=None if finished else carry,
         noise=None if finished else setup.pack_noise(noise), model_calls=0 if finished else model_calls,
-        image=None, image_from_latent=False, model=p.model, prompts=tuple(prompts), negatives=tuple(negatives),
+        image=None, image_from_latent=False, model=p.model, prompts=tuple(g.prompts), negatives=tuple(g.negatives),
         provenance=state.provenance + (record,))

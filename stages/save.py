@@ -9,11 +9,11 @@ import json
 
 from sdbake.schemas.stages import SaveParams
 from sdbake.stages.context import StageContext
-from sdbake.stages.images import vae_decode
-from sdbake.stages.output.decode import to_pil
+from sdbake.stages.images import to_pil
 from sdbake.stages.output.infotext import a1111_sampler_label, format_infotext
 from sdbake.stages.output.metadata import encode_image
 from sdbake.stages.state import State
+from sdbake.stages.vae import vae_decode, vae_options
 
 
 def _format(p: SaveParams, path: str) -> str:
@@ -56,9 +56,7 @@ def run(p: SaveParams, state: State, ctx: StageContext) -> State:
             ctx.warn(f"saving a latent that still holds noise (step {state.position.step} of "
                      f"{state.position.steps}); use an `intervene` preview for the clean estimate")
         model = ctx.model(state.model)
-        images, retried = vae_decode(model.vae, state.latent, warn=ctx.warn, tiled=state.vae_tiled,
-                                     scale_factor=model.vae_scale_factor,
-                                     force_fp32=ctx.extra.get("no_half_vae", False))
+        images, retried = vae_decode(model, state.latent, vae_options(state, ctx), warn=ctx.warn)
     pictures = to_pil(images)
     for index, (picture, relative) in enumerate(zip(pictures, ctx.outputs)):
         prompt = state.prompts[index] if state.prompts else ""

@@ -54,12 +54,12 @@ def test_denoise_zero_is_refused_by_the_schema(tmp_path, tiny_model_dir):
 
 def test_tiled_decode_matches_untiled_within_tolerance(tiny_model_dir):
     from sdbake.runner.models.loading import load_model
-    from sdbake.stages.images import vae_decode
+    from sdbake.stages.vae import VaeOptions, vae_decode
     model = load_model(tiny_model_dir)
     latent = torch.randn((1, 4, 48, 48), generator=torch.Generator().manual_seed(0)) * 0.5
     model.vae.tile_sample_min_size, model.vae.tile_latent_min_size = 128, 16   # force several tiles
-    plain, _ = vae_decode(model.vae, latent, tiled=False)
-    tiled, _ = vae_decode(model.vae, latent, tiled=True)
+    plain, _ = vae_decode(model, latent, VaeOptions(tiled=False))
+    tiled, _ = vae_decode(model, latent, VaeOptions(tiled=True))
     assert plain.shape == tiled.shape == (1, 3, 384, 384)
     # Tiles are blended over their overlap, so seams differ slightly from one decode of the whole.
     assert (plain - tiled).abs().mean() < 0.05

@@ -48,7 +48,7 @@ def original_layout(weights: dict, blocks=1) -> dict:
 
 
 def reference_forward(w: dict, x, unshuffle=1, blocks=1):
-    """RRDBNet written out with F.conv2d, independent of stages/rrdbnet.py."""
+    """RRDBNet written out with F.conv2d, independent of runner/models/rrdbnet.py."""
     def conv(name, t):
         return F.conv2d(t, w[f"{name}.weight"], w[f"{name}.bias"], padding=1)
 
@@ -91,15 +91,22 @@ def save_safetensors(path, weights):
     return path
 
 
+def upscale_file(path, images, width, height):
+    """The hires path: the runner loads the file, the stage runs the model."""
+    from sdbake.runner.models.upscaler import load_upscaler
+    from sdbake.stages.upscale import upscale_with_model
+    return upscale_with_model(load_upscaler(path, "cpu"), images, width, height)
+
+
 @pytest.fixture
 def no_spandrel(monkeypatch):
-    from sdbake.stages import upscaler_model
-    monkeypatch.setattr(upscaler_model, "_spandrel", lambda: None)
+    from sdbake.runner.models import upscaler
+    monkeypatch.setattr(upscaler, "_spandrel", lambda: None)
 
 
 @pytest.mark.parametrize("in_channels,unshuffle,scale", [(3, 1, 4), (12, 2, 2), (48, 4, 1)])
 def test_rrdbnet_matches_reference_forward_and_reads_its_scale(in_channels, unshuffle, scale):
-    from sdbake.stages.rrdbnet import rrdbnet_from_state_dict
+    from sdbake.runner.models.rrdbnet import rrdbnet_from_state_dict
     weights = basicsr_weights(in_channels=in_channels)
     net = rrdbnet_from_state_dict(weights)
     x = image16()
@@ -112,7 +119,7 @@ def test_rrdbnet_matches_reference_forward_and_reads_its_scale(in_channels, unsh
 
 
 def test_rrdbnet_reads_blocks_features_and_growth_from_the_weights():
-    from sdbake.stages.rrdbnet import rrdbnet_from_state_dict
+    from sdbake.runner.models.rrdbnet import rrdbnet_from_state_dict
     weights = basicsr_weights(features=6, blocks=2, growth=5)
     net = rrdbnet_from_state_dict(weights)
     assert len(net.body) == 2 and net.conv_first.out_channels == 6 and net.body[0].rdb1.conv1.out_channels == 5
@@ -121,15 +128,14 @@ def test_rrdbnet_reads_blocks_features_and_growth_from_the_weights():
 
 
 def test_original_and_basicsr_layouts_upscale_identically(tmp_path, no_spandrel):
-    from sdbake.stages.output.decode import to_pil
-    from sdbake.stages.upscaler_model import upscale_with_model
+    from sdbake.stages.images import to_pil
     weights = basicsr_weights()
     new = save_safetensors(tmp_path / "new.safetensors", weights)
     old = tmp_path / "old.pth"
     torch.save(original_layout(weights), old)
     x = image16()
-    from_new = upscale_with_model(new, x, 64, 64, "cpu")
-    from_old = upscale_with_model(old, x, 64, 64, "cpu")
+    from_new = upscale_file(new, x, 64, 64)
+    from_old = upscale_file(old, x, 64, 64)
     assert from_new[0].size == (64, 64)
     assert torch.equal(pixels(from_new[0]), pixels(from_old[0]))
     # One 16x16 tile: the picture is the reference forward, truncated to 8 bits (off by one at most
@@ -140,13 +146,12 @@ def test_original_and_basicsr_layouts_upscale_identically(tmp_path, no_spandrel)
 
 def test_wrapped_pickle_and_pixel_unshuffle_model_upscale_to_requested_size(tmp_path, no_spandrel):
     from PIL import Image
-    from sdbake.stages.output.decode import to_pil
-    from sdbake.stages.upscaler_model import upscale_with_model
+    from sdbake.stages.images import to_pil
     weights = basicsr_weights(in_channels=12)                # Real-ESRGAN x2 layout
     path = tmp_path / "x2.pth"
     torch.save({"params_ema": weights}, path)
     x = torch.cat([image16(1), image16(2)])
-    pictures = upscale_with_model(path, x, 24, 20, "cpu")
+    pictures = upscale_file(path, x, 24, 20)
     expected = to_pil(reference_forward(weights, x[1:], unshuffle=2).clamp(0, 1))[0]
     assert expected.size == (32, 32)
     expected = expected.resize((24, 20), Image.LANCZOS)      # the model's x2 overshoots: Lanczos down
@@ -155,18 +160,20 @@ def test_wrapped_pickle_and_pixel_unshuffle_model_upscale_to_requested_size(tmp_
 
 
 def test_model_runs_again_until_the_target_is_reached(tmp_path, no_spandrel):
-    from sdbake.stages.output.decode import to_pil
-    from sdbake.stages.upscaler_model import load_upscaler, upscale_tiled, upscale_with_model
+    from sdbake.runner.models.upscaler import load_upscaler
+    from sdbake.stages.images import to_pil
+    from sdbake.stages.upscale import upscale_tiled
     path = save_safetensors(tmp_path / "x2.safetensors", basicsr_weights(in_channels=12))
     model = load_upscaler(path, "cpu")
     x = image16()
     twice = to_pil(upscale_tiled(model, upscale_tiled(model, x)))[0]      # 16 -> 32 -> 64
-    picture = upscale_with_model(path, x, 64, 64, "cpu")[0]
+    picture = upscale_file(path, x, 64, 64)[0]
     assert torch.equal(pixels(picture), pixels(twice))
 
 
 def test_tiles_are_placed_and_overlaps_averaged():
-    from sdbake.stages.upscaler_model import UpscalerModel, tile_starts, upscale_tiled
+    from sdbake.runner.models.upscaler import UpscalerModel
+    from sdbake.stages.upscale import tile_starts, upscale_tiled
     calls = []
 
     def nearest_2x(t):
@@ -183,16 +190,15 @@ def test_tiles_are_placed_and_overlaps_averaged():
 
 def test_unknown_state_dict_is_a_model_error_naming_the_file(tmp_path, no_spandrel):
     from sdbake.schemas.errors import ModelError
-    from sdbake.stages.upscaler_model import upscale_with_model
     path = save_safetensors(tmp_path / "mystery.safetensors", {"encoder.weight": torch.zeros(4, 4)})
     with pytest.raises(ModelError, match=r"unknown upscaler architecture; supported here: ESRGAN") as err:
-        upscale_with_model(path, image16(), 64, 64, "cpu")
+        upscale_file(path, image16(), 64, 64)
     assert "mystery.safetensors" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_esrgan_plus_extra_layers_are_refused_without_spandrel(tmp_path, no_spandrel):
+    from sdbake.runner.models.upscaler import load_upscaler
     from sdbake.schemas.errors import ModelError
-    from sdbake.stages.upscaler_model import load_upscaler
     weights = original_layout(basicsr_weights())
     weights["model.1.sub.0.RDB1.conv1x1.weight"] = torch.zeros(4, 8, 1, 1)     # ESRGAN+ residual path
     path = save_safetensors(tmp_path / "plus.safetensors", weights)
@@ -201,28 +207,29 @@ def test_esrgan_plus_extra_layers_are_refused_without_spandrel(tmp_path, no_span
 
 
 def test_pickle_needing_more_than_tensors_is_refused(tmp_path):
+    from sdbake.runner.models.upscaler import load_upscaler
     from sdbake.schemas.errors import ModelError
-    from sdbake.stages.upscaler_model import load_upscaler
     path = tmp_path / "evil.pth"
     torch.save({"conv_first.weight": torch.zeros(1), "note": fractions.Fraction(1, 3)}, path)
     with pytest.raises(ModelError, match=r"evil\.pth.*pickle upscaler refused"):
         load_upscaler(path, "cpu")
 
 
-def test_loaded_models_are_cached_until_the_file_changes(tmp_path, no_spandrel):
-    from sdbake.stages.upscaler_model import load_upscaler
+def test_loaded_models_are_kept_in_the_registry_until_the_file_changes(tmp_path, no_spandrel):
+    from sdbake.runner.models.registry import ModelRegistry
+    registry = ModelRegistry()
     path = save_safetensors(tmp_path / "m.safetensors", basicsr_weights())
-    first = load_upscaler(path, "cpu")
-    assert load_upscaler(path, "cpu") is first
+    first = registry.get_upscaler(path, "cpu")
+    assert registry.get_upscaler(path, "cpu") is first and registry.loads == 1
     save_safetensors(path, basicsr_weights(seed=5))
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    again = load_upscaler(path, "cpu")
+    again = registry.get_upscaler(path, "cpu")
     assert again is not first and not torch.equal(again.forward.conv_first.weight, first.forward.conv_first.weight)
 
 
 def test_other_architectures_go_to_spandrel_when_it_imports(tmp_path, monkeypatch):
-    from sdbake.stages import upscaler_model
+    from sdbake.runner.models import upscaler
     loaded = []
 
     class Descriptor:
@@ -243,9 +250,9 @@ def test_other_architectures_go_to_spandrel_when_it_imports(tmp_path, monkeypatc
             assert set(state) == {"swin.weight"}
             return Descriptor()
     fake = SimpleNamespace(ModelLoader=Loader, ImageModelDescriptor=Descriptor, UnsupportedModelError=KeyError)
-    monkeypatch.setattr(upscaler_model, "_spandrel", lambda: fake)
+    monkeypatch.setattr(upscaler, "_spandrel", lambda: fake)
     path = save_safetensors(tmp_path / "swin.safetensors", {"swin.weight": torch.zeros(2, 2)})
-    pictures = upscaler_model.upscale_with_model(path, image16(), 32, 32, "cpu")
+    pictures = upscale_file(path, image16(), 32, 32)
     assert pictures[0].size == (32, 32) and loaded == [(torch.device("cpu"), torch.float32)]
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
-from sdbake.stages.output.decode import VaeNanWarning, decode_latents, to_pil
+from sdbake.stages.images import to_pil
+from sdbake.stages.vae import VaeNanWarning, decode_latents
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,5 @@
-"""The process-wide model registry: each model loads once and is shared; an LRU bounds memory."""
+"""The process-wide model registry: each model (and upscaler model) loads once and is shared; an LRU
+bounds memory."""
 from __future__ import annotations
 
 import threading
@@ -12,6 +13,8 @@ from sdbake.runner.models.hashing import sha256_file
 from sdbake.runner.models.loading import LoadedModel, default_dtype, load_model, model_weight_files
 
 DEFAULT_MAX_MODELS = 2
+# Upscalers are small (an ESRGAN is ~65 MB) and kept apart, so that one never evicts a diffusion model.
+DEFAULT_MAX_UPSCALERS = 4
 
 
 @dataclass(frozen=True)
@@ -46,21 +49,32 @@ class ModelRegistry:
         self.max_models = max_models
         self._loader = loader or _load_spec
         self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._upscalers: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0                  # how many times a model was actually read from disk
 
-    def get(self, spec: ModelSpec) -> LoadedModel:
-        key = spec_key(spec)
+    def _get(self, models: OrderedDict, key: tuple, load: Callable[[], object], limit: int):
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            model = self._loader(spec)
+            if key in models:
+                models.move_to_end(key)
+                return models[key]
+            model = load()
             self.loads += 1
-            self._models[key] = model
-            while len(self._models) > self.max_models:
-                self._models.popitem(last=False)
+            models[key] = model
+            while len(models) > limit:
+                models.popitem(last=False)
             return model
+
+    def get(self, spec: ModelSpec) -> LoadedModel:
+        return self._get(self._models, spec_key(spec), lambda: self._loader(spec), self.max_models)
+
+    def get_upscaler(self, path: Path, device: str):
+        """The upscaler model in `path` on `device`; a file whose bytes change is read again."""
+        from sdbake.runner.models.upscaler import check_readable, load_upscaler
+        path = Path(path)
+        check_readable(path)
+        key = (sha256_file(path), str(torch.device(device)))
+        return self._get(self._upscalers, key, lambda: load_upscaler(path, device), DEFAULT_MAX_UPSCALERS)
 
     def __len__(self) -> int:
         return len(self._models)
@@ -71,6 +85,7 @@ class ModelRegistry:
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
+            self._upscalers.clear()
 
 
 def _load_spec(spec: ModelSpec) -> LoadedModel:

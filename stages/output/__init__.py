@@ -1,9 +1,6 @@
-"""What the save stage builds on: path templates, safe names, no-overwrite writes, A1111 infotext,
-image metadata and the VAE decode with its NaN guard.
-
-decode.py imports torch; import it directly (`from sdbake.stages.output.decode import decode_latents`) so
-that `sdbake show` and the other torch-free commands can use the rest without loading torch.
-"""
+"""What the save stage builds on: path templates, safe names, no-overwrite writes, A1111 infotext
+and image metadata. Nothing here imports torch, so `sdbake show` and the other torch-free commands
+use it freely; the VAE decode is stages/vae.py."""
 from sdbake.stages.output.infotext import a1111_sampler_label, format_infotext, parse_infotext
 from sdbake.stages.output.metadata import encode_image, read_metadata
 from sdbake.stages.output.names import safe_relative_path

@@ -1,5 +1,6 @@
-"""Latents to images: VAE decode with A1111's NaN guard, and A1111's float-to-uint8 conversion.
+"""The VAE, for every stage: pixels <-> latents, tiled for large images, with A1111's NaN guard.
 
+Every encode and decode takes one VaeOptions, so each honours tiling and `--no-half-vae` alike.
 A half-precision VAE (fp16 above all; the SD1.x VAE is known for it) can overflow to inf/NaN on
 some latents. As A1111 does with "automatically revert VAE to 32-bit floats": when a fp16/bf16
 decode holds a NaN or inf anywhere, the image that holds one is decoded again in float32, with a
@@ -8,15 +9,29 @@ warning, instead of aborting the batch. `force_fp32` (`--no-half-vae`) decodes i
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from itertools import chain
 
-import numpy as np
 import torch
-from PIL import Image
 from sdbake.schemas.errors import ModelError
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+# Above this many pixels the VAE works in tiles unless a stage says otherwise: a 2048x2048 decode
+# in one piece needs several GB of activations.
+AUTO_TILE_PIXELS = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VaeOptions:
+    """How a stage runs the VAE: the run's `--no-half-vae` and the image's tiling choice."""
+    tiled: bool | None = None     # None: tile automatically above AUTO_TILE_PIXELS
+    fp32: bool = False            # --no-half-vae: compute in float32 even when the model is half
+
+
+def vae_options(state, ctx, tiled: bool | None = None) -> VaeOptions:
+    """The options for a state's image: its tiling (unless `tiled` overrides it) and the run's fp32 flag."""
+    return VaeOptions(tiled=state.vae_tiled if tiled is None else tiled, fp32=ctx.vae_fp32)
 
 
 class VaeNanWarning(RuntimeWarning):
@@ -86,8 +101,38 @@ def decode_latents(vae: torch.nn.Module, latents: torch.Tensor, *,
     return torch.clamp((torch.cat(decoded) + 1.0) / 2.0, min=0.0, max=1.0), retried
 
 
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """[B,3,H,W] floats in [0, 1] -> RGB images, as A1111: 255 * x truncated to uint8 (no rounding)."""
-    array = images.detach().float().clamp(0.0, 1.0).cpu().numpy()
-    pixels = (255.0 * np.moveaxis(array, 1, 3)).astype(np.uint8)
-    return [Image.fromarray(image) for image in pixels]          # HxWx3 uint8 -> RGB
+@contextmanager
+def vae_tiling(vae, tiled: bool | None, pixels: int):
+    """diffusers' tiled VAE for the block when asked, or automatically for large images."""
+    use = tiled if tiled is not None else pixels > AUTO_TILE_PIXELS
+    if not use or getattr(vae, "use_tiling", False):
+        yield
+        return
+    vae.enable_tiling()
+    try:
+        yield
+    finally:
+        vae.disable_tiling()
+
+
+def vae_encode(model, images: torch.Tensor, options: VaeOptions) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> scaled latents (float32), using the distribution's mean: deterministic."""
+    vae = model.vae
+    fp32 = options.fp32 and _vae_dtype(vae) in _HALF_DTYPES
+    parameter = next(vae.parameters())
+    pixels = images.to(device=parameter.device, dtype=torch.float32 if fp32 else parameter.dtype) * 2.0 - 1.0
+    with torch.no_grad(), _in_float32(vae) if fp32 else nullcontext(), \
+            vae_tiling(vae, options.tiled, images.shape[-1] * images.shape[-2]):
+        latents = vae.encode(pixels).latent_dist.mean
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (latents.float() - shift) * vae.config.scaling_factor
+
+
+def vae_decode(model, latents: torch.Tensor, options: VaeOptions, warn=None) -> tuple[torch.Tensor, bool]:
+    """Scaled latents -> ((B, 3, H, W) in [0, 1] on the CPU, whether a NaN forced a float32 retry)."""
+    pixels = latents.shape[-1] * latents.shape[-2] * model.vae_scale_factor ** 2
+    with torch.no_grad(), vae_tiling(model.vae, options.tiled, pixels):
+        images, retried = decode_latents(model.vae, latents, force_fp32=options.fp32)
+    if retried and warn:
+        warn("the VAE produced NaN in half precision: that decode was redone in float32")
+    return images.float().cpu(), retried

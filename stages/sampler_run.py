@@ -1,6 +1,6 @@
-"""What the sampling stages share: the schedule, the noise source, and one sampler run over a slice.
-
-Used by sample, hires, inpaint (and intervene for the clean estimate D(x_k)).
+"""One sampler run over a slice of the schedule, and what it needs: the schedule, the noise source,
+the guidance (prompts, cfg) and the guided denoiser. Shared by the sampling stages sample, hires and
+inpaint (and intervene, for the clean estimate D(x_k)); the sampler functions are in samplers/.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from sdbake.stages.conditioning import (
 )
 from sdbake.stages.context import StageContext
 from sdbake.stages.denoiser import Denoiser
-from sdbake.stages.state import Packed
+from sdbake.stages.state import Packed, State
+from sdbake.stages.vae import VaeOptions, vae_encode
 
 
 @dataclass
@@ -40,6 +41,26 @@ class SamplingSetup:
 
     def pack_noise(self, noise) -> Packed:
         return {"generators": noise.get_state()}, {"seeds": noise.seeds, "shape": list(noise.shape_chw)}
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """What steers the denoiser: each image's prompts, the encode stage's memo, cfg, and the
+    prompt schedule's length (A1111 schedules prompts over the base steps; hires adds its own)."""
+    prompts: list[str]
+    negatives: list[str]
+    embeddings: Packed | None
+    clip_skip: int
+    cfg: float
+    schedule_steps: int
+    hires_steps: int | None = None
+
+
+def guidance(state: State, ctx: StageContext, cfg: float, schedule_steps: int,
+             hires_steps: int | None = None) -> Guidance:
+    """The stage's own prompts when it sets them (resolved by the runner), else the input state's."""
+    return Guidance(list(ctx.prompts or state.prompts), list(ctx.negatives or state.negatives),
+                    state.embeddings, state.clip_skip, cfg, schedule_steps, hires_steps)
 
 
 def model_sigmas_of(model) -> torch.Tensor:
@@ -73,32 +94,35 @@ def prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, steps, 
     return encode_texts(model, sorted(texts), clip_skip, memo, embedding_files)
 
 
-def whole_image_conditioning(model, x: torch.Tensor) -> torch.Tensor:
+def whole_image_conditioning(model, x: torch.Tensor, options: VaeOptions) -> torch.Tensor:
     """What an inpainting UNet sees outside inpainting, as A1111's txt2img: the whole image masked
     (a mask of ones) over a uniformly gray masked image."""
-    from sdbake.stages.images import vae_encode
     factor = model.vae_scale_factor
     gray = torch.full((x.shape[0], 3, x.shape[-2] * factor, x.shape[-1] * factor), 0.5)
-    masked = vae_encode(model.vae, gray).to(x)
+    masked = vae_encode(model, gray, options).to(x)
     return torch.cat([torch.ones_like(masked[:, :1]), masked], dim=1)
 
 
-def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: int, *, cfg: float,
-                prompts: list[str], negatives: list[str], embeddings: Packed | None, clip_skip: int,
-                noise, carry: Packed | None, model_calls: int, schedule_steps: int, hires_steps: int | None,
-                ctx: StageContext, sigmas: torch.Tensor | None = None, wrap=None, concat=None):
-    """Walk sigmas[start:end+1] (of `sigmas`, default the setup's schedule); returns (x, carry, calls)."""
-    sigmas = setup.sigmas if sigmas is None else sigmas
+def guided_denoiser(model, sampler: str, g: Guidance, x: torch.Tensor, ctx: StageContext, *,
+                    model_calls: int = 0, concat: torch.Tensor | None = None) -> Denoiser:
+    """D(x, sigma) with cfg and the conditioning A1111 picks per model call (second-order samplers
+    make two calls per step); the scheduled texts the memo lacks are encoded here."""
     if concat is None and getattr(model, "in_channels", 4) == 9:
-        concat = whole_image_conditioning(model, x)
-    call_steps = schedule_length(setup.sampler, schedule_steps)
-    call_hires = schedule_length(setup.sampler, hires_steps) if hires_steps else None
-    memo = prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, call_steps, call_hires,
+        concat = whole_image_conditioning(model, x, VaeOptions(fp32=ctx.vae_fp32))
+    call_steps = schedule_length(sampler, g.schedule_steps)
+    call_hires = schedule_length(sampler, g.hires_steps) if g.hires_steps else None
+    memo = prepare_embeddings(model, g.prompts, g.negatives, g.embeddings, g.clip_skip, call_steps, call_hires,
                               ctx.extra.get("embedding_files"))
-    dtype = model.unet.dtype
-    denoiser = Denoiser(model.unet, setup.model_sigmas, model.prediction_type, cfg,
-                        guided_inputs(prompts, negatives, call_steps, call_hires, memo, x.device, dtype),
-                        model_calls=model_calls, concat=concat)
+    inputs = guided_inputs(g.prompts, g.negatives, call_steps, call_hires, memo, x.device, model.unet.dtype)
+    return Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, g.cfg, inputs,
+                    model_calls=model_calls, concat=concat)
+
+
+def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: int, g: Guidance, ctx: StageContext,
+                *, noise, carry: Packed | None = None, model_calls: int = 0, wrap=None, concat=None):
+    """Walk sigmas[start:end+1] of the setup's schedule; returns (x, carry, model calls so far)."""
+    denoiser = guided_denoiser(model, setup.sampler, g, x, ctx, model_calls=model_calls, concat=concat)
+    sigmas = setup.sigmas
     sampler = samplers.get_sampler(setup.sampler)
     noise_sampler = samplers.noise_sampler_for(setup.sampler, noise, sigmas)
     carry_obj = samplers.carry_from_tensors(*carry) if carry is not None else None

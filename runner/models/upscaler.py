@@ -1,28 +1,21 @@
-"""Upscaler model files (ESRGAN family, and whatever spandrel knows when it is installed) for hires.
+"""Loading upscaler model files (ESRGAN family, and whatever spandrel knows when it is installed).
 
 Our own RRDBNet covers the ESRGAN family everywhere; spandrel (which needs torchvision) adds the
 other architectures where it imports. Either way the weights are read here, without running code.
+The registry keeps loaded upscalers; stages/upscale.py runs them (tiled) for hires.
 """
 from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
-from PIL import Image
+from sdbake.runner.models.rrdbnet import is_rrdbnet, rrdbnet_from_state_dict
 from sdbake.schemas.errors import ModelError
-from sdbake.stages.output.decode import to_pil
-from sdbake.stages.rrdbnet import is_rrdbnet, rrdbnet_from_state_dict
 
 SUPPORTED_HERE = "ESRGAN, Real-ESRGAN and BSRGAN (RRDBNet)"
-# As A1111 does for ESRGAN models (settings ESRGAN_tile, ESRGAN_tile_overlap): 192 px tiles, 8 px overlap.
-TILE_PX = 192
-TILE_OVERLAP_PX = 8
-# As A1111's Upscaler.upscale: run the model again while the image is smaller than the target, at most 3 times.
-MAX_PASSES = 3
 
 
 @dataclass(frozen=True)
@@ -86,7 +79,7 @@ def _spandrel():
     """The spandrel module, or None where it does not import (it needs torchvision)."""
     try:
         import spandrel
-    except ImportError:
+    except Exception:  # noqa: BLE001 - not only ImportError: a torchvision that does not fit this torch fails otherwise
         return None
     return spandrel
 
@@ -109,71 +102,23 @@ def _from_spandrel(spandrel, path: Path, state: dict, device: torch.device) -> U
                          forward=descriptor)
 
 
-@lru_cache(maxsize=4)
-def _load_cached(path: Path, mtime_ns: int, device: str) -> UpscalerModel:
-    # mtime is part of the key so that a file replaced on disk is read again.
+def check_readable(path: Path) -> None:
+    try:
+        path.stat()
+    except OSError as err:
+        raise ModelError(f"upscaler file not readable: {_first_line(err)}", file=str(path)) from err
+
+
+def load_upscaler(path: Path, device) -> UpscalerModel:
+    """The upscaler in `path`, read from disk and put on `device` (the registry keeps it loaded)."""
+    path = Path(path)
+    check_readable(path)
+    device = torch.device(device)
     state = read_state_dict(path)
     if is_rrdbnet(state):
-        return _from_rrdbnet(path, state, torch.device(device))
+        return _from_rrdbnet(path, state, device)
     spandrel = _spandrel()
     if spandrel is None:
         raise ModelError(f"unknown upscaler architecture; supported here: {SUPPORTED_HERE} (install spandrel "
                          f"and torchvision for other families)", file=str(path))
-    return _from_spandrel(spandrel, path, state, torch.device(device))
-
-
-def load_upscaler(path: Path, device) -> UpscalerModel:
-    """The upscaler in `path` on `device`, loaded once per (file, modification time, device)."""
-    path = Path(path)
-    try:
-        mtime_ns = path.stat().st_mtime_ns
-    except OSError as err:
-        raise ModelError(f"upscaler file not readable: {_first_line(err)}", file=str(path)) from err
-    return _load_cached(path.resolve(), mtime_ns, str(torch.device(device)))
-
-
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one side: every `tile - overlap` px, the last one flush with the far edge."""
-    return list(range(0, size - tile, tile - overlap)) + [size - tile]
-
-
-@torch.inference_mode()
-def upscale_tiled(model: UpscalerModel, image: torch.Tensor, tile: int = TILE_PX,
-                  overlap: int = TILE_OVERLAP_PX) -> torch.Tensor:
-    """One model pass over (1, 3, H, W) in square tiles, overlaps averaged (as A1111's tiled upscale)."""
-    _, channels, height, width = image.shape
-    tile = min(tile, height, width)
-    overlap = min(overlap, tile - 1)
-    scale = model.scale
-    result = torch.zeros((1, channels, height * scale, width * scale), dtype=torch.float32)
-    weights = torch.zeros_like(result)
-    for top in tile_starts(height, tile, overlap):
-        for left in tile_starts(width, tile, overlap):
-            patch = image[..., top:top + tile, left:left + tile].to(model.device, model.dtype)
-            out = model.forward(patch).float().cpu()
-            if out.shape[-2:] != (tile * scale, tile * scale):
-                raise ModelError(f"upscaler returned {tuple(out.shape[-2:])} for a {tile}x{tile} tile, "
-                                 f"expected x{scale}", file=model.name)
-            region = (..., slice(top * scale, (top + tile) * scale), slice(left * scale, (left + tile) * scale))
-            result[region] += out
-            weights[region] += 1
-    return (result / weights).clamp(0.0, 1.0)
-
-
-def model_passes(model: UpscalerModel, image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """As A1111's Upscaler.upscale: repeat the model until the image reaches the target (at most 3 passes)."""
-    for _ in range(MAX_PASSES):
-        size_before = image.shape[-2:]
-        image = upscale_tiled(model, image)
-        if (image.shape[-1] >= width and image.shape[-2] >= height) or image.shape[-2:] == size_before:
-            break
-    return image
-
-
-def upscale_with_model(path: Path, images: torch.Tensor, width: int, height: int, device) -> list[Image.Image]:
-    """(B, 3, H, W) in [0, 1] -> B pictures of exactly width x height, upscaled by the model file at `path`."""
-    model = load_upscaler(path, device)
-    pictures = to_pil(torch.cat([model_passes(model, image[None].float(), width, height) for image in images]))
-    # As A1111: when the model's scale is not the wanted one, Lanczos to the exact size.
-    return [picture if picture.size == (width, height) else picture.resize((width, height), Image.LANCZOS)
-            for picture in pictures]
+    return _from_spandrel(spandrel, path, state, device)
