@@ -21,6 +21,7 @@ from sdbake.runner.numerics import Numerics
 from sdbake.schemas.canonical import canonical_json
 from sdbake.schemas.errors import InputFileError, SdbakeError
 from sdbake.schemas.loader import LoadedRecipe
+from sdbake.schemas.names import SECOND_ORDER_SAMPLERS
 from sdbake.schemas.positions import nearest
 from sdbake.schemas.stages import (
     LATENT_UPSCALERS,
@@ -35,7 +36,6 @@ from sdbake.schemas.stages import (
 
 KEY_FORMAT = 1
 NOT_IN_KEY = {"id", "description", "preview"}
-SECOND_ORDER = {"heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde"}
 
 
 def key_of(document: dict) -> str:
@@ -267,7 +267,7 @@ def _schedules_after(stages: list, encode_index: int) -> list[list]:
     for stage in stages[encode_index + 1:]:
         if isinstance(stage, EncodeParams):
             break
-        multiplier = 2 if getattr(stage, "sampler", None) in SECOND_ORDER else 1
+        multiplier = 2 if getattr(stage, "sampler", None) in SECOND_ORDER_SAMPLERS else 1
         if isinstance(stage, SampleParams):
             base_steps = stage.steps
             if stage.prompt is None:

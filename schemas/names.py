@@ -1,47 +1,84 @@
-"""Sampler and scheduler names users already know (ComfyUI ids, A1111 labels); pure data, no torch."""
+"""The sampler and scheduler table: ComfyUI ids, A1111 labels and what the code needs to know of
+each sampler. Pure data, no torch. Every other place reads it: the schema (names users may write),
+the sampler registry (stages/samplers/registry.py adds the functions), the prompt schedule and the
+infotext (A1111 labels)."""
 from __future__ import annotations
 
-SAMPLER_IDS = (
-    "euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral",
-    "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim",
-)
-SCHEDULER_IDS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta")
+from dataclasses import dataclass
 
-# A1111's sampler labels (modules/sd_samplers_kdiffusion.py), lower-cased, mapped to ComfyUI ids.
-A1111_SAMPLER_LABELS = {
-    "euler": "euler", "euler a": "euler_ancestral", "heun": "heun", "dpm2": "dpm_2",
-    "dpm2 a": "dpm_2_ancestral", "lms": "lms", "dpm++ 2s a": "dpmpp_2s_ancestral",
-    "dpm++ sde": "dpmpp_sde", "dpm++ 2m": "dpmpp_2m", "dpm++ 2m sde": "dpmpp_2m_sde",
-    "dpm++ 3m sde": "dpmpp_3m_sde", "ddim": "ddim",
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    label: str                                # A1111's label (modules/sd_samplers_kdiffusion.py)
+    second_order: bool = False                # two model calls per step: A1111 schedules prompts over 2 x steps
+    noise: str | None = None                  # "ancestral": fresh draws from the image generators each step;
+                                              # "sde": a Brownian path over the whole schedule
+    discard_penultimate_sigma: bool = False   # ComfyUI's KSampler: steps + 1 sigmas, the second-to-last dropped
+
+
+SAMPLERS: dict[str, SamplerInfo] = {
+    "euler": SamplerInfo("Euler"),
+    "euler_ancestral": SamplerInfo("Euler a", noise="ancestral"),
+    "heun": SamplerInfo("Heun", second_order=True),
+    "dpm_2": SamplerInfo("DPM2", second_order=True, discard_penultimate_sigma=True),
+    "dpm_2_ancestral": SamplerInfo("DPM2 a", second_order=True, noise="ancestral", discard_penultimate_sigma=True),
+    "lms": SamplerInfo("LMS"),
+    "dpmpp_2s_ancestral": SamplerInfo("DPM++ 2S a", second_order=True, noise="ancestral"),
+    "dpmpp_sde": SamplerInfo("DPM++ SDE", second_order=True, noise="sde"),
+    "dpmpp_2m": SamplerInfo("DPM++ 2M"),
+    "dpmpp_2m_sde": SamplerInfo("DPM++ 2M SDE", noise="sde"),
+    "dpmpp_3m_sde": SamplerInfo("DPM++ 3M SDE", noise="sde"),
+    "ddim": SamplerInfo("DDIM"),
 }
-# Suffixes of A1111's pre-1.6 combined labels ("DPM++ 2M Karras") and its "Schedule type" values.
-A1111_SCHEDULER_LABELS = {
-    "karras": "karras", "exponential": "exponential", "normal": "normal", "simple": "simple",
-    "sgm uniform": "sgm_uniform", "ddim": "ddim_uniform", "beta": "beta",
+# ComfyUI scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's
+# ddim_uniform is what A1111 calls "DDIM".
+SCHEDULERS: dict[str, str] = {
+    "normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
+    "simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta",
 }
+
+SAMPLER_IDS = tuple(SAMPLERS)
+SCHEDULER_IDS = tuple(SCHEDULERS)
+SECOND_ORDER_SAMPLERS = frozenset(name for name, info in SAMPLERS.items() if info.second_order)
+ANCESTRAL_SAMPLERS = frozenset(name for name, info in SAMPLERS.items() if info.noise == "ancestral")
+SDE_SAMPLERS = frozenset(name for name, info in SAMPLERS.items() if info.noise == "sde")
+DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(
+    name for name, info in SAMPLERS.items() if info.discard_penultimate_sigma)
+
+_SAMPLER_BY_LABEL = {info.label.lower(): name for name, info in SAMPLERS.items()}
+_SCHEDULER_BY_LABEL = {label.lower(): name for name, label in SCHEDULERS.items()}
+# A1111's pre-1.6 combined labels ("DPM++ 2M Karras") end in one of these schedules.
+_LABEL_SCHEDULE_SUFFIXES = ("karras", "exponential")
 
 
 def parse_sampler(label: str) -> tuple[str, str | None]:
-    """`"DPM++ 2M Karras"` -> ("dpmpp_2m", "karras"); a ComfyUI id -> (id, None). ValueError if unknown."""
-    text = " ".join(label.strip().split())
-    if text in SAMPLER_IDS:
+    """`"DPM++ 2M Karras"` -> ("dpmpp_2m", "karras"); a ComfyUI id -> (id, None); any case and spacing.
+    ValueError naming the known ids and labels otherwise."""
+    text = " ".join(label.strip().lower().split())
+    if text in SAMPLERS:
         return text, None
-    lowered = text.lower()
-    if lowered in A1111_SAMPLER_LABELS:
-        return A1111_SAMPLER_LABELS[lowered], None
-    for suffix, scheduler in (("karras", "karras"), ("exponential", "exponential")):
-        if lowered.endswith(" " + suffix):
-            head = lowered[: -len(suffix) - 1]
-            if head in A1111_SAMPLER_LABELS:
-                return A1111_SAMPLER_LABELS[head], scheduler
-    raise ValueError(f"unknown sampler {label!r} (known: {', '.join(SAMPLER_IDS)}, or an A1111 label such "
+    if text in _SAMPLER_BY_LABEL:
+        return _SAMPLER_BY_LABEL[text], None
+    head, _, suffix = text.rpartition(" ")
+    if suffix in _LABEL_SCHEDULE_SUFFIXES and head in _SAMPLER_BY_LABEL:
+        return _SAMPLER_BY_LABEL[head], suffix
+    raise ValueError(f"unknown sampler {label!r} (known: {', '.join(SAMPLERS)}, or an A1111 label such "
                      f"as 'DPM++ 2M Karras')")
 
 
 def parse_scheduler(label: str) -> str:
     text = " ".join(label.strip().split()).lower()
-    if text in SCHEDULER_IDS:
+    if text in SCHEDULERS:
         return text
-    if text in A1111_SCHEDULER_LABELS:
-        return A1111_SCHEDULER_LABELS[text]
-    raise ValueError(f"unknown scheduler {label!r} (known: {', '.join(SCHEDULER_IDS)})")
+    if text in _SCHEDULER_BY_LABEL:
+        return _SCHEDULER_BY_LABEL[text]
+    raise ValueError(f"unknown scheduler {label!r} (known: {', '.join(SCHEDULERS)})")
+
+
+def a1111_sampler_label(sampler: str, scheduler: str) -> tuple[str, str]:
+    """(Sampler value, Schedule type value) as A1111 writes them: dpmpp_2m + karras -> DPM++ 2M, Karras."""
+    try:
+        return SAMPLERS[sampler].label, SCHEDULERS[scheduler]
+    except KeyError as exc:
+        # The recipe schema validates sampler and scheduler names: a miss here is a bug, not a guess.
+        raise ValueError(f"no A1111 label for {exc.args[0]!r}: add it to schemas/names.py") from None

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 
+from sdbake.schemas.names import a1111_sampler_label
 from sdbake.schemas.stages import SaveParams
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import to_pil
-from sdbake.stages.output.infotext import a1111_sampler_label, format_infotext
+from sdbake.stages.output.infotext import format_infotext
 from sdbake.stages.output.metadata import encode_image
 from sdbake.stages.state import State
 from sdbake.stages.vae import vae_decode, vae_options

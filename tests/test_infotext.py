@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from sdbake.stages.output.infotext import a1111_sampler_label, format_infotext, parse_infotext
+from sdbake.schemas.names import a1111_sampler_label
+from sdbake.stages.output.infotext import format_infotext, parse_infotext
 
 PARAMS = {
     "Version": "sdbake 0.1.0",                    # given first, written last
@@ -86,7 +87,6 @@ def test_a_last_line_with_fewer_than_3_pairs_is_prompt_text():
     ("ddim", "ddim_uniform", ("DDIM", "DDIM")),
     ("dpm_2_ancestral", "karras", ("DPM2 a", "Karras")),
     ("dpmpp_2s_ancestral", "karras", ("DPM++ 2S a", "Karras")),
-    ("uni_pc", "normal", ("UniPC", "Normal")),
 ])
 def test_sampler_ids_map_to_a1111_labels(sampler, scheduler, labels):
     assert a1111_sampler_label(sampler, scheduler) == labels

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 from sd_parsers import ParserManager
 from sdbake.schemas.errors import InputFileError, OutputError
-from sdbake.stages.output.infotext import a1111_sampler_label, format_infotext, parse_infotext
+from sdbake.schemas.names import a1111_sampler_label
+from sdbake.stages.output.infotext import format_infotext, parse_infotext
 from sdbake.stages.output.metadata import encode_image, read_metadata
 
 PROMPT = "a red circle, (masterpiece:1.2), [city:forest:0.4]"

@@ -3,7 +3,10 @@ import math
 
 import pytest
 import torch
+from sdbake.schemas import names
+from sdbake.schemas.names import parse_sampler
 from sdbake.stages.samplers import (
+    SAMPLER_FUNCTIONS,
     SAMPLERS,
     BrownianNoise,
     ImageNoise,
@@ -11,10 +14,7 @@ from sdbake.stages.samplers import (
     is_second_order,
     model_sigmas,
     noise_sampler_for,
-    parse_sampler_label,
     sampler_sigmas,
-    uses_ancestral_noise,
-    uses_sde_noise,
 )
 
 DATA_STD = 0.5
@@ -191,23 +191,23 @@ def test_noise_sampler_for_uses_the_whole_schedule_range():
 
 
 def test_a1111_labels_and_comfyui_ids_parse():
-    assert parse_sampler_label("DPM++ 2M Karras") == ("dpmpp_2m", "karras")
-    assert parse_sampler_label("euler a") == ("euler_ancestral", None)
-    assert parse_sampler_label("DPM++ SDE Exponential") == ("dpmpp_sde", "exponential")
-    assert parse_sampler_label("DPM2 a Karras") == ("dpm_2_ancestral", "karras")
-    assert parse_sampler_label("  Euler ") == ("euler", None)
-    assert parse_sampler_label("dpmpp_3m_sde") == ("dpmpp_3m_sde", None)
+    assert parse_sampler("DPM++ 2M Karras") == ("dpmpp_2m", "karras")
+    assert parse_sampler("euler a") == ("euler_ancestral", None)
+    assert parse_sampler("DPM++ SDE Exponential") == ("dpmpp_sde", "exponential")
+    assert parse_sampler("DPM2 a Karras") == ("dpm_2_ancestral", "karras")
+    assert parse_sampler("  Euler ") == ("euler", None)
+    assert parse_sampler("dpmpp_3m_sde") == ("dpmpp_3m_sde", None)
     expected = {"Heun": "heun", "DPM2": "dpm_2", "LMS": "lms", "DPM++ 2S a": "dpmpp_2s_ancestral",
                 "DPM++ 2M SDE": "dpmpp_2m_sde", "DPM++ 3M SDE": "dpmpp_3m_sde", "DDIM": "ddim"}
     for label, sampler in expected.items():
-        assert parse_sampler_label(label) == (sampler, None)
-        assert parse_sampler_label(label.upper() + " KARRAS") == (sampler, "karras")
+        assert parse_sampler(label) == (sampler, None)
+        assert parse_sampler(label.upper() + " KARRAS") == (sampler, "karras")
 
 
 def test_unknown_sampler_names_list_the_valid_ones():
     for bad in ("DPM++ 2M Turbo", "euler_cfg_pp", "uni_pc", "", "Karras"):
         with pytest.raises(ValueError, match="dpmpp_2m.*DPM\\+\\+ 2M"):
-            parse_sampler_label(bad)
+            parse_sampler(bad)
     with pytest.raises(ValueError, match="valid"):
         get_sampler("Euler a")
 
@@ -215,8 +215,32 @@ def test_unknown_sampler_names_list_the_valid_ones():
 def test_sampler_properties():
     assert [name for name in SAMPLERS if is_second_order(name)] == [
         "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde"]
-    assert [name for name in SAMPLERS if uses_ancestral_noise(name)] == [
+    assert [name for name, info in names.SAMPLERS.items() if info.noise == "ancestral"] == [
         "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral"]
-    assert [name for name in SAMPLERS if uses_sde_noise(name)] == ["dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"]
+    assert [name for name, info in names.SAMPLERS.items() if info.noise == "sde"] == [
+        "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"]
     with pytest.raises(ValueError):
         is_second_order("nope")
+
+
+def test_every_sampler_function_is_in_the_table_and_every_table_entry_has_one():
+    import inspect
+
+    from sdbake.stages.samplers import dpm_solver_samplers, karras_samplers
+    assert list(SAMPLER_FUNCTIONS) == list(names.SAMPLERS) == list(SAMPLERS)
+    defined = {function for module in (karras_samplers, dpm_solver_samplers)
+               for name, function in inspect.getmembers(module, inspect.isfunction)
+               if name.startswith("sample_") and function.__module__ == module.__name__}
+    assert defined == set(SAMPLER_FUNCTIONS.values())      # no sampler function left out of the registry
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_each_sampler_names_its_carry_and_refuses_a_missing_noise_source(sampler):
+    sigmas = sampler_sigmas(sampler, "karras", model_sigmas(), 4)
+    x = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    noise = noise_sampler_for(sampler, ImageNoise([1], (4, 8, 8)), sigmas)
+    _, carry = get_sampler(sampler)(gaussian_denoiser(0.0), x, sigmas[:3], noise_sampler=noise)
+    assert carry.sampler == sampler
+    if names.SAMPLERS[sampler].noise is not None:
+        with pytest.raises(ValueError, match=f"sampler '{sampler}' adds noise"):
+            get_sampler(sampler)(gaussian_denoiser(0.0), x, sigmas[:3], noise_sampler=None)

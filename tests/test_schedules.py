@@ -118,9 +118,9 @@ def test_float64_path_agrees_with_float32_schedule(sd_sigmas):
         assert torch.allclose(double.float(), single, rtol=2e-6, atol=0), scheduler
 
 
-def test_dpm_2_and_uni_pc_drop_the_penultimate_sigma(sd_sigmas):
+def test_dpm_2_drops_the_penultimate_sigma(sd_sigmas):
     longer = sigma_schedule("karras", sd_sigmas, 21)
-    for sampler in ("dpm_2", "dpm_2_ancestral", "uni_pc"):
+    for sampler in ("dpm_2", "dpm_2_ancestral"):
         sigmas = sampler_sigmas(sampler, "karras", sd_sigmas, 20)
         assert sigmas.shape == (21,)
         assert torch.equal(sigmas, torch.cat([longer[:-2], longer[-1:]]))

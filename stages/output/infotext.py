@@ -30,36 +30,6 @@ TRAILING_KEYS = ("Version", "User")
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _NEGATIVE_PREFIX = "Negative prompt:"
 
-# ComfyUI-style sampler ids -> A1111 sampler labels (modules/sd_samplers_kdiffusion.py,
-# sd_samplers_timesteps.py). The `_gpu` variants are the same samplers with GPU Brownian noise.
-_SAMPLER_LABELS = {
-    "euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "lms": "LMS",
-    "dpm_2": "DPM2", "dpm_2_ancestral": "DPM2 a", "dpm_fast": "DPM fast",
-    "dpm_adaptive": "DPM adaptive", "dpmpp_2s_ancestral": "DPM++ 2S a", "dpmpp_sde": "DPM++ SDE",
-    "dpmpp_sde_gpu": "DPM++ SDE", "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_sde": "DPM++ 2M SDE",
-    "dpmpp_2m_sde_gpu": "DPM++ 2M SDE", "dpmpp_2m_sde_heun": "DPM++ 2M SDE Heun",
-    "dpmpp_3m_sde": "DPM++ 3M SDE", "dpmpp_3m_sde_gpu": "DPM++ 3M SDE", "ddim": "DDIM",
-    "plms": "PLMS", "uni_pc": "UniPC", "lcm": "LCM", "restart": "Restart",
-}
-# ComfyUI scheduler ids -> A1111 "Schedule type" labels (modules/sd_schedulers.py). ComfyUI's
-# ddim_uniform is what A1111 calls "DDIM".
-_SCHEDULE_LABELS = {
-    "normal": "Normal", "karras": "Karras", "exponential": "Exponential",
-    "sgm_uniform": "SGM Uniform", "simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta",
-    "kl_optimal": "KL Optimal", "polyexponential": "Polyexponential", "uniform": "Uniform",
-    "align_your_steps": "Align Your Steps",
-}
-
-
-def a1111_sampler_label(sampler: str, scheduler: str) -> tuple[str, str]:
-    """(Sampler value, Schedule type value) as A1111 writes them: dpmpp_2m + karras -> DPM++ 2M, Karras."""
-    try:
-        return _SAMPLER_LABELS[sampler], _SCHEDULE_LABELS[scheduler]
-    except KeyError as exc:
-        # The recipe schema validates sampler and scheduler names: a miss here is a missing entry.
-        raise ValueError(f"no A1111 label for {exc.args[0]!r}: add it to stages/output/infotext.py") from None
-
-
 def quote(value: Any) -> str:
     """As A1111: a value with `,` `:` or a newline becomes a JSON string, others stay as they are."""
     text = str(value)

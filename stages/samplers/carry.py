@@ -18,12 +18,12 @@ _HISTORY_FIELDS = ("denoised", "derivatives", "sigmas", "step_sizes")
 @dataclass(frozen=True)
 class Carry:
     """History of a sampler's past steps, newest first; `sigma` is where the latent now stands."""
-    sampler: str
     sigma: torch.Tensor
     denoised: tuple[torch.Tensor, ...] = ()      # D(x) of past steps (dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde)
     derivatives: tuple[torch.Tensor, ...] = ()   # (x - D(x)) / sigma of past steps (lms)
     sigmas: tuple[torch.Tensor, ...] = ()        # sigmas of past steps (lms, dpmpp_2m)
     step_sizes: tuple[torch.Tensor, ...] = ()    # past step sizes h in log-SNR (dpmpp_2m_sde, dpmpp_3m_sde)
+    sampler: str = ""                            # who made it: the registry stamps the name
 
 
 def history_for(sampler: str, sigmas: torch.Tensor, carry: Carry | None) -> Carry | None:

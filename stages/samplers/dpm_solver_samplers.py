@@ -3,13 +3,14 @@ dpmpp_sde, dpmpp_2m, dpmpp_2m_sde (midpoint), dpmpp_3m_sde. The math follows k-d
 `sampling.py` as ComfyUI v0.3.64 ships it for eps/v models, with eta = 1, s_noise = 1, r = 1/2.
 
 The multistep ones keep their past denoised estimates and step sizes in the carry, so a split run
-continues the same recurrence instead of restarting at first order.
+continues the same recurrence instead of restarting at first order. As every sampler function,
+these get their name, their own carry and the noise check from the registry (registry.py).
 """
 from __future__ import annotations
 
 import torch
 
-from .carry import Carry, history_for
+from .carry import Carry
 from .stepping import (
     Denoiser,
     NoiseSampler,
@@ -18,7 +19,6 @@ from .stepping import (
     check_sigmas,
     denoise_at,
     derivative,
-    require_noise,
 )
 
 
@@ -36,8 +36,6 @@ def sample_dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.
                               callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """DPM-Solver++(2S) single-step second order down to sigma_down, then fresh noise."""
     sigma_values = check_sigmas(sigmas)
-    history_for("dpmpp_2s_ancestral", sigmas, carry)
-    noise_sampler = require_noise(noise_sampler, "dpmpp_2s_ancestral")
     for i in range(len(sigmas) - 1):
         denoised = denoise_at(denoise, x, sigmas[i])
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
@@ -54,7 +52,7 @@ def sample_dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.
             x = (_sigma(lambda_down) / _sigma(lambda_now)) * x - (-h).expm1() * denoised_mid
         if sigma_values[i + 1] > 0:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
-    return x, Carry("dpmpp_2s_ancestral", sigmas[-1])
+    return x, Carry(sigmas[-1])
 
 
 def sample_dpmpp_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
@@ -62,8 +60,6 @@ def sample_dpmpp_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
                      callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """DPM-Solver++ stochastic, two stages per step (r = 1/2), Brownian noise at both stages."""
     sigma_values = check_sigmas(sigmas)
-    history_for("dpmpp_sde", sigmas, carry)
-    noise_sampler = require_noise(noise_sampler, "dpmpp_sde")
     r = 0.5
     weight_second = 1 / (2 * r)
     for i in range(len(sigmas) - 1):
@@ -95,7 +91,7 @@ def sample_dpmpp_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
         denoised_combined = (1 - weight_second) * denoised + weight_second * denoised_mid
         x = (alpha_t / alpha_s) * (-h_down).exp() * x - alpha_t * (-h_down).expm1() * denoised_combined
         x = x + alpha_t * noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
-    return x, Carry("dpmpp_sde", sigmas[-1])
+    return x, Carry(sigmas[-1])
 
 
 def sample_dpmpp_2m(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
@@ -104,7 +100,7 @@ def sample_dpmpp_2m(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """DPM-Solver++(2M): second order from the previous denoised estimate; first order on the first
     step of the whole run and on the last (to sigma 0)."""
     sigma_values = check_sigmas(sigmas)
-    history = history_for("dpmpp_2m", sigmas, carry)
+    history = carry
     old_denoised = history.denoised[0] if history else None
     old_sigma = history.sigmas[0] if history else None
     for i in range(len(sigmas) - 1):
@@ -121,8 +117,8 @@ def sample_dpmpp_2m(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
             x = (_sigma(t_next) / _sigma(t)) * x - (-h).expm1() * denoised_extrapolated
         old_denoised, old_sigma = denoised, sigmas[i]
     if old_denoised is None:
-        return x, Carry("dpmpp_2m", sigmas[-1])
-    return x, Carry("dpmpp_2m", sigmas[-1], denoised=(old_denoised,), sigmas=(old_sigma,))
+        return x, Carry(sigmas[-1])
+    return x, Carry(sigmas[-1], denoised=(old_denoised,), sigmas=(old_sigma,))
 
 
 def _sde_first_order(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
@@ -141,8 +137,7 @@ def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
                         callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """DPM-Solver++(2M) SDE, midpoint correction; the carry keeps the last denoised and step size."""
     sigma_values = check_sigmas(sigmas)
-    history = history_for("dpmpp_2m_sde", sigmas, carry)
-    noise_sampler = require_noise(noise_sampler, "dpmpp_2m_sde")
+    history = carry
     old_denoised = history.denoised[0] if history and history.denoised else None
     h = history.step_sizes[0] if history and history.step_sizes else None
     for i in range(len(sigmas) - 1):
@@ -162,7 +157,7 @@ def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
                 x = x + 0.5 * alpha_t * (-2 * h).expm1().neg() * (1 / r) * (denoised - old_denoised)
             x = x + _sde_noise(noise_sampler, sigmas[i], sigmas[i + 1], h)
         old_denoised = denoised
-    return x, Carry("dpmpp_2m_sde", sigmas[-1], denoised=_present(old_denoised), step_sizes=_present(h))
+    return x, Carry(sigmas[-1], denoised=_present(old_denoised), step_sizes=_present(h))
 
 
 def sample_dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
@@ -171,8 +166,7 @@ def sample_dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
     """DPM-Solver++(3M) SDE: third order from the two previous denoised estimates (second, then first
     order while the history is shorter); the carry keeps both and their step sizes."""
     sigma_values = check_sigmas(sigmas)
-    history = history_for("dpmpp_3m_sde", sigmas, carry)
-    noise_sampler = require_noise(noise_sampler, "dpmpp_3m_sde")
+    history = carry
     denoised_1, denoised_2 = _pad_two(history.denoised if history else ())
     h_1, h_2 = _pad_two(history.step_sizes if history else ())
     h = h_1
@@ -203,7 +197,7 @@ def sample_dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
         # on the final step to 0, h is not recomputed and shifts in unchanged, as in k-diffusion
         denoised_1, denoised_2 = denoised, denoised_1
         h_1, h_2 = h, h_1
-    return x, Carry("dpmpp_3m_sde", sigmas[-1], denoised=_present(denoised_1, denoised_2),
+    return x, Carry(sigmas[-1], denoised=_present(denoised_1, denoised_2),
                     step_sizes=_present(h_1, h_2))
 
 

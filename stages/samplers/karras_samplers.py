@@ -3,7 +3,9 @@ ancestral variants, and lms. The math follows k-diffusion's `sampling.py` as Com
 it, with eta = 1, s_noise = 1 and no churn; ComfyUI's `ddim` is `euler`.
 
 Every sampler walks `sigmas` (a slice of the schedule) and returns (x, carry); giving the carry to
-the call on the next slice continues exactly where this one stopped.
+the call on the next slice continues exactly where this one stopped. The functions are nameless: the
+registry (registry.py) hands each one only a carry of its own, checks its noise source and stamps
+its name on the carry it returns.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import math
 
 import torch
 
-from .carry import Carry, history_for
+from .carry import Carry
 from .stepping import (
     Denoiser,
     NoiseSampler,
@@ -20,7 +22,6 @@ from .stepping import (
     check_sigmas,
     denoise_at,
     derivative,
-    require_noise,
 )
 
 
@@ -29,13 +30,12 @@ def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                  callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """Euler steps (Karras et al. 2022, Algorithm 2 without churn). Deterministic, no history."""
     check_sigmas(sigmas)
-    history_for("euler", sigmas, carry)
     for i in range(len(sigmas) - 1):
         denoised = denoise_at(denoise, x, sigmas[i])
         if callback is not None:
             callback(i)
         x = x + derivative(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
-    return x, Carry("euler", sigmas[-1])
+    return x, Carry(sigmas[-1])
 
 
 def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
@@ -43,8 +43,6 @@ def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Ten
                            callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """Euler step down to sigma_down, then fresh noise up to the next sigma."""
     check_sigmas(sigmas)
-    history_for("euler_ancestral", sigmas, carry)
-    noise_sampler = require_noise(noise_sampler, "euler_ancestral")
     for i in range(len(sigmas) - 1):
         denoised = denoise_at(denoise, x, sigmas[i])
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
@@ -55,7 +53,7 @@ def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Ten
         else:
             d = derivative(x, sigmas[i], denoised)
             x = x + d * (sigma_down - sigmas[i]) + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
-    return x, Carry("euler_ancestral", sigmas[-1])
+    return x, Carry(sigmas[-1])
 
 
 def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
@@ -63,7 +61,6 @@ def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                 callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """Heun's method (Karras et al. 2022, Algorithm 2): two model calls per step, Euler on the last."""
     sigma_values = check_sigmas(sigmas)
-    history_for("heun", sigmas, carry)
     for i in range(len(sigmas) - 1):
         denoised = denoise_at(denoise, x, sigmas[i])
         d = derivative(x, sigmas[i], denoised)
@@ -76,7 +73,7 @@ def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
             x_euler = x + d * dt
             d_next = derivative(x_euler, sigmas[i + 1], denoise_at(denoise, x_euler, sigmas[i + 1]))
             x = x + (d + d_next) / 2 * dt
-    return x, Carry("heun", sigmas[-1])
+    return x, Carry(sigmas[-1])
 
 
 def _log_midpoint(sigma_a: torch.Tensor, sigma_b: torch.Tensor) -> torch.Tensor:
@@ -89,7 +86,6 @@ def sample_dpm_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                  callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """DPM-Solver-2-style midpoint steps in log sigma (two model calls per step), Euler on the last."""
     sigma_values = check_sigmas(sigmas)
-    history_for("dpm_2", sigmas, carry)
     for i in range(len(sigmas) - 1):
         denoised = denoise_at(denoise, x, sigmas[i])
         d = derivative(x, sigmas[i], denoised)
@@ -102,7 +98,7 @@ def sample_dpm_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
             x_mid = x + d * (sigma_mid - sigmas[i])
             d_mid = derivative(x_mid, sigma_mid, denoise_at(denoise, x_mid, sigma_mid))
             x = x + d_mid * (sigmas[i + 1] - sigmas[i])
-    return x, Carry("dpm_2", sigmas[-1])
+    return x, Carry(sigmas[-1])
 
 
 def sample_dpm_2_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
@@ -110,8 +106,6 @@ def sample_dpm_2_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Ten
                            callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """dpm_2 down to sigma_down, then fresh noise up to the next sigma."""
     check_sigmas(sigmas)
-    history_for("dpm_2_ancestral", sigmas, carry)
-    noise_sampler = require_noise(noise_sampler, "dpm_2_ancestral")
     for i in range(len(sigmas) - 1):
         denoised = denoise_at(denoise, x, sigmas[i])
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
@@ -126,7 +120,7 @@ def sample_dpm_2_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Ten
             d_mid = derivative(x_mid, sigma_mid, denoise_at(denoise, x_mid, sigma_mid))
             x = x + d_mid * (sigma_down - sigmas[i])
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
-    return x, Carry("dpm_2_ancestral", sigmas[-1])
+    return x, Carry(sigmas[-1])
 
 
 LMS_ORDER = 4
@@ -157,7 +151,7 @@ def sample_lms(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """Linear multistep of order 4 on the ODE derivative; the carry keeps the last 3 derivatives and sigmas."""
     sigma_values = check_sigmas(sigmas)
-    history = history_for("lms", sigmas, carry)
+    history = carry
     derivatives = list(history.derivatives) if history else []   # newest first
     past_sigmas = list(history.sigmas) if history else []
     past_sigma_values = [float(s) for s in past_sigmas]
@@ -175,4 +169,4 @@ def sample_lms(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                             for j in range(len(past_sigma_values))]
             x = x + sum(c * d for c, d in zip(coefficients, derivatives))
     keep = LMS_ORDER - 1
-    return x, Carry("lms", sigmas[-1], derivatives=tuple(derivatives[:keep]), sigmas=tuple(past_sigmas[:keep]))
+    return x, Carry(sigmas[-1], derivatives=tuple(derivatives[:keep]), sigmas=tuple(past_sigmas[:keep]))

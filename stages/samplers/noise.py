@@ -14,11 +14,9 @@ import math
 from collections.abc import Sequence
 
 import torch
+from sdbake.schemas.names import ANCESTRAL_SAMPLERS, SDE_SAMPLERS
 
 from .stepping import NoiseSampler
-
-ANCESTRAL_SAMPLERS = frozenset({"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral"})
-SDE_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"})
 
 
 class ImageNoise:

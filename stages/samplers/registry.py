@@ -1,11 +1,16 @@
-"""Samplers by name: ComfyUI ids, A1111 labels ("DPM++ 2M Karras" = dpmpp_2m + karras), properties."""
+"""Sampler functions by ComfyUI id. What each sampler is (A1111 label, second order, noise kind) is
+the torch-free table in schemas/names.py; this module adds the functions and gives each its name."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 
 import torch
+from sdbake.schemas.names import SAMPLERS as SAMPLER_TABLE
+from sdbake.schemas.names import SECOND_ORDER_SAMPLERS
 
-from .carry import Carry
+from .carry import Carry, history_for
 from .dpm_solver_samplers import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -21,11 +26,11 @@ from .karras_samplers import (
     sample_heun,
     sample_lms,
 )
-from .noise import ANCESTRAL_SAMPLERS, SDE_SAMPLERS
+from .stepping import check_sigmas
 
 Sampler = Callable[..., tuple[torch.Tensor, Carry]]
 
-SAMPLERS: dict[str, Sampler] = {
+SAMPLER_FUNCTIONS: dict[str, Sampler] = {
     "euler": sample_euler,
     "euler_ancestral": sample_euler_ancestral,
     "heun": sample_heun,
@@ -41,27 +46,25 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim": sample_euler,
 }
 
-# Two model calls per step: A1111 schedules prompt edits over 2 x steps for these.
-SECOND_ORDER_SAMPLERS = frozenset({"heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde"})
 
-# A1111 sampler labels (modules/sd_samplers_kdiffusion.py); matched case-insensitively.
-A1111_LABELS = {
-    "Euler a": "euler_ancestral",
-    "Euler": "euler",
-    "Heun": "heun",
-    "DPM2": "dpm_2",
-    "DPM2 a": "dpm_2_ancestral",
-    "LMS": "lms",
-    "DPM++ 2S a": "dpmpp_2s_ancestral",
-    "DPM++ SDE": "dpmpp_sde",
-    "DPM++ 2M": "dpmpp_2m",
-    "DPM++ 2M SDE": "dpmpp_2m_sde",
-    "DPM++ 3M SDE": "dpmpp_3m_sde",
-    "DDIM": "ddim",
-}
-_LABELS_LOWER = {label.lower(): sampler for label, sampler in A1111_LABELS.items()}
-# A1111 label suffixes that name a schedule ("DPM++ 2M Karras")
-_SCHEDULE_SUFFIXES = {"karras": "karras", "exponential": "exponential"}
+def _named(name: str, function: Sampler) -> Sampler:
+    """`function` as sampler `name`: it sees only a carry of its own (a carry of another sampler is a
+    position, not a history), gets a noise source when it needs one, and its carry says who made it."""
+    needs_noise = SAMPLER_TABLE[name].noise is not None
+
+    @functools.wraps(function)
+    def sample(denoise, x: torch.Tensor, sigmas: torch.Tensor, *, noise_sampler=None, carry: Carry | None = None,
+               callback=None) -> tuple[torch.Tensor, Carry]:
+        check_sigmas(sigmas)
+        if needs_noise and noise_sampler is None:
+            raise ValueError(f"sampler {name!r} adds noise: it needs a noise_sampler (see noise_sampler_for)")
+        x, new_carry = function(denoise, x, sigmas, noise_sampler=noise_sampler,
+                                carry=history_for(name, sigmas, carry), callback=callback)
+        return x, dataclasses.replace(new_carry, sampler=name)
+    return sample
+
+
+SAMPLERS: dict[str, Sampler] = {name: _named(name, function) for name, function in SAMPLER_FUNCTIONS.items()}
 
 
 def get_sampler(name: str) -> Sampler:
@@ -71,37 +74,8 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
-def parse_sampler_label(label: str) -> tuple[str, str | None]:
-    """(sampler id, scheduler or None) from a ComfyUI id or an A1111 label, case-insensitive.
-
-    "DPM++ 2M Karras" -> ("dpmpp_2m", "karras"); "Euler a" -> ("euler_ancestral", None);
-    "dpmpp_2m" -> ("dpmpp_2m", None).
-    """
-    text = " ".join(label.strip().lower().split())
-    if text in SAMPLERS:
-        return text, None
-    if text in _LABELS_LOWER:
-        return _LABELS_LOWER[text], None
-    base, _, suffix = text.rpartition(" ")
-    if suffix in _SCHEDULE_SUFFIXES and base in _LABELS_LOWER:
-        return _LABELS_LOWER[base], _SCHEDULE_SUFFIXES[suffix]
-    raise ValueError(f"unknown sampler {label!r}; valid: {', '.join(SAMPLERS)} (or the A1111 labels "
-                     f"{', '.join(A1111_LABELS)}, optionally followed by ' Karras' or ' Exponential')")
-
-
 def is_second_order(name: str) -> bool:
     """Whether the sampler calls the model twice per step (A1111 doubles prompt-schedule steps)."""
     get_sampler(name)   # an unknown name is an error, not False
     return name in SECOND_ORDER_SAMPLERS
 
-
-def uses_ancestral_noise(name: str) -> bool:
-    """Whether the sampler draws fresh noise from the image generators at each step."""
-    get_sampler(name)
-    return name in ANCESTRAL_SAMPLERS
-
-
-def uses_sde_noise(name: str) -> bool:
-    """Whether the sampler needs Brownian noise over the whole schedule."""
-    get_sampler(name)
-    return name in SDE_SAMPLERS

@@ -13,13 +13,10 @@ from __future__ import annotations
 import math
 
 import torch
+from sdbake.schemas.names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
+from sdbake.schemas.names import SCHEDULER_IDS as SCHEDULERS
 
 from .beta_distribution import beta_ppf
-
-SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform", "beta")
-
-# As ComfyUI's KSampler: these samplers compute steps + 1 sigmas and drop the second-to-last one.
-DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
 
 
 def model_sigmas(beta_start: float = 0.00085, beta_end: float = 0.012,
@@ -102,8 +99,8 @@ def sigma_schedule(scheduler: str, model_sigmas: torch.Tensor, steps: int, *,
 
 def sampler_sigmas(sampler: str, scheduler: str, model_sigmas: torch.Tensor, steps: int, *,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The schedule a sampler walks: as ComfyUI's KSampler, dpm_2 and uni_pc compute steps + 1 sigmas
-    and drop the second-to-last, so the last step goes from a small sigma straight to 0."""
+    """The schedule a sampler walks: as ComfyUI's KSampler, dpm_2 (and dpm_2_ancestral) compute steps + 1
+    sigmas and drop the second-to-last, so the last step goes from a small sigma straight to 0."""
     if sampler in DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
         sigmas = sigma_schedule(scheduler, model_sigmas, steps + 1, dtype=dtype)
         return torch.cat([sigmas[:-2], sigmas[-1:]])
