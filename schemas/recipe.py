@@ -46,10 +46,14 @@ class Defaults(Strict):
 
 
 class CheckTolerances(Strict):
-    """How far a render may drift from its golden image before `sdbake check` fails it."""
-    max_abs_diff: int = Field(0, ge=0, le=255, description="largest per-channel difference, 0-255")
-    min_psnr: float | None = Field(None, ge=0.0)
-    min_ssim: float | None = Field(None, ge=0.0, le=1.0)
+    """How `sdbake check` compares this recipe's renders with their goldens. Unset tolerances take the
+    defaults (docs/reproducibility.md); they apply when the goldens were made on another numerics
+    fingerprint, and equal fingerprints compare exactly."""
+    exact: bool = Field(False, description="always require equal pixels, whatever the fingerprints")
+    max_abs_diff: int | None = Field(None, ge=0, le=255, description="largest per-channel difference, 0-255")
+    mean_abs_diff: float | None = Field(None, ge=0.0, le=255.0, description="mean per-channel difference, 0-255")
+    min_psnr: float | None = Field(None, ge=0.0, description="smallest PSNR, dB")
+    min_ssim: float | None = Field(None, ge=0.0, le=1.0, description="smallest SSIM, 0-1")
 
 
 class Performance(Strict):

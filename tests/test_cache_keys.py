@@ -17,9 +17,9 @@ FAKE_CHECKPOINT = b"sdbake golden-key checkpoint: these bytes are hashed, never 
 FAKE_CHECKPOINT_SHA256 = "bd1b4094a3e3c26dcbd6451a7f96fbfa04b1d0b50b264b3cf5084971757a55ee"
 
 GOLDEN_KEYS = {
-    "encode": "f8b9c6a12555a3583af69d4ad9441535c32ea00f9946125e81f3a415d9950a74",
-    "sample": "a18c243887aab4f58c22d98ca8c8ddeedc2ac3f3882262179eb57a452bd61c1f",
-    "save": "8dc8faec74eac457a95749aa75b50e4d646eda383c7d8ba1d7d6f19eadaca394",
+    "encode": "33e6613eb634aabeafe0997e894b154a7610fa3b805bec51d973f0495632e00d",
+    "sample": "2d17f219808f1a5e6deb189703a851d6b1c7c90bae3eb850feb5b09bb4028158",
+    "save": "7d260f3bb080970bab0ca33c19c5da0403e68e7522106ebff86a741c923de413",
 }
 
 RECIPE = """version = 1
@@ -55,6 +55,8 @@ def _fixed_environment(monkeypatch, tmp_path):
     # The numerics fingerprint holds torch's minor version: pin it so the golden keys test our code,
     # not the installed torch. The hash index must not touch the user's home.
     monkeypatch.setattr("sdbake.runner.numerics.torch_version", lambda: "2.13.0+cpu")
+    # ... and the CPU's vector ISA, which differs between machines
+    monkeypatch.setattr("sdbake.runner.numerics.cpu_capability", lambda: "AVX2")
     monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
 
 
@@ -106,7 +108,7 @@ def test_key_document_names_what_design_section_5_lists(tmp_path):
     assert encode.inputs["prompts"] == ["a lighthouse at dusk, (oil painting:1.2)"]
     assert sample.inputs["params"]["steps"] == 20 and sample.inputs["params"]["sampler"] == "dpmpp_2m"
     assert sample.inputs["numerics"] == {"device": "cpu", "dtype": "float32", "torch": "2.13", "threads": 1,
-                                         "compile": False}
+                                         "compile": False, "attention": "sdpa", "cpu": "AVX2"}
     assert "id" not in sample.inputs["params"]
     assert save.state_key == sample.key           # a save passes its input state through
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from sdbake.runner.check.metrics import (
+    DEFAULT_TOLERANCES,
     Metrics,
     Tolerances,
     compare,
@@ -58,13 +59,13 @@ def loaded_recipe(tmp_path, check=""):
 
 
 def make_case(tmp_path, new: np.ndarray, golden: np.ndarray | bytes | None,
-              tolerances: Tolerances | None = None) -> Case:
+              tolerances: Tolerances | None = None, exact: bool = False) -> Case:
     golden_path = tmp_path / "golden" / "m" / "x.png"
     if golden is not None:
         golden_path.parent.mkdir(parents=True, exist_ok=True)
         golden_path.write_bytes(golden if isinstance(golden, bytes) else png(golden))
     return Case(str(tmp_path / "m.toml"), "m", "x.png", golden_path=golden_path, new_bytes=png(new),
-                tolerances=tolerances or Tolerances())
+                tolerances=tolerances or Tolerances(), exact=exact)
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -123,14 +124,35 @@ def test_compare_finds_the_largest_difference():
     assert tuple(spot[20, 40]) == (255, 255, 255) and tuple(spot[0, 0]) == (0, 0, 0)
 
 
-def test_tolerances_only_count_what_is_stated(tmp_path):
-    assert Tolerances.from_recipe(loaded_recipe(tmp_path).recipe.check).effective() == Tolerances(max_abs_diff=0)
+def test_tolerances_are_defaults_then_recipe_then_flags(tmp_path):
+    assert Tolerances.from_recipe(loaded_recipe(tmp_path).recipe.check).effective() == DEFAULT_TOLERANCES
     stated = Tolerances.from_recipe(loaded_recipe(tmp_path, "[check]\nmin_psnr = 30.0").recipe.check)
     assert stated == Tolerances(min_psnr=30.0)
-    assert stated.overridden(4, None, 0.9) == Tolerances(4, 30.0, 0.9)
-    metrics = Metrics(max_abs_diff=20, location=(1, 2), psnr=35.0, ssim=0.99, differing_pixels=1)
-    assert judge(metrics, stated) == []
-    assert judge(metrics, Tolerances(max_abs_diff=10)) == ["max abs diff 20 > 10 at pixel (x=1, y=2)"]
+    assert stated.effective() == Tolerances(DEFAULT_TOLERANCES.max_abs_diff, DEFAULT_TOLERANCES.mean_abs_diff,
+                                            30.0, DEFAULT_TOLERANCES.min_ssim)
+    assert stated.overridden(Tolerances(max_abs_diff=4, min_ssim=0.9)) == Tolerances(4, None, 30.0, 0.9)
+    metrics = Metrics(max_abs_diff=20, location=(1, 2), psnr=35.0, ssim=0.999, differing_pixels=1,
+                      mean_abs_diff=0.01)
+    assert judge(metrics, Tolerances(max_abs_diff=20, min_psnr=30.0)) == []
+    assert judge(metrics, Tolerances(max_abs_diff=10, min_psnr=30.0)) == ["max abs diff 20 > 10 at pixel (x=1, y=2)"]
+    assert judge(metrics, Tolerances(max_abs_diff=20)) == ["PSNR 35.00 dB < 45.0"]      # the default PSNR
+
+
+def test_default_tolerances_pass_other_kernels_and_fail_real_changes():
+    """The figures the defaults were chosen from (docs/reproducibility.md): AVX-512 vs AVX2 vs no-SIMD
+    renders of the demo differ by one level in a few pixels; a third of an image inverted does not pass."""
+    golden = np.full((64, 64, 3), 128, np.uint8)
+    golden[16:48, 16:48] = (220, 60, 30)                      # a flat picture: the hardest for PSNR/SSIM
+    kernels = golden.copy()
+    kernels[[2, 25, 40, 59], [29, 7, 33, 27], 0] += 1         # one level in four pixels
+    assert judge(compare(golden, kernels), Tolerances()) == []
+    inverted = golden.copy()
+    inverted[:21, :21] = 255 - inverted[:21, :21]
+    assert len(judge(compare(golden, inverted), Tolerances())) == 4     # every criterion alone fails it
+    magenta = golden.copy()
+    magenta[:16, :16] = (255, 0, 255)
+    assert judge(compare(golden, magenta), Tolerances())
+    assert judge(compare(golden, kernels), Tolerances(), exact=True)
 
 
 # -- judging cases ----------------------------------------------------------------------------------
@@ -160,15 +182,15 @@ def test_one_pixel_within_tolerance_passes(tmp_path):
     case = make_case(tmp_path, new, golden, Tolerances(max_abs_diff=2))
     judge_output(case, loaded_recipe(tmp_path), update=False)
     assert case.status == "pass" and case.metrics.max_abs_diff <= 2
-    strict = make_case(tmp_path, new, golden)                     # nothing stated: pixels must be equal
-    judge_output(strict, loaded_recipe(tmp_path), update=False)
-    assert strict.status == "fail"
+    exact = make_case(tmp_path, new, golden, exact=True)            # exact: pixels must be equal
+    judge_output(exact, loaded_recipe(tmp_path), update=False)
+    assert exact.status == "fail" and "comparison is exact" in exact.message
 
 
 def test_psnr_and_ssim_tolerances_judge_noise(tmp_path):
     golden = picture(seed=3)
     noisy = np.clip(golden.astype(int) + np.random.default_rng(4).integers(-3, 4, golden.shape), 0, 255)
-    lenient = make_case(tmp_path, noisy, golden, Tolerances(min_psnr=35.0, min_ssim=0.9))
+    lenient = make_case(tmp_path, noisy, golden, Tolerances(mean_abs_diff=2.0, min_psnr=35.0, min_ssim=0.9))
     judge_output(lenient, loaded_recipe(tmp_path), update=False)
     assert lenient.status == "pass"
     demanding = make_case(tmp_path, noisy, golden, Tolerances(min_psnr=60.0))

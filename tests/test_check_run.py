@@ -3,6 +3,7 @@ pixel fails with its location in the report, a broken recipe is its own failing 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -59,6 +60,8 @@ def golden_copy(workspace: Path, tmp_path: Path) -> Path:
 
 def test_update_writes_goldens_by_recipe_name_and_output_path(workspace):
     assert (workspace / "golden" / "tiny" / "tiny" / "5.png").is_file()
+    recorded = json.loads((workspace / "golden" / "tiny" / "fingerprint.json").read_text())["fingerprint"]
+    assert recorded["device"] == "cpu" and recorded["threads"] == 1 and recorded["cpu"]
 
 
 def test_unchanged_render_passes_with_report_and_junit(workspace, tmp_path, capsys):
@@ -67,7 +70,8 @@ def test_unchanged_render_passes_with_report_and_junit(workspace, tmp_path, caps
     out = capsys.readouterr().out
     assert code == 0, out
     assert "PASS" in out and "identical bytes" in out
-    assert (tmp_path / "report" / "index.html").is_file()
+    assert "comparison: exact (equal pixels): same numerics fingerprint as the goldens" in out
+    assert "same numerics fingerprint" in (tmp_path / "report" / "index.html").read_text()
     suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("1", "0", "0")
 

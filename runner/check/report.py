@@ -83,8 +83,11 @@ def _metrics_rows(case: Case) -> str:
         rows += [("max abs diff", f"{m.max_abs_diff} (0-255)"),
                  ("largest difference at", f"pixel x={m.location[0]}, y={m.location[1]}"),
                  ("pixels that differ", str(m.differing_pixels)),
+                 ("mean abs diff", f"{m.mean_abs_diff:.4f} (0-255)"),
                  ("PSNR", f"{_number(m.psnr, 2)} dB"), ("SSIM", _number(m.ssim, 4))]
-    if case.tolerances:
+    if case.comparison:
+        rows.append(("comparison", case.comparison))
+    elif case.tolerances:
         rows.append(("tolerances", case.tolerances.describe()))
     if case.golden_path:
         rows.append(("golden", str(case.golden_path)))

@@ -1,8 +1,10 @@
 """`sdbake check`: render recipes, pair each output with its golden image, judge, optionally accept.
 
-Golden layout: `<golden>/<recipe name>/<output path relative to the output root>`. A case passes on
-identical bytes, else when its pixels meet the tolerances (the recipe's [check] table, overridden by
-flags). A recipe that does not load or render is a failing case of its own; the others still run.
+Golden layout: `<golden>/<recipe name>/<output path relative to the output root>`, and the numerics
+fingerprint the goldens were made with beside them (comparison.py). A case passes on identical bytes,
+else on equal pixels when the comparison is exact (same fingerprint, or asked for), else when its
+pixels meet the tolerances (defaults, the recipe's [check] table, flags). A recipe that does not load
+or render is a failing case of its own; the others still run.
 """
 from __future__ import annotations
 
@@ -13,6 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdbake.runner.check.comparison import (
+    FINGERPRINT_FILE,
+    choose_comparison,
+    read_fingerprint,
+    write_fingerprint,
+)
 from sdbake.runner.check.metrics import Metrics, Tolerances, compare, judge, load_pixels, size_text
 from sdbake.schemas.errors import RecipeError, SdbakeError
 from sdbake.schemas.loader import RECIPE_SUFFIXES, LoadedRecipe
@@ -25,9 +33,14 @@ class CheckOptions:
     no_cache: bool = False
     cache_dir: Path | None = None
     max_abs_diff: int | None = None
+    mean_abs_diff: float | None = None
     min_psnr: float | None = None
     min_ssim: float | None = None
+    exact: bool = False
     device: str | None = None
+
+    def flag_tolerances(self) -> Tolerances:
+        return Tolerances(self.max_abs_diff, self.mean_abs_diff, self.min_psnr, self.min_ssim)
 
 
 @dataclass
@@ -42,6 +55,8 @@ class Case:
     new_bytes: bytes | None = None
     metrics: Metrics | None = None
     tolerances: Tolerances | None = None
+    exact: bool = False              # equal pixels required (see comparison)
+    comparison: str = ""             # which comparison and why, for the console and the report
     recipe_diff: str = ""            # golden's embedded recipe vs the current one, when they differ
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -134,12 +149,13 @@ def judge_output(case: Case, loaded: LoadedRecipe, update: bool) -> None:
         case.status, case.message = "fail", f"size differs: {sizes}"
         return
     case.metrics = compare(golden_pixels, new_pixels)
-    missed = judge(case.metrics, case.tolerances)
+    missed = judge(case.metrics, case.tolerances or Tolerances(), exact=case.exact)
     if update and (missed or case.metrics.max_abs_diff or case.recipe_diff):
         # equal pixels from an equal recipe are kept: only metadata bytes (e.g. the folder) differ
         return _accept(case, "updated", case.metrics.summary())
     case.status = "fail" if missed else "pass"
-    case.message = "; ".join(missed) if missed else f"within tolerance ({case.metrics.summary()})"
+    passed = "equal pixels" if case.exact else f"within tolerance ({case.metrics.summary()})"
+    case.message = "; ".join(missed) if missed else passed
 
 
 def check_recipe(path: Path, options: CheckOptions, output_root: Path) -> list[Case]:
@@ -152,13 +168,20 @@ def check_recipe(path: Path, options: CheckOptions, output_root: Path) -> list[C
         loaded = load_recipe(path)
     except SdbakeError as err:
         return [Case(str(path), path.name, message=f"invalid recipe:\n{err}")]
+    from sdbake.runner.numerics import Numerics
+
     name = loaded.recipe.name
-    tolerances = Tolerances.from_recipe(loaded.recipe.check).overridden(
-        options.max_abs_diff, options.min_psnr, options.min_ssim)
+    # Regression renders pin one CPU thread (unless SDBAKE_THREADS says otherwise): CPU results
+    # depend on the thread count, and goldens must compare across machines.
+    threads = None if os.environ.get("SDBAKE_THREADS") else 1
+    performance = loaded.recipe.performance
+    fingerprint = Numerics.choose(options.device, None, threads, compile=performance.compile,
+                                  channels_last=performance.channels_last).machine_fingerprint()
+    comparison = choose_comparison(exact_flag=options.exact, flags=options.flag_tolerances(),
+                                   recipe_check=loaded.recipe.check,
+                                   golden_fingerprint=read_fingerprint(options.golden / name),
+                                   current_fingerprint=fingerprint)
     try:
-        # Regression renders pin one CPU thread (unless SDBAKE_THREADS says otherwise): CPU results
-        # depend on the thread count, and goldens must compare across machines.
-        threads = None if os.environ.get("SDBAKE_THREADS") else 1
         result = render(loaded, output_root=output_root, cache_dir=options.cache_dir, no_cache=options.no_cache,
                         device=options.device, threads=threads)
     except SdbakeError as err:
@@ -171,12 +194,16 @@ def check_recipe(path: Path, options: CheckOptions, output_root: Path) -> list[C
     for written in result.outputs:
         output = Path(written).relative_to(output_root).as_posix()
         case = Case(str(path), name, output, golden_path=options.golden / name / output,
-                    new_bytes=Path(written).read_bytes(), tolerances=tolerances, seconds=seconds)
+                    new_bytes=Path(written).read_bytes(), tolerances=comparison.tolerances,
+                    exact=comparison.exact, comparison=comparison.describe(), seconds=seconds)
         try:
             judge_output(case, loaded, options.update)
         except SdbakeError as err:
             case.status, case.message = "error", str(err)
         cases.append(case)
+    if options.update and not any(c.failed for c in cases):
+        # every golden of this recipe now has this run's pixels: they were accepted or already equal
+        write_fingerprint(options.golden / name, fingerprint)
     return cases
 
 
@@ -188,7 +215,8 @@ def stale_goldens(golden: Path, cases: list[Case]) -> list[Path]:
     for name in sorted(rendered_names):
         folder = golden / name
         if folder.is_dir():
-            stale += [p for p in sorted(folder.rglob("*")) if p.is_file() and p.resolve() not in matched]
+            stale += [p for p in sorted(folder.rglob("*")) if p.is_file() and p.resolve() not in matched
+                      and p != folder / FINGERPRINT_FILE]
     return stale
 
 

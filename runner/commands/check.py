@@ -9,9 +9,12 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser(
         "check", help="render recipes and compare with golden images (HTML report, JUnit XML)",
-        description="Each output pairs with <golden>/<recipe name>/<output path>. A case passes on identical "
-                    "bytes, else when its pixels meet the tolerances: the recipe's [check] table, overridden "
-                    "by the flags below; with none stated, pixels must be equal. Exit 1 if any case fails.")
+        description="Each output pairs with <golden>/<recipe name>/<output path>; the goldens' numerics "
+                    "fingerprint (device, CPU ISA or GPU, torch, dtype, threads) is in <golden>/<recipe name>/"
+                    "fingerprint.json. On the same fingerprint pixels must be equal; elsewhere they must meet "
+                    "the tolerances: defaults max abs diff <= 8, mean abs diff <= 0.5, PSNR >= 45 dB, "
+                    "SSIM >= 0.995, overridden by the recipe's [check] table, then by the flags below "
+                    "(which also force a tolerance comparison). Exit 1 if any case fails.")
     check.add_argument("sources", nargs="*", default=["recipes"], metavar="RECIPE|DIR",
                        help="recipe files, or folders whose recipe files are checked (default: recipes)")
     check.add_argument("--golden", required=True, type=Path, metavar="DIR", help="the golden images")
@@ -22,18 +25,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--cache-dir", type=Path, metavar="DIR", help="stage cache (default: $SDBAKE_CACHE, else "
                                                                      "./.sdbake/cache)")
     check.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    check.add_argument("--exact", action="store_true", help="require equal pixels, whatever the fingerprints")
     check.add_argument("--max-abs-diff", type=int, metavar="N", help="largest per-channel difference allowed")
+    check.add_argument("--mean-abs-diff", type=float, metavar="X", help="largest mean per-channel difference "
+                                                                       "allowed (0-255)")
     check.add_argument("--min-psnr", type=float, metavar="DB", help="smallest PSNR allowed, in dB")
     check.add_argument("--min-ssim", type=float, metavar="X", help="smallest SSIM allowed (0-1)")
     check.set_defaults(func=run_check_command)
 
 
-def print_case(case) -> None:
+def print_case(case, shown_comparisons: set[str]) -> None:
     label = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "added": "ADDED", "updated": "UPDATED"}[case.status]
     first, *rest = case.message.splitlines() or [""]
     print(f"{label:<8} {case.title}: {first}")
     for line in rest:
         print(f"         {line}")
+    if case.comparison and case.status in ("pass", "fail") and case.comparison not in shown_comparisons:
+        shown_comparisons.add(case.comparison)       # once per recipe: its cases share one comparison
+        print(f"         comparison: {case.comparison}")
     if case.recipe_diff and case.failed:
         print("         the recipe changed since the golden (see the report)")
 
@@ -46,10 +55,15 @@ def run_check_command(args) -> int:
     if args.max_abs_diff is not None and not 0 <= args.max_abs_diff <= 255:
         print("--max-abs-diff must be between 0 and 255", file=sys.stderr)
         return 2
+    if args.exact and any(v is not None for v in (args.max_abs_diff, args.mean_abs_diff, args.min_psnr,
+                                                   args.min_ssim)):
+        print("--exact cannot be combined with tolerance flags", file=sys.stderr)
+        return 2
     options = CheckOptions(golden=args.golden, update=args.update, no_cache=args.no_cache, cache_dir=args.cache_dir,
-                           max_abs_diff=args.max_abs_diff, min_psnr=args.min_psnr, min_ssim=args.min_ssim,
-                           device=args.device)
-    result = run_check(args.sources, options, on_case=print_case)
+                           max_abs_diff=args.max_abs_diff, mean_abs_diff=args.mean_abs_diff,
+                           min_psnr=args.min_psnr, min_ssim=args.min_ssim, exact=args.exact, device=args.device)
+    shown_comparisons: set[str] = set()
+    result = run_check(args.sources, options, on_case=lambda case: print_case(case, shown_comparisons))
     for path in result.stale:
         print(f"stale    {path}: no render produced it (delete it if the output is gone for good)")
     if args.report:
