@@ -21,17 +21,10 @@ COMMAND_MODULES = [
 ]
 
 
-def version_string() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("sdbake")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from sdbake import __version__
     parser = argparse.ArgumentParser(prog="sdbake", description="Declarative, cached Stable Diffusion recipes.")
-    parser.add_argument("--version", action="version", version=f"sdbake {version_string()}")
+    parser.add_argument("--version", action="version", version=f"sdbake {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

@@ -5,28 +5,19 @@ re-materializes any output file that went missing, nothing else.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdbake.runner.cache import CacheStore
+from sdbake.runner.console import Console, RunOptions
 from sdbake.runner.plan import Invocation, Plan
 from sdbake.schemas.canonical import canonical_json
 from sdbake.schemas.errors import SdbakeError, StateError
 
 STAGE_MODULES = {"encode": "sdbake.stages.encode", "sample": "sdbake.stages.sample", "intervene": "sdbake.stages.intervene",
                  "hires": "sdbake.stages.hires", "inpaint": "sdbake.stages.inpaint", "save": "sdbake.stages.save"}
-
-
-@dataclass
-class RunOptions:
-    no_cache: bool = False
-    refresh: set[str] = field(default_factory=set)
-    until: str | None = None
-    allow_pickle: bool = False
-    quiet: bool = False
 
 
 @dataclass
@@ -45,35 +36,6 @@ class RunResult:
     @property
     def outputs(self) -> list[Path]:
         return [path for r in self.reports for _, path in r.files]
-
-
-class Console:
-    """Progress on stderr: stage, step and it/s, redrawn in place on a terminal."""
-
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.started = time.perf_counter()
-        self.stage = ""
-
-    def warn(self, message: str) -> None:
-        print(f"warning: {message}", file=sys.stderr)
-
-    def begin(self, stage_id: str) -> None:
-        self.stage, self.started = stage_id, time.perf_counter()
-
-    def progress(self, done: int, total: int) -> None:
-        if self.quiet or not self.tty:
-            return
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        bar = "#" * int(20 * done / max(total, 1))
-        print(f"\r{self.stage}: [{bar:<20}] {done}/{total} {done / elapsed:.2f} it/s", end="", file=sys.stderr)
-        if done >= total:
-            print(file=sys.stderr)
-
-    def line(self, text: str) -> None:
-        if not self.quiet:
-            print(text, file=sys.stderr)
 
 
 def _ordered_until(plan: Plan, until: str | None) -> list[Invocation]:

@@ -5,21 +5,16 @@ Sorted TOML with a format version, so a lock diffs cleanly in git (DVC's dvc.loc
 from __future__ import annotations
 
 import hashlib
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from sdbake.runner.models.hashing import short_hash
 from sdbake.runner.plan import Plan
+from sdbake.runner.versions import package_version
 from sdbake.schemas.errors import LockError
 
+from sdbake import __version__
+
 LOCK_FORMAT = 1
-
-
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "none"
 
 
 def lock_path(recipe_path: Path) -> Path:
@@ -46,7 +41,8 @@ def lock_document(plan: Plan, outputs: list[Path] | None = None) -> dict:
             prompts[inv.id] = {"prompts": inv.prompts, "negatives": inv.negatives}
     document = {
         "format": LOCK_FORMAT, "recipe": plan.recipe.name, "recipe_hash": plan.recipe_hash,
-        "versions": {"sdbake": _version("sdbake"), "torch": _version("torch"), "diffusers": _version("diffusers")},
+        "versions": {"sdbake": __version__, "torch": package_version("torch"),
+                     "diffusers": package_version("diffusers")},
         "numerics": {k: v for k, v in plan.numerics.fingerprint().items() if v is not None},
         "models": models, "prompts": prompts,
         "stages": {inv.id: inv.key for inv in plan.invocations},

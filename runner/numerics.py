@@ -6,8 +6,9 @@ import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from sdbake.runner.versions import package_version
 
 # Attention runs through diffusers' default processor, i.e. torch's scaled_dot_product_attention.
 ATTENTION_BACKEND = "sdpa"
@@ -16,12 +17,8 @@ ATTENTION_BACKEND = "sdpa"
 KERNEL_ISA_VARIABLES = {"ONEDNN_MAX_CPU_ISA": "onednn_isa", "MKL_ENABLE_INSTRUCTIONS": "mkl_isa"}
 
 
-@lru_cache(maxsize=1)
 def torch_version() -> str:
-    try:
-        return version("torch")
-    except PackageNotFoundError:
-        return "none"
+    return package_version("torch")
 
 
 def default_device() -> str:

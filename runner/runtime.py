@@ -2,25 +2,21 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import warnings
 
 import torch
 from sdbake.runner.cache import CacheStore
-from sdbake.runner.execute import STAGE_MODULES, Console, RunOptions, recipe_json
+from sdbake.runner.console import Console, RunOptions
+from sdbake.runner.execute import STAGE_MODULES, recipe_json
 from sdbake.runner.plan import Invocation, Plan
 from sdbake.schemas.errors import CacheError, SdbakeError
 from sdbake.stages.context import StageContext
 from sdbake.stages.state import State, pack, unpack
 
+from sdbake import __version__
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@functools.lru_cache(maxsize=1)
-def sdbake_version() -> str:
-    from sdbake.runner.cli import version_string
-    return version_string()
 
 
 class Runtime:
@@ -65,13 +61,13 @@ class Runtime:
         name = getattr(inv.stage, "model", None) or next(iter(self.plan.models), None)
         files = self.plan.models.get(name) if name else None
         if files is None:
-            return {"version": sdbake_version()}
+            return {"version": __version__}
         loras = files.loras + inv.loras
         return {"model_name": files.model_name, "model_hash": files.model_hash,
                 "vae_name": files.vae.stem if files.vae else None,
                 "vae_hash": files.vae_sha256[:10] if files.vae_sha256 else None,
                 "lora_hashes": ", ".join(f"{l.name}: {l.sha256[:12]}" for l in loras) or None,
-                "version": sdbake_version()}
+                "version": __version__}
 
     # -- stages --
     def context(self, inv: Invocation) -> StageContext:
