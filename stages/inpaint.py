@@ -119,10 +119,9 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
             result = inpaint_once(p, model, pixels, feathered, seeds, denoise, g, options, ctx)
         else:
             result = _inpaint_crop(p, model, pixels, feathered_pil, box, seeds, denoise, g, options, state, ctx)
-        if p.color_correction:
-            result = torch.stack([torch.from_numpy(color_correct(
-                r.permute(1, 2, 0).numpy().astype(np.float64), o.permute(1, 2, 0).numpy().astype(np.float64))
-            ).permute(2, 0, 1).float() for r, o in zip(result, original)])
+        if p.color_correction:       # as A1111: on the 8-bit pictures, towards the stage's input image
+            result = torch.stack([pil_to_tensor(Image.fromarray(color_correct(np.asarray(r), np.asarray(o))))
+                                  for r, o in zip(to_pil(result), to_pil(original))])
         # pixel composite: where the feathered mask is 0 the input pixels stay, exactly
         pixels = torch.where(feathered > 0, pixels * (1 - feathered) + result * feathered, pixels)
     latent = vae_encode(model, pixels, options).float().cpu()
