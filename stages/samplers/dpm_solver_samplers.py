@@ -18,6 +18,7 @@ from .stepping import (
     ancestral_step,
     check_sigmas,
     denoise_at,
+    denoise_step,
     derivative,
 )
 
@@ -37,10 +38,8 @@ def sample_dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.
     """DPM-Solver++(2S) single-step second order down to sigma_down, then fresh noise."""
     sigma_values = check_sigmas(sigmas)
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
-        if callback is not None:
-            callback(i)
         if float(sigma_down) == 0:
             x = x + derivative(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
@@ -63,9 +62,7 @@ def sample_dpmpp_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *
     r = 0.5
     weight_second = 1 / (2 * r)
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
-        if callback is not None:
-            callback(i)
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         if sigma_values[i + 1] == 0:
             x = denoised
             continue
@@ -104,9 +101,7 @@ def sample_dpmpp_2m(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     old_denoised = history.denoised[0] if history else None
     old_sigma = history.sigmas[0] if history else None
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
-        if callback is not None:
-            callback(i)
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         t, t_next = _lambda(sigmas[i]), _lambda(sigmas[i + 1])
         h = t_next - t
         if old_denoised is None or sigma_values[i + 1] == 0:
@@ -141,9 +136,7 @@ def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
     old_denoised = history.denoised[0] if history and history.denoised else None
     h = history.step_sizes[0] if history and history.step_sizes else None
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
-        if callback is not None:
-            callback(i)
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         if sigma_values[i + 1] == 0:
             x = denoised
         else:
@@ -171,9 +164,7 @@ def sample_dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
     h_1, h_2 = _pad_two(history.step_sizes if history else ())
     h = h_1
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
-        if callback is not None:
-            callback(i)
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         if sigma_values[i + 1] == 0:
             x = denoised
         else:

@@ -21,6 +21,7 @@ from .stepping import (
     ancestral_step,
     check_sigmas,
     denoise_at,
+    denoise_step,
     derivative,
 )
 
@@ -31,9 +32,7 @@ def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """Euler steps (Karras et al. 2022, Algorithm 2 without churn). Deterministic, no history."""
     check_sigmas(sigmas)
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
-        if callback is not None:
-            callback(i)
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         x = x + derivative(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
     return x, Carry(sigmas[-1])
 
@@ -44,10 +43,8 @@ def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Ten
     """Euler step down to sigma_down, then fresh noise up to the next sigma."""
     check_sigmas(sigmas)
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
-        if callback is not None:
-            callback(i)
         if float(sigma_down) == 0:
             x = denoised
         else:
@@ -62,10 +59,8 @@ def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """Heun's method (Karras et al. 2022, Algorithm 2): two model calls per step, Euler on the last."""
     sigma_values = check_sigmas(sigmas)
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         d = derivative(x, sigmas[i], denoised)
-        if callback is not None:
-            callback(i)
         dt = sigmas[i + 1] - sigmas[i]
         if sigma_values[i + 1] == 0:
             x = x + d * dt
@@ -87,10 +82,8 @@ def sample_dpm_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     """DPM-Solver-2-style midpoint steps in log sigma (two model calls per step), Euler on the last."""
     sigma_values = check_sigmas(sigmas)
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         d = derivative(x, sigmas[i], denoised)
-        if callback is not None:
-            callback(i)
         if sigma_values[i + 1] == 0:
             x = x + d * (sigmas[i + 1] - sigmas[i])
         else:
@@ -107,10 +100,8 @@ def sample_dpm_2_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Ten
     """dpm_2 down to sigma_down, then fresh noise up to the next sigma."""
     check_sigmas(sigmas)
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
-        if callback is not None:
-            callback(i)
         d = derivative(x, sigmas[i], denoised)
         if float(sigma_down) == 0:
             x = x + d * (sigma_down - sigmas[i])
@@ -156,12 +147,10 @@ def sample_lms(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     past_sigmas = list(history.sigmas) if history else []
     past_sigma_values = [float(s) for s in past_sigmas]
     for i in range(len(sigmas) - 1):
-        denoised = denoise_at(denoise, x, sigmas[i])
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
         derivatives = [derivative(x, sigmas[i], denoised)] + derivatives[:LMS_ORDER - 1]
         past_sigmas = [sigmas[i]] + past_sigmas[:LMS_ORDER - 1]
         past_sigma_values = [sigma_values[i]] + past_sigma_values[:LMS_ORDER - 1]
-        if callback is not None:
-            callback(i)
         if sigma_values[i + 1] == 0:
             x = denoised
         else:

@@ -15,6 +15,15 @@ def denoise_at(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch
     return denoise(x, sigma * x.new_ones([x.shape[0]]))
 
 
+def denoise_step(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, i: int,
+                 callback: StepCallback) -> torch.Tensor:
+    """D(x, sigmas[i]) at the start of step i, then the step's progress callback."""
+    denoised = denoise_at(denoise, x, sigmas[i])
+    if callback is not None:
+        callback(i)
+    return denoised
+
+
 def derivative(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
     """dx/dsigma of the probability-flow ODE (Karras et al. 2022, eq. 4 with s = 1)."""
     return (x - denoised) / sigma
@@ -26,12 +35,6 @@ def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor) -> tuple[to
     sigma_up = torch.minimum(sigma_to, (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
     sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
     return sigma_down, sigma_up
-
-
-def require_noise(noise_sampler: NoiseSampler | None, sampler: str) -> NoiseSampler:
-    if noise_sampler is None:
-        raise ValueError(f"sampler {sampler!r} adds noise: it needs a noise_sampler (see noise_sampler_for)")
-    return noise_sampler
 
 
 def check_sigmas(sigmas: torch.Tensor) -> list[float]:
