@@ -13,11 +13,7 @@ from typing import Any
 from sdbake.runner.cache import CacheStore
 from sdbake.runner.console import Console, RunOptions
 from sdbake.runner.plan import Invocation, Plan
-from sdbake.schemas.canonical import canonical_json
 from sdbake.schemas.errors import SdbakeError, StateError
-
-STAGE_MODULES = {"encode": "sdbake.stages.encode", "sample": "sdbake.stages.sample", "intervene": "sdbake.stages.intervene",
-                 "hires": "sdbake.stages.hires", "inpaint": "sdbake.stages.inpaint", "save": "sdbake.stages.save"}
 
 
 @dataclass
@@ -103,10 +99,6 @@ def execute(plan: Plan, store: CacheStore | None, options: RunOptions) -> RunRes
         if store is not None:
             store.write_record(plan.recipe.name, inv.id, inv.key, inv.inputs)
     return RunResult(reports, state)
-
-
-def recipe_json(plan: Plan) -> str:
-    return canonical_json(plan.recipe, indent=None)
 
 
 __all__ = ["RunOptions", "RunResult", "StateError", "execute"]

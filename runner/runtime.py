@@ -8,14 +8,17 @@ import warnings
 import torch
 from sdbake.runner.cache import CacheStore
 from sdbake.runner.console import Console, RunOptions
-from sdbake.runner.execute import STAGE_MODULES, recipe_json
 from sdbake.runner.plan import Invocation, Plan
+from sdbake.schemas.canonical import canonical_json
 from sdbake.schemas.errors import CacheError, SdbakeError
 from sdbake.stages.context import StageContext
 from sdbake.stages.state import State, pack, unpack
 
 from sdbake import __version__
 
+# The module whose `run` a stage kind executes.
+STAGE_MODULES = {"encode": "sdbake.stages.encode", "sample": "sdbake.stages.sample", "intervene": "sdbake.stages.intervene",
+                 "hires": "sdbake.stages.hires", "inpaint": "sdbake.stages.inpaint", "save": "sdbake.stages.save"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -76,7 +79,7 @@ class Runtime:
             model=lambda name: self.model(inv, name), upscaler_model=self.upscaler_model,
             files=inv.files, prompts=list(inv.prompts),
             negatives=list(inv.negatives), schedule_steps=inv.schedule_steps, outputs=inv.outputs,
-            model_info=self.model_info(inv), recipe_json=recipe_json(self.plan),
+            model_info=self.model_info(inv), recipe_json=canonical_json(self.plan.recipe, indent=None),
             recipe_folder=self.plan.loaded.folder, progress=self.console.progress, warn=self.console.warn,
             vae_fp32=self.plan.numerics.vae_fp32,
             extra={"stage_keys": self.stage_keys, "output_root": self.plan.output_root,
