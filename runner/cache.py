@@ -1,6 +1,6 @@
 """Content-addressed stage cache on disk (DESIGN.md section 5; the anchor is DVC's run cache).
 
-Layout under the root (`.sdbake/cache`, `$SDBAKE_CACHE` or `--cache-dir`):
+Layout under the root (`--cache-dir`, else `$SDBAKE_CACHE`, else `~/.cache/sdbake/stages` on Linux):
 
     objects/ab/<key>/entry.json        what the stage was, its metadata, checksums, size
     objects/ab/<key>/state.safetensors the output state's tensors (absent for pass-through stages)
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -31,10 +32,12 @@ ENTRY_FORMAT = 1
 
 
 def default_cache_root() -> Path:
+    """`$SDBAKE_CACHE`, else the user's cache folder (runner/locations.py): one default for every command."""
+    from sdbake.runner.locations import default_stage_cache
     env = os.environ.get("SDBAKE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.cwd() / ".sdbake" / "cache"
+    root = Path(env).expanduser() if env else default_stage_cache()
+    logging.getLogger(__name__).info("stage cache: %s", root)
+    return root
 
 
 def _sha256_bytes(data: bytes) -> str:

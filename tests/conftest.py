@@ -1,12 +1,17 @@
-"""Shared fixtures: pinned CPU threads, tiny models built once per session, a network guard.
+"""Shared fixtures: an isolated environment, pinned CPU threads, tiny models built once per session, a
+network guard.
 
 torch is imported lazily, so tests that do not need it stay fast.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))      # `import tiny_mod
 # CPU results depend on the thread count (DESIGN.md section 8): pin it before torch starts its pools.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
@@ -29,6 +33,54 @@ def pin_torch_threads() -> None:
 def _pinned_threads():
     pin_torch_threads()      # cheap; only acts once a test has imported torch
     yield
+
+
+@dataclass(frozen=True)
+class IsolatedEnv:
+    """The folders a test runs with instead of the user's (see `isolated_env`)."""
+    home: Path
+    config: Path       # $XDG_CONFIG_HOME
+    cache: Path        # $XDG_CACHE_HOME: the default stage cache and hash index live under it
+
+    @classmethod
+    def under(cls, root: Path) -> IsolatedEnv:
+        env = cls(home=root / "home", config=root / "config", cache=root / "cache")
+        env.home.mkdir(parents=True)
+        return env
+
+    def variables(self) -> dict[str, str]:
+        root = self.home.parent
+        return {"HOME": str(self.home), "XDG_CONFIG_HOME": str(self.config), "XDG_CACHE_HOME": str(self.cache),
+                "XDG_DATA_HOME": str(root / "data"), "XDG_STATE_HOME": str(root / "state"),
+                "HF_HOME": str(root / "huggingface"), "HF_HUB_OFFLINE": "1",
+                # the thread count is in the numerics fingerprint: one value for every test and fixture
+                "SDBAKE_THREADS": "1"}
+
+
+def _caller_settings() -> list[str]:
+    return [name for name in os.environ if name.startswith(("SDBAKE_", "HF_", "XDG_"))]
+
+
+# Session- and module-scoped fixtures (tiny models, shared renders) run before any function fixture:
+# give them the same kind of environment, in a folder removed at exit.
+for _name in _caller_settings():
+    del os.environ[_name]
+_session_root = Path(tempfile.mkdtemp(prefix="sdbake-tests-"))
+atexit.register(shutil.rmtree, _session_root, ignore_errors=True)
+os.environ.update(IsolatedEnv.under(_session_root).variables())
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory, monkeypatch) -> IsolatedEnv:
+    """No test reads or writes the user's files or settings, nor another test's: HOME and the XDG
+    folders point into a fresh folder, the caller's SDBAKE_*, HF_* and XDG_* variables are gone,
+    the hub stays offline and SDBAKE_THREADS is 1. What a test sets with monkeypatch is undone after it."""
+    for name in _caller_settings():
+        monkeypatch.delenv(name)
+    env = IsolatedEnv.under(tmp_path_factory.mktemp("env"))
+    for name, value in env.variables().items():
+        monkeypatch.setenv(name, value)
+    return env
 
 
 @pytest.fixture(scope="session")

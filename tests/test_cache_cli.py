@@ -15,8 +15,6 @@ DAY_S = 86400
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("SDBAKE_THREADS", "1")
-    monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
     monkeypatch.setenv("SDBAKE_CACHE", str(tmp_path / "cache"))
 
 

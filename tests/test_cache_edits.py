@@ -46,7 +46,6 @@ def render(tmp_path, monkeypatch):
     """Render recipe text through one cache under tmp_path; returns {stage id: "hit" | "ran"} and outputs."""
     from sdbake.runner.api import render as run
     from sdbake.schemas.loader import load_recipe
-    monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
 
     def go(text: str):
         recipe = write(tmp_path, "five.toml", text)
@@ -128,7 +127,6 @@ def test_refresh_recomputes_only_the_named_stage_and_no_cache_touches_no_cache(
         render, tiny_model_dir, denoiser_calls, tmp_path, capsys, monkeypatch):
     from sdbake.runner.cache import CacheStore
     from sdbake.runner.cli import main
-    monkeypatch.setenv("SDBAKE_THREADS", "1")
     render(five_stages(tiny_model_dir))
     entries = sorted(e.key for e in CacheStore(tmp_path / "cache").entries())
     command = ["run", str(tmp_path / "five.toml"), "--out", str(tmp_path / "out"),

@@ -40,8 +40,6 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.fixture
 def env(tmp_path, monkeypatch) -> dict[str, str]:
-    monkeypatch.setenv("SDBAKE_THREADS", "1")
-    monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
     monkeypatch.setenv("SDBAKE_CACHE", str(tmp_path / "cache"))
     return dict(os.environ)
 

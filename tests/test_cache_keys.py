@@ -53,11 +53,10 @@ path = "{save_path}"
 @pytest.fixture(autouse=True)
 def _fixed_environment(monkeypatch, tmp_path):
     # The numerics fingerprint holds torch's minor version: pin it so the golden keys test our code,
-    # not the installed torch. The hash index must not touch the user's home.
+    # not the installed torch.
     monkeypatch.setattr("sdbake.runner.numerics.torch_version", lambda: "2.13.0+cpu")
     # ... and the CPU's vector ISA, which differs between machines
     monkeypatch.setattr("sdbake.runner.numerics.cpu_capability", lambda: "AVX2")
-    monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
 
 
 def numerics(device="cpu", dtype="float32", threads=1):

@@ -201,9 +201,8 @@ def test_explain_miss_names_the_changed_inputs(tmp_path):
     assert explain_miss(store, "r", SimpleNamespace(id="new", key=KEY, inputs={})) == "never run"
 
 
-def test_cache_root_is_sdbake_cache_or_the_environment(tmp_path, monkeypatch):
-    monkeypatch.delenv("SDBAKE_CACHE", raising=False)
+def test_cache_root_is_the_user_cache_folder_or_the_environment(tmp_path, monkeypatch, isolated_env):
     monkeypatch.chdir(tmp_path)
-    assert default_cache_root() == tmp_path / ".sdbake" / "cache"
+    assert default_cache_root() == isolated_env.cache / "sdbake" / "stages"       # $XDG_CACHE_HOME/sdbake
     monkeypatch.setenv("SDBAKE_CACHE", str(tmp_path / "elsewhere"))
     assert default_cache_root() == tmp_path / "elsewhere"

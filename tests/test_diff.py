@@ -65,11 +65,6 @@ denoise = 0.5
 steps = 4"""
 
 
-@pytest.fixture(autouse=True)
-def _private_hash_index(tmp_path, monkeypatch):
-    monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
-
-
 def fake_model(folder: Path, weights: bytes = b"weights-a") -> Path:
     """Enough of a diffusers folder to resolve and hash (nothing loads it)."""
     (folder / "model" / "unet").mkdir(parents=True, exist_ok=True)

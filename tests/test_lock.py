@@ -15,8 +15,6 @@ pytest.importorskip("torch")
 @pytest.fixture
 def project(tmp_path, tiny_model_dir, monkeypatch) -> Path:
     """A folder with its own copy of the tiny model (the tests change its bytes) and a small recipe."""
-    monkeypatch.setenv("SDBAKE_THREADS", "1")
-    monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
     monkeypatch.setenv("SDBAKE_CACHE", str(tmp_path / "cache"))
     shutil.copytree(tiny_model_dir, tmp_path / "model")
     write(tmp_path, "r.toml", txt2img(Path("model"), steps=6, path="img/{{ seed }}.png", name="locked",

@@ -11,10 +11,10 @@ import pytest
 from sdbake.runner.models import hashing
 
 
-@pytest.fixture(autouse=True)
-def private_index(tmp_path, monkeypatch):
-    monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "index" / "hash-index.json"))
-    return tmp_path / "index" / "hash-index.json"
+@pytest.fixture
+def private_index(isolated_env):
+    """The index's default place in the test's own cache folder (conftest.isolated_env)."""
+    return isolated_env.cache / "sdbake" / "hash-index.json"
 
 
 def _weights(tmp_path, content: bytes = b"weights" * 1000):
@@ -92,7 +92,6 @@ def test_cli_models_ls_shows_known_hashes(tmp_path, monkeypatch, capsys):
     (folder / "notes.txt").write_text("not a model")
     sha = hashing.sha256_file(hashed)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "sdbake.toml").write_text('[folders]\ncheckpoints = ["ckpts"]\n')
     assert main(["models", "ls"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -10,11 +10,6 @@ torch = pytest.importorskip("torch")
 from sdbake.runner.models.registry import ModelRegistry, ModelSpec, default_registry
 
 
-@pytest.fixture(autouse=True)
-def private_index(tmp_path, monkeypatch):
-    monkeypatch.setenv("SDBAKE_HASH_INDEX", str(tmp_path / "hash-index.json"))
-
-
 def test_each_model_loads_once_and_is_shared(tiny_model_dir):
     registry = ModelRegistry(max_models=2)
     spec = ModelSpec(tiny_model_dir)

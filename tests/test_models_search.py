@@ -7,15 +7,11 @@ from sdbake.schemas.errors import ModelError
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SDBAKE_CONFIG", raising=False)
+def home(tmp_path, monkeypatch, isolated_env):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    return home
+    return isolated_env.home
 
 
 def _touch(path):
@@ -24,9 +20,9 @@ def _touch(path):
     return path
 
 
-def test_config_files_in_order_and_relative_folders(tmp_path, home, monkeypatch):
+def test_config_files_in_order_and_relative_folders(tmp_path, home, monkeypatch, isolated_env):
     (tmp_path / "work" / "sdbake.toml").write_text('[folders]\ncheckpoints = ["models/sd"]\n')
-    user = home / ".config" / "sdbake" / "config.toml"
+    user = isolated_env.config / "sdbake" / "config.toml"          # $XDG_CONFIG_HOME/sdbake/config.toml
     user.parent.mkdir(parents=True)
     user.write_text('[folders]\ncheckpoints = ["/webui/models/Stable-diffusion"]\nloras = ["~/loras"]\n')
     extra = tmp_path / "extra.toml"

@@ -28,7 +28,6 @@ def cli(*args, cwd=None):
 @pytest.fixture
 def rendered(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("SDBAKE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SDBAKE_THREADS", "1")
     write(tmp_path, "r.toml", txt2img(tiny_model_dir, sampler="dpmpp_2m", steps=6,
                                       path="out/{{ seed }}-{{ prompt | words(3) }}.png"))
     code, _out, err = cli("run", "r.toml", "--quiet", cwd=tmp_path)

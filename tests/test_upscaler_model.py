@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fractions
 import os
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -266,3 +267,17 @@ def test_hires_recipe_with_an_upscaler_file_next_to_it(tmp_path, tiny_model_dir)
     assert result.final_state.latent.shape[-2:] == (16, 16)
     hires_record = next(r for r in result.final_state.provenance if r["type"] == "hires")
     assert hires_record["Hires upscaler"] == "tiny-esrgan.safetensors"
+
+
+def test_a_spandrel_that_fails_to_import_counts_as_absent(tmp_path, monkeypatch):
+    # A torchvision built for another torch breaks inside spandrel's import with a RuntimeError, not an
+    # ImportError: the user must still get the one-line "unknown architecture" error, not a traceback.
+    from sdbake.schemas.errors import ModelError
+    broken = tmp_path / "site" / "spandrel"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "spandrel", raising=False)
+    path = save_safetensors(tmp_path / "mystery.safetensors", {"encoder.weight": torch.zeros(4, 4)})
+    with pytest.raises(ModelError, match=r"mystery\.safetensors.*unknown upscaler architecture; supported here"):
+        upscale_file(path, image16(), 64, 64)

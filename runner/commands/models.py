@@ -38,7 +38,8 @@ def ls_handler(args: argparse.Namespace) -> int:
         raise ModelError(f"unknown kind {args.kind!r} (known: {', '.join(FOLDER_KINDS)})")
     search = load_search_config()
     if not search.sources:
-        print("no config file found (./sdbake.toml, ~/.config/sdbake/config.toml or $SDBAKE_CONFIG)",
+        from sdbake.runner.locations import user_config_dir
+        print(f"no config file found (./sdbake.toml, {user_config_dir() / 'config.toml'} or $SDBAKE_CONFIG)",
               file=sys.stderr)
         return 0
     for kind in [args.kind] if args.kind else FOLDER_KINDS:

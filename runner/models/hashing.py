@@ -7,14 +7,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from sdbake.runner.locations import user_cache_dir
+
 INDEX_ENV = "SDBAKE_HASH_INDEX"
 CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def index_path() -> Path:
-    """Where the hash index lives: $SDBAKE_HASH_INDEX, else ~/.cache/sdbake/hash-index.json."""
+    """Where the hash index lives: $SDBAKE_HASH_INDEX, else hash-index.json in the user's cache folder."""
     override = os.environ.get(INDEX_ENV)
-    return Path(override) if override else Path.home() / ".cache" / "sdbake" / "hash-index.json"
+    return Path(override) if override else user_cache_dir() / "hash-index.json"
 
 
 def short_hash(sha256: str) -> str:

@@ -8,10 +8,12 @@ An existing `stable-diffusion-webui/models/...` or `ComfyUI/models/...` tree is 
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdbake.runner.locations import user_config_dir
 from sdbake.schemas.errors import ModelError
 
 try:
@@ -41,8 +43,8 @@ class SearchConfig:
 
 
 def config_files(cwd: Path | None = None) -> list[Path]:
-    """Existing config files in search order: ./sdbake.toml, ~/.config/sdbake/config.toml, $SDBAKE_CONFIG."""
-    candidates = [(cwd or Path.cwd()) / "sdbake.toml", Path.home() / ".config" / "sdbake" / "config.toml"]
+    """Existing config files in search order: ./sdbake.toml, the user's config.toml, $SDBAKE_CONFIG."""
+    candidates = [(cwd or Path.cwd()) / "sdbake.toml", user_config_dir() / "config.toml"]
     if os.environ.get(CONFIG_ENV):
         candidates.append(Path(os.environ[CONFIG_ENV]).expanduser())
     unique: list[Path] = []
@@ -78,6 +80,7 @@ def load_search_config(cwd: Path | None = None) -> SearchConfig:
     """All configured folders: every config file found contributes, earlier files searched first."""
     config = SearchConfig()
     for config_file in config_files(cwd):
+        logging.getLogger(__name__).info("model folders from %s", config_file)
         config.sources.append(config_file)
         for kind, folders in _folders_from(config_file).items():
             config.folders[kind] += [f for f in folders if f not in config.folders[kind]]

@@ -95,11 +95,9 @@ def plan_sweep(source: SweepSource, *, overrides: list[str] = (), cli_matrix: li
     stage_count = len(keys[0]) if keys else 0
     shared = [inv.id for n, inv in enumerate(plans[0].invocations)
               if all(point_keys[n] == keys[0][n] for point_keys in keys)] if plans else []
-    cached = None
-    if cache_dir is not None:
-        from sdbake.runner.cache import CacheStore
-        store = CacheStore(Path(cache_dir))
-        cached = sum(1 for key in distinct if store.has(key))
+    from sdbake.runner.cache import CacheStore, default_cache_root
+    store = CacheStore(Path(cache_dir) if cache_dir is not None else default_cache_root())
+    cached = sum(1 for key in distinct if store.has(key))
     return SweepPlan(len(sweep.points), stage_count, len(distinct), len(keys) * stage_count, shared, cached, keys)
 
 
