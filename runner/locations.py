@@ -27,3 +27,8 @@ def user_cache_dir() -> Path:
 def default_stage_cache() -> Path:
     """The stage cache of every command when neither `--cache-dir` nor `$SDBAKE_CACHE` is given."""
     return user_cache_dir() / "stages"
+
+
+def cache_dir_help() -> str:
+    """The help of every `--cache-dir` option: the same default everywhere, spelled out for this machine."""
+    return f"stage cache folder (default: $SDBAKE_CACHE, else {default_stage_cache()})"

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sdbake.runner.locations import cache_dir_help
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser(
@@ -14,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "fingerprint.json. On the same fingerprint pixels must be equal; elsewhere they must meet "
                     "the tolerances: defaults max abs diff <= 8, mean abs diff <= 0.5, PSNR >= 45 dB, "
                     "SSIM >= 0.995, overridden by the recipe's [check] table, then by the flags below "
-                    "(which also force a tolerance comparison). Exit 1 if any case fails.")
+                    "(which also force a tolerance comparison). Exit 1 if any case fails.",
+        epilog="examples:\n  sdbake check recipes/ --golden tests/golden --report check-report --junit junit.xml\n"
+               "  sdbake check recipes/demo.toml --golden tests/golden --update   accept new renders")
     check.add_argument("sources", nargs="*", default=["recipes"], metavar="RECIPE|DIR",
                        help="recipe files, or folders whose recipe files are checked (default: recipes)")
     check.add_argument("--golden", required=True, type=Path, metavar="DIR", help="the golden images")
@@ -22,8 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report (DIR/index.html)")
     check.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
     check.add_argument("--no-cache", action="store_true", help="render every stage, ignoring the cache")
-    check.add_argument("--cache-dir", type=Path, metavar="DIR", help="stage cache (default: $SDBAKE_CACHE, else "
-                                                                     "./.sdbake/cache)")
+    check.add_argument("--cache-dir", type=Path, metavar="DIR", help=cache_dir_help())
     check.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     check.add_argument("--exact", action="store_true", help="require equal pixels, whatever the fingerprints")
     check.add_argument("--max-abs-diff", type=int, metavar="N", help="largest per-channel difference allowed")

@@ -10,10 +10,15 @@ from sdbake.runner.commands.run import add_recipe_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    lock = subparsers.add_parser("lock", help="render and write RECIPE.lock (models, prompts, keys, outputs)")
+    lock = subparsers.add_parser(
+        "lock", help="render and write RECIPE.lock (models, prompts, keys, outputs)",
+        epilog="examples:\n  sdbake lock recipes/demo.toml        writes recipes/demo.toml.lock\n"
+               "  sdbake run recipes/demo.toml --locked   later: refuse changed models or prompts")
     add_recipe_options(lock)
     lock.set_defaults(func=run_lock)
-    verify = subparsers.add_parser("verify", help="re-render without the cache and compare outputs to the lock")
+    verify = subparsers.add_parser(
+        "verify", help="re-render without the cache and compare outputs to the lock",
+        epilog="example:\n  sdbake verify recipes/demo.toml   exit 1 and a list when anything differs")
     add_recipe_options(verify)
     verify.set_defaults(func=run_verify)
 

@@ -7,12 +7,17 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("models", help="hash model files, list the model search folders")
-    actions = parser.add_subparsers(dest="models_command", metavar="ACTION")
-    hash_parser = actions.add_parser("hash", help="print sha256, A1111 short hash and path of weight files")
-    hash_parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser = subparsers.add_parser(
+        "models", help="hash model files, list the model search folders",
+        epilog="examples:\n  sdbake models hash models/demo/unet/diffusion_pytorch_model.safetensors\n"
+               "  sdbake models ls --kind loras")
+    actions = parser.add_subparsers(dest="models_command", metavar="ACTION", help="what to do")
+    hash_parser = actions.add_parser("hash", help="print sha256, A1111 short hash and path of weight files",
+                                     epilog="example:\n  sdbake models hash ~/webui/models/Stable-diffusion/*.safetensors")
+    hash_parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="weight files")
     hash_parser.set_defaults(func=hash_handler)
-    ls_parser = actions.add_parser("ls", help="list the files in the configured model folders")
+    ls_parser = actions.add_parser("ls", help="list the files in the configured model folders",
+                                   epilog="examples:\n  sdbake models ls\n  sdbake models ls --kind checkpoints")
     ls_parser.add_argument("--kind", default=None,
                            help="only this kind (checkpoints, vae, loras, embeddings, upscalers, wildcards)")
     ls_parser.set_defaults(func=ls_handler)

@@ -6,34 +6,45 @@ import json
 import sys
 from pathlib import Path
 
+PROMPT_HELP = "the prompt, in A1111's syntax (quote it for the shell)"
+
 SHIPPED_TOKENIZER = Path(__file__).resolve().parents[1] / "configs" / "clip_tokenizer"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("prompt", help="show how a prompt is scheduled, weighted, tokenized, expanded")
-    actions = parser.add_subparsers(dest="prompt_command", metavar="ACTION")
+    parser = subparsers.add_parser(
+        "prompt", help="show how a prompt is scheduled, weighted, tokenized, expanded",
+        epilog="examples:\n  sdbake prompt schedule \"a [cat:dog:0.5]\" --steps 20\n"
+               "  sdbake prompt weights \"(red:1.3) circle\"\n  sdbake prompt expand \"a {red|blue} circle\" --count 4")
+    actions = parser.add_subparsers(dest="prompt_command", metavar="ACTION", help="what to show")
 
-    schedule_parser = actions.add_parser("schedule", help="prompt editing and alternation per step (A1111 rules)")
-    schedule_parser.add_argument("prompt")
+    schedule_parser = actions.add_parser("schedule", help="prompt editing and alternation per step (A1111 rules)",
+                                         epilog="example:\n  sdbake prompt schedule \"a [cat:dog:10] on a [sofa|bed]\"")
+    schedule_parser.add_argument("prompt", help=PROMPT_HELP)
     schedule_parser.add_argument("--steps", type=int, default=20, help="sampler steps (first pass)")
     schedule_parser.add_argument("--hires-steps", type=int, default=None, help="steps of the hires pass")
     schedule_parser.add_argument("--json", action="store_true", help="print JSON")
     schedule_parser.set_defaults(func=schedule_handler)
 
-    weights_parser = actions.add_parser("weights", help="emphasis weights and BREAKs (A1111 rules)")
-    weights_parser.add_argument("prompt")
+    weights_parser = actions.add_parser("weights", help="emphasis weights and BREAKs (A1111 rules)",
+                                        epilog="example:\n  sdbake prompt weights \"((red)) circle BREAK [blue] sky\"")
+    weights_parser.add_argument("prompt", help=PROMPT_HELP)
     weights_parser.add_argument("--json", action="store_true", help="print JSON")
     weights_parser.set_defaults(func=weights_handler)
 
-    tokens_parser = actions.add_parser("tokens", help="CLIP token ids and strings per 75-token chunk")
-    tokens_parser.add_argument("prompt")
+    tokens_parser = actions.add_parser("tokens", help="CLIP token ids and strings per 75-token chunk",
+                                       epilog="example:\n  sdbake prompt tokens \"a photo of a cat\" --model models/demo")
+    tokens_parser.add_argument("prompt", help=PROMPT_HELP)
     tokens_parser.add_argument("--model", type=Path, default=None,
                                help="a diffusers model folder whose tokenizer/ to use (default: SD1.x CLIP)")
     tokens_parser.add_argument("--steps", type=int, default=20, help="steps for scheduling edits in the prompt")
     tokens_parser.set_defaults(func=tokens_handler)
 
-    expand_parser = actions.add_parser("expand", help="resolve wildcards and {a|b} variants")
-    expand_parser.add_argument("prompt")
+    expand_parser = actions.add_parser("expand", help="resolve wildcards and {a|b} variants",
+                                       epilog="examples:\n  sdbake prompt expand \"a __colours__ {circle|square}\" "
+                                              "--wildcards wildcards/ --seed 3 --count 4\n"
+                                              "  sdbake prompt expand \"a {red|blue} {circle|square}\" --combinatorial")
+    expand_parser.add_argument("prompt", help=PROMPT_HELP)
     expand_parser.add_argument("--seed", type=int, default=0, help="image seed (image i uses seed + i)")
     expand_parser.add_argument("--count", type=int, default=1, help="number of images to expand for")
     expand_parser.add_argument("--wildcards", type=Path, nargs="+", default=[], metavar="DIR",

@@ -5,21 +5,33 @@ import argparse
 import json
 import sys
 
+SET_HELP = "override a recipe value before checking, e.g. stages.hires.denoise=0.5 (repeatable)"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    validate = subparsers.add_parser("validate", help="check recipe files; print every error as file:line:col")
-    validate.add_argument("files", nargs="+", metavar="FILE")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate = subparsers.add_parser(
+        "validate", help="check recipe files; print every error as file:line:col",
+        epilog="examples:\n  sdbake validate recipes/*.toml\n  sdbake validate recipes/   every recipe in a folder\n"
+               "  sdbake validate recipes/demo.toml --set defaults.steps=0   would this override be valid?")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="recipe files, or folders of recipe files")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help=SET_HELP)
     validate.set_defaults(func=run_validate)
 
-    canonical = subparsers.add_parser("canonical", help="print the normalized recipe (defaults filled, "
-                                                        "keys sorted)")
-    canonical.add_argument("file", metavar="FILE")
-    canonical.add_argument("--format", choices=("toml", "yaml", "json"), default="toml")
-    canonical.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    canonical = subparsers.add_parser(
+        "canonical", help="print the normalized recipe (defaults filled, keys sorted)",
+        epilog="examples:\n  sdbake canonical recipes/demo.yaml --format toml\n"
+               "  git config diff.sdbake.textconv \"sdbake canonical\"   semantic git diff of recipes")
+    canonical.add_argument("file", metavar="FILE", help="a recipe file, or an image made by sdbake")
+    canonical.add_argument("--format", choices=("toml", "yaml", "json"), default="toml",
+                           help="output format (default: toml)")
+    canonical.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help=SET_HELP)
     canonical.set_defaults(func=run_canonical)
 
-    schema = subparsers.add_parser("schema", help="print the recipe JSON Schema (for editors)")
+    schema = subparsers.add_parser(
+        "schema", help="print the recipe JSON Schema (for editors)",
+        epilog="example:\n  sdbake schema > sdbake.schema.json   then point your editor's TOML/YAML schema at it")
     schema.set_defaults(func=run_schema)
 
 

@@ -5,23 +5,31 @@ import argparse
 import sys
 from pathlib import Path
 
+from sdbake.runner.locations import cache_dir_help
+
 
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", metavar="RECIPE", help="a recipe file, or an image made by sdbake")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. stages.hires.denoise=0.5")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"))
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
+                        help="model precision (default: float16 on CUDA, float32 on CPU)")
     parser.add_argument("--out", metavar="DIR", help="output root (default: the recipe's output_dir, else "
                                                      "./outputs)")
-    parser.add_argument("--cache-dir", metavar="DIR", help="stage cache (default: $SDBAKE_CACHE, else "
-                                                           "./.sdbake/cache)")
+    parser.add_argument("--cache-dir", metavar="DIR", help=cache_dir_help())
     parser.add_argument("--matrix", action="append", default=[], metavar="KEY=VALUES",
                         help="sweep axis, e.g. seed=1-4 or defaults.cfg=5,7 (A1111 X/Y/Z ranges)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    run = subparsers.add_parser("run", help="render a recipe (or re-render an image made by sdbake)")
+    run = subparsers.add_parser(
+        "run", help="render a recipe (or re-render an image made by sdbake)",
+        epilog="examples:\n"
+               "  sdbake run recipes/demo.toml --out outputs       render; a second run is all cache hits\n"
+               "  sdbake run recipes/demo.toml --set defaults.seed=7 --until sample-1\n"
+               "  sdbake run recipes/demo.toml --matrix seed=1-4 --matrix defaults.cfg=5,7   a sweep, with a grid\n"
+               "  sdbake run outputs/demo/1234.png                 re-render an image from its embedded recipe")
     add_recipe_options(run)
     run.add_argument("--until", metavar="STAGE_ID", help="stop after this stage")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the stage cache")
@@ -32,10 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                            "RECIPE.lock")
     run.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     run.add_argument("--no-half-vae", action="store_true", help="decode in float32 even on fp16/bf16 runs")
-    run.add_argument("--quiet", "-q", action="store_true")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress or per-stage lines on stderr")
     run.set_defaults(func=run_command)
 
-    plan = subparsers.add_parser("plan", help="show each stage's cache key and HIT/MISS, and why it misses")
+    plan = subparsers.add_parser(
+        "plan", help="show each stage's cache key and HIT/MISS, and why it misses",
+        epilog="examples:\n  sdbake plan recipes/demo.toml\n"
+               "  sdbake plan recipes/demo.toml --set stages.sample-2.cfg=5   what an edit would re-run\n"
+               "  sdbake plan recipes/demo.toml --matrix seed=1-8           a sweep's shared stages")
     add_recipe_options(plan)
     plan.set_defaults(func=plan_command)
 
