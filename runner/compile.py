@@ -36,11 +36,6 @@ def prepare_unet(unet: torch.nn.Module, *, compile: bool, channels_last: bool,
     return prepared[key]
 
 
-def compiled_modules(unet: torch.nn.Module) -> dict:
-    """(mode, channels_last) -> compiled module made so far for this UNet (for tests and benchmarks)."""
-    return dict(unet.__dict__.get(_PREPARED, {}))
-
-
 def _set_memory_format(unet: torch.nn.Module, channels_last: bool) -> None:
     """Put the UNet's weights in the layout asked for, converting only when it differs.
 

@@ -34,7 +34,7 @@ def test_every_command_has_a_description_and_an_example(name, parser):
     assert parser.epilog and parser.epilog.startswith("example"), name
     examples = [line.strip() for line in parser.epilog.splitlines()[1:]]
     # Each example is a command line of this very command (the top level's may name any command).
-    assert examples and all(line.startswith("sdbake") or line.startswith("git ") for line in examples), name
+    assert examples and all(line.startswith(("sdbake", "git ")) for line in examples), name
     assert any(line.startswith(name) for line in examples) or name == "sdbake", (name, examples)
 
 

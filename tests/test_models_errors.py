@@ -143,14 +143,14 @@ def test_lora_matching_no_layer_is_an_error(tmp_path, tiny_model_dir):
 
 def test_partial_lora_warns_with_the_matched_count(tmp_path, tiny_model_dir):
     import tiny_models
-    from sdbake.runner.models.lora import LoraWarning, applied_loras
+    from sdbake.runner.models.lora import LoraWarning, apply_loras, remove_loras
     model = load_model(tiny_model_dir)
     path = tiny_models.save_tiny_lora(tmp_path / "partial.safetensors", model.unet, model.text_encoder,
                                       extra_missing=2)
     matched = len(tiny_models.tiny_lora_state_dict(model.unet, model.text_encoder)) // 3
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with applied_loras(model, [(path, 0.5)]):
-            pass
+        apply_loras(model, [(path, 0.5)])
+    remove_loras(model)
     messages = [str(w.message) for w in caught if issubclass(w.category, LoraWarning)]
     assert messages == [f"{path}: LoRA matched {matched} of {matched + 2} layers; the rest are ignored"]

@@ -17,13 +17,13 @@ def test_every_format_loads_offline(network_guard, monkeypatch, tmp_path, tiny_m
                                     tiny_lora):
     import tiny_models
     from sdbake.runner.models.loading import load_model
-    from sdbake.runner.models.lora import applied_loras
+    from sdbake.runner.models.lora import apply_loras, remove_loras
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)        # the loader must not rely on the caller
     vae_file = tiny_models.save_tiny_vae_file(tmp_path / "vae.safetensors")
     folder = load_model(tiny_model_dir, vae=vae_file)
     single = load_model(tiny_single_file, config=tiny_model_dir)
-    with applied_loras(single, [(tiny_lora, 0.5)]):
-        pass
+    apply_loras(single, [(tiny_lora, 0.5)])
+    remove_loras(single)
     pickled = tmp_path / "tiny.ckpt"
     from safetensors.torch import load_file
     torch.save(load_file(str(tiny_single_file)), pickled)

@@ -149,14 +149,3 @@ def remove_loras(model: LoadedModel) -> None:
             _lora_holder(model).delete_adapters(present)
     model.active_loras = ()
 
-
-@contextlib.contextmanager
-def applied_loras(model: LoadedModel, loras: Sequence[tuple[Path, float]], *,
-                  warn: Callable[[str], None] | None = None) -> Iterator[LoadedModel]:
-    """`with applied_loras(model, [(path, 0.8)]): ...` — active inside the block; the previous set after."""
-    previous = model.active_loras
-    apply_loras(model, loras, warn=warn)
-    try:
-        yield model
-    finally:
-        apply_loras(model, previous, warn=warn)
