@@ -138,6 +138,8 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+@pytest.mark.xfail(strict=True, reason="runner/execute.py <-> runner/runtime.py until Console and RunOptions "
+                                       "move to their own module (issue 15, Code); then delete this mark")
 def test_no_import_cycle_among_our_modules():
     graph = import_graph()
     assert "sdbake.runner.plan" in graph and "sdbake.schemas.errors" in graph["sdbake.runner.plan"]
