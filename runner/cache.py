@@ -1,4 +1,4 @@
-"""Content-addressed stage cache on disk (DESIGN.md section 5; the anchor is DVC's run cache).
+"""Content-addressed stage cache on disk (docs/design.md section 5; the anchor is DVC's run cache).
 
 Layout under the root (`--cache-dir`, else `$SDBAKE_CACHE`, else `~/.cache/sdbake/stages` on Linux):
 

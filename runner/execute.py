@@ -1,4 +1,4 @@
-"""Execute a plan: serve hits from the cache, compute misses, write outputs (DESIGN.md sections 5, 9).
+"""Execute a plan: serve hits from the cache, compute misses, write outputs (docs/design.md sections 5, 9).
 
 Torch is imported only when some stage misses; a fully cached run reads entry.json files and
 re-materializes any output file that went missing, nothing else.

@@ -1,4 +1,4 @@
-"""Recipe -> stage invocations with cache keys, computed without torch (DESIGN.md section 5).
+"""Recipe -> stage invocations with cache keys, computed without torch (docs/design.md section 5).
 
 A stage's key is the sha256 of the canonical JSON of everything that can change its output: type and
 code version, resolved params, the input state's key, the content hashes of the model files and of

@@ -1,6 +1,6 @@
 """What a stage receives besides its params and input state: models, files, output hooks.
 
-The runner builds it; a stage never imports the runner (DESIGN.md section 1).
+The runner builds it; a stage never imports the runner (docs/design.md section 1).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The plain data passed from stage to stage (DESIGN.md section 3); the cache stores it as is.
+"""The plain data passed from stage to stage (docs/design.md section 3); the cache stores it as is.
 
 Tensors go to safetensors and everything else to JSON: `pack` / `unpack` are exact inverses, so a
 state loaded from the cache continues a run bit for bit as if it had never left memory.

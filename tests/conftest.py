@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # `import tiny_models` from any test
 
-# CPU results depend on the thread count (DESIGN.md section 8): pin it before torch starts its pools.
+# CPU results depend on the thread count (docs/design.md section 8): pin it before torch starts its pools.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

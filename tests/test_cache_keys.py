@@ -1,4 +1,4 @@
-"""Cache keys (DESIGN.md section 5): pinned golden keys, and what does and does not enter a key.
+"""Cache keys (docs/design.md section 5): pinned golden keys, and what does and does not enter a key.
 
 The plan only hashes files, so these tests use a few fixed bytes as the "checkpoint" and never load
 a model or import torch. As DVC pins its stage-cache keys, the golden keys below fail on any

@@ -1,12 +1,25 @@
 """LoRAs are applied per stage and removed exactly: a later stage without them equals a fresh load."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from sdbake.runner.models.loading import load_model
-from sdbake.runner.models.lora import applied_loras, apply_loras
+from sdbake.runner.models.lora import apply_loras
+
+
+@contextlib.contextmanager
+def applied_loras(model, loras):
+    """A stage with these LoRAs, then a stage without, as the runner does it: apply_loras with each
+    stage's own list."""
+    apply_loras(model, loras)
+    try:
+        yield model
+    finally:
+        apply_loras(model, [])
 
 
 def _unet_and_text_outputs(model):

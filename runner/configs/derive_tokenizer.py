@@ -1,7 +1,7 @@
 """Derive CLIP's vocab.json / merges.txt from open-clip-torch's BPE file (run once; the output is committed).
 
 The vocabulary is the 256 byte symbols, the same with `</w>`, the 48894 merges joined, then
-`<|startoftext|>` and `<|endoftext|>`: 49408 tokens (DESIGN.md section 8).
+`<|startoftext|>` and `<|endoftext|>`: 49408 tokens (docs/design.md section 8).
 Usage: python runner/configs/derive_tokenizer.py  (needs `pip install --no-deps open-clip-torch`)
 """
 import gzip

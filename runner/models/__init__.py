@@ -6,7 +6,7 @@ needed (`from sdbake.runner.models.loading import load_model`).
 import os
 
 # huggingface_hub reads these once, at its import: set before any submodule pulls in diffusers,
-# transformers or accelerate, so no code path here can reach the network (DESIGN.md section 8).
+# transformers or accelerate, so no code path here can reach the network (docs/design.md section 8).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -1,6 +1,6 @@
 """Load a Stable Diffusion model (SD1.x or SDXL) fully offline: a diffusers folder or a single file.
 
-Nothing here may reach the network (DESIGN.md section 8): configs come from the folder itself or
+Nothing here may reach the network (docs/design.md section 8): configs come from the folder itself or
 from the config folders the project ships, and weights are read from local files only.
 """
 from __future__ import annotations

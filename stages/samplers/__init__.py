@@ -1,4 +1,4 @@
-"""k-diffusion-style samplers and sigma schedules, with exact splits (see DESIGN.md, "sample").
+"""k-diffusion-style samplers and sigma schedules, with exact splits (see docs/design.md section 4, "sample").
 
 Schedules: `model_sigmas`, `sigma_schedule`, `sampler_sigmas`, `sigma_to_t`, `t_to_sigma`.
 Samplers: `SAMPLERS[name](denoise, x, sigmas, *, noise_sampler, carry, callback=None) -> (x, carry)`;
