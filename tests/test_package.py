@@ -49,6 +49,19 @@ def test_package_list_is_every_folder_with_an_init():
     assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {name: folder for folder, name in FOLDERS.items()}
 
 
+def test_install_docs_use_the_makefiles_torch():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    pinned = next(line.split(":=")[1].strip() for line in makefile.splitlines() if line.startswith("TORCH_VERSION"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for index in ("cpu", "cu130"):
+        assert f"make install TORCH={index}" in readme
+        assert f"torch=={pinned} --index-url https://download.pytorch.org/whl/{index}" in readme
+        assert f"ifeq ($(TORCH),{index})" in makefile
+    ci = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    assert "make install TORCH=cpu" in ci and "pip install torch" not in ci
+    assert "make lint" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
 def imported_top_levels(paths) -> set[str]:
     names = set()
     for path in paths:
