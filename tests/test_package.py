@@ -210,14 +210,15 @@ def test_every_public_function_and_class_is_used_outside_tests():
 
 @pytest.mark.slow
 def test_the_wheel_installs_only_under_sdbake(tmp_path):
-    # Build from a copy: a build in the checkout would leave build/ and egg-info behind.
+    # Build from a copy: a build in the checkout would leave build/ and egg-info behind. With build
+    # isolation, as `pip install .` builds: the backend pyproject's [build-system] asks for.
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     for folder in FOLDERS:
         shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                             "-w", str(tmp_path / "dist"), str(source)],
                            capture_output=True, text=True, timeout=600, check=False)
     assert built.returncode == 0, built.stderr[-2000:]
