@@ -1,5 +1,5 @@
-"""The package as shipped: its list of subpackages, its declared dependencies, its import graph, no dead
-public code, and a wheel that installs everything under `sdbake` only."""
+"""The package as shipped: its list of subpackages, its declared dependencies, its install docs, no dead
+public code, and a wheel that installs everything under `sdbake` only (imports: test_import_graph.py)."""
 from __future__ import annotations
 
 import ast
@@ -36,10 +36,6 @@ def module_name(path: Path) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
-
-
-def our_modules() -> dict[str, Path]:
-    return {module_name(path): path for folder in FOLDERS for path in sorted((ROOT / folder).rglob("*.py"))}
 
 
 def test_package_list_is_every_folder_with_an_init():
@@ -88,89 +84,6 @@ def test_every_third_party_import_is_declared():
         if not provided_by & declared_distributions():
             undeclared[name] = sorted(provided_by)
     assert not undeclared, f"imported but not in pyproject dependencies: {undeclared}"
-
-
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the modules of ours it imports anywhere in its body (function-level imports included:
-    a lazy import is still a dependency, and a cycle of them is a layering knot), its own ancestor
-    packages excepted."""
-    modules = our_modules()
-    graph = {}
-    for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        edges = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                edges |= {alias.name for alias in node.names if alias.name in modules}
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(parts + ([node.module] if node.module else []))
-                for alias in node.names:
-                    # `from pkg import module` depends on the module; `from module import name` on the module.
-                    target = f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                    if target in modules:
-                        edges.add(target)
-        # A package is initialised before any module under it, so reading a name from an ancestor
-        # (`from sdbake import __version__`) orders nothing: not an edge.
-        ancestors = {name.rsplit(".", n)[0] for n in range(1, name.count(".") + 1)}
-        graph[name] = edges - {name} - ancestors
-    return graph
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    found = []
-
-    def visit(node):
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        for successor in sorted(graph[node]):
-            if successor not in index:
-                visit(successor)
-                low[node] = min(low[node], low[successor])
-            elif successor in stack:
-                low[node] = min(low[node], index[successor])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return found
-
-
-def test_the_cycle_finder_finds_a_cycle():
-    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-
-
-@pytest.mark.xfail(strict=True, reason="runner/runtime.py imports STAGE_MODULES and recipe_json from "
-                                       "runner/execute.py, which imports Runtime (issue 15, Code); delete this "
-                                       "mark when that is gone")
-def test_no_import_cycle_among_our_modules():
-    graph = import_graph()
-    assert "sdbake.runner.plan" in graph and "sdbake.schemas.errors" in graph["sdbake.runner.plan"]
-    assert cycles(graph) == []
-
-
-def test_layers_point_one_way():
-    # DESIGN: runner -> stages -> schemas; schemas imports nothing of ours but itself; stages never the runner.
-    for module, imports in import_graph().items():
-        if module.startswith("sdbake.schemas"):
-            assert all(i.startswith("sdbake.schemas") for i in imports), (module, imports)
-        if module.startswith("sdbake.stages"):
-            assert not any(i.startswith("sdbake.runner") for i in imports), (module, imports)
 
 
 def public_definitions() -> list[tuple[str, str]]:
