@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sdbake.runner.models.hashing import sha256_file, short_hash
 from sdbake.runner.models.search import resolve_model_file
+from sdbake.schemas.errors import ModelError
 from sdbake.schemas.recipe import LoraRef, ModelEntry
 
 
@@ -44,6 +45,8 @@ class ModelFiles:
     vae: Path | None = None
     vae_sha256: str | None = None
     loras: list[LoraFile] = field(default_factory=list)
+    config: Path | None = None                  # diffusers config folder for a single-file checkpoint
+    config_sha256: str | None = None
 
     @property
     def model_name(self) -> str:
@@ -55,8 +58,11 @@ class ModelFiles:
 
     def identity(self) -> dict:
         """What enters cache keys: content hashes only, so renaming a file keeps every hit."""
-        return {"checkpoint": self.checkpoint_sha256, "vae": self.vae_sha256,
-                "loras": [[l.sha256, l.weight] for l in self.loras]}
+        identity = {"checkpoint": self.checkpoint_sha256, "vae": self.vae_sha256,
+                    "loras": [[l.sha256, l.weight] for l in self.loras]}
+        if self.config is not None:
+            identity["config"] = self.config_sha256
+        return identity
 
 
 def resolve_loras(refs: list[LoraRef], recipe_dir: Path) -> list[LoraFile]:
@@ -70,6 +76,10 @@ def resolve_loras(refs: list[LoraRef], recipe_dir: Path) -> list[LoraFile]:
 def resolve_model(name: str, entry: ModelEntry, recipe_dir: Path) -> ModelFiles:
     checkpoint = resolve_model_file(entry.checkpoint, "checkpoints", recipe_dir)
     vae = resolve_model_file(entry.vae, "vae", recipe_dir) if entry.vae else None
+    config = (recipe_dir / entry.config) if entry.config else None
+    if config is not None and not (config / "unet" / "config.json").is_file():
+        raise ModelError(f"config folder has no unet/config.json: {config}", file=str(config))
     return ModelFiles(entry_name=name, checkpoint=checkpoint, checkpoint_sha256=path_sha256(checkpoint),
                       vae=vae, vae_sha256=path_sha256(vae) if vae else None,
-                      loras=resolve_loras(entry.loras, recipe_dir))
+                      loras=resolve_loras(entry.loras, recipe_dir), config=config,
+                      config_sha256=folder_sha256(config) if config is not None else None)

@@ -57,6 +57,7 @@ class Invocation:
     negatives: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)           # save: rendered relative paths
     schedule_steps: list[list] = field(default_factory=list)   # encode: schedules to pre-encode
+    memo_models: list[str] = field(default_factory=list)       # encode: other models the next stages use
 
     @property
     def id(self) -> str:
@@ -210,6 +211,9 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
             inv.negatives = _resolve_prompts(stage.negative, seeds, loaded)
             inv.schedule_steps = _schedules_after(recipe.stages, index)
             document.update(prompts=inv.prompts, negatives=inv.negatives, schedule_steps=inv.schedule_steps)
+            inv.memo_models = _models_after(recipe.stages, index)
+            if inv.memo_models:
+                document["memo_models"] = [model_files(name, index).identity() for name in inv.memo_models]
             wildcard_files = _wildcard_hashes([stage.prompt, stage.negative], loaded)
             if wildcard_files:
                 document["wildcards"] = wildcard_files
@@ -258,6 +262,20 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
 
 def canonical_dict_of(stage) -> dict:
     return json.loads(json.dumps(stage.model_dump(mode="json", exclude_none=True), sort_keys=True))
+
+
+def _models_after(stages: list, encode_index: int) -> list[str]:
+    """The models other than the encode stage's own that the stages after it (up to the next encode)
+    sample with: the encode stage encodes the prompts for each of them too."""
+    own = stages[encode_index].model
+    found: list[str] = []
+    for stage in stages[encode_index + 1:]:
+        if isinstance(stage, EncodeParams):
+            break
+        name = getattr(stage, "model", None)
+        if name and name != own and name not in found:
+            found.append(name)
+    return found
 
 
 def _schedules_after(stages: list, encode_index: int) -> list[list]:

@@ -46,7 +46,7 @@ class Runtime:
             files = self.plan.models[entry_name] = resolve_model(
                 entry_name, self.plan.recipe.models[entry_name], self.plan.loaded.folder)
         spec = ModelSpec(checkpoint=files.checkpoint, vae=files.vae, device=self.device, dtype=self.dtype,
-                         allow_pickle=self.options.allow_pickle)
+                         allow_pickle=self.options.allow_pickle, config=files.config)
         loaded = default_registry().get(spec)
         loras = [(l.path, l.weight) for l in files.loras] + [(l.path, l.weight) for l in inv.loras]
         apply_loras(loaded, loras, warn=self.console.warn)
@@ -83,7 +83,7 @@ class Runtime:
             recipe_folder=self.plan.loaded.folder, progress=self.console.progress, warn=self.console.warn,
             vae_fp32=self.plan.numerics.vae_fp32,
             extra={"stage_keys": self.stage_keys, "output_root": self.plan.output_root,
-                   "embedding_files": self.plan.embedding_files})
+                   "embedding_files": self.plan.embedding_files, "memo_models": inv.memo_models})
 
     def run_stage(self, inv: Invocation, state: State | None) -> tuple[State, dict[str, bytes]]:
         module = importlib.import_module(STAGE_MODULES[inv.stage.type])

@@ -40,6 +40,17 @@ class LoraRef(Strict):
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
+class SdxlConditioning(Strict):
+    """SDXL micro-conditioning (what the UNet is told about the training image); unset values take
+    A1111's defaults: original and target size = the size being sampled, crop [0, 0], refiner
+    aesthetic score 6.0 for the prompt and 2.5 for the negative. SD1 models ignore it."""
+    original_size: Annotated[list[int], Field(min_length=2, max_length=2, description="[width, height]")] | None = None
+    crop: Annotated[list[int], Field(min_length=2, max_length=2, description="[left, top] in pixels")] | None = None
+    target_size: Annotated[list[int], Field(min_length=2, max_length=2, description="[width, height]")] | None = None
+    aesthetic_score: float | None = Field(None, ge=0.0, le=10.0, description="refiner only; default 6.0")
+    negative_aesthetic_score: float | None = Field(None, ge=0.0, le=10.0, description="refiner only; default 2.5")
+
+
 class StageBase(Strict):
     """Fields every stage has. `INHERITS` names the fields filled from `[defaults]` when unset."""
     INHERITS: ClassVar[tuple[str, ...]] = ()

@@ -11,6 +11,7 @@ from sdbake.schemas.base import (
     LoraRef,
     SamplerName,
     SchedulerName,
+    SdxlConditioning,
     Seed,
     Size,
     Steps,
@@ -26,6 +27,8 @@ class ModelEntry(Strict):
     checkpoint: str = Field(min_length=1, description="a path (relative to the recipe) or a name in the "
                                                       "checkpoint folders")
     vae: str | None = None
+    config: str | None = Field(None, description="a diffusers folder whose configs describe this single-file "
+                                                 "checkpoint (default: the shipped configs of its family)")
     loras: list[LoraRef] = Field(default_factory=list)
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pinned by `sdbake lock`")
 
@@ -43,6 +46,7 @@ class Defaults(Strict):
     cfg: Cfg = 7.0
     clip_skip: ClipSkip = 1
     loras: list[LoraRef] = Field(default_factory=list)
+    sdxl: SdxlConditioning | None = None
 
 
 class CheckTolerances(Strict):

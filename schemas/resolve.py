@@ -48,7 +48,11 @@ def resolve(recipe: Recipe) -> list[Problem]:
         for field in stage.INHERITS:
             if getattr(stage, field) is None:
                 value = getattr(defaults, field)
-                setattr(stage, field, [l.model_copy() for l in value] if field == "loras" else value)
+                if field == "loras":
+                    value = [l.model_copy() for l in value]
+                elif hasattr(value, "model_copy"):
+                    value = value.model_copy()
+                setattr(stage, field, value)
         if stage.id is None:
             stage.id = generated[index]
     counts = Counter(s.id for s in recipe.stages)

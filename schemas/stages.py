@@ -13,6 +13,7 @@ from sdbake.schemas.base import (
     Rect,
     SamplerName,
     SchedulerName,
+    SdxlConditioning,
     Seed,
     Size,
     StageBase,
@@ -20,7 +21,7 @@ from sdbake.schemas.base import (
     Strict,
 )
 
-SAMPLING = ("model", "seed", "steps", "sampler", "scheduler", "cfg", "loras")
+SAMPLING = ("model", "seed", "steps", "sampler", "scheduler", "cfg", "loras", "sdxl")
 
 
 class EncodeParams(StageBase):
@@ -50,6 +51,7 @@ class SamplingStage(StageBase):
     scheduler: SchedulerName | None = None
     cfg: Cfg | None = None
     loras: list[LoraRef] | None = None
+    sdxl: SdxlConditioning | None = Field(None, description="SDXL micro-conditioning (A1111's defaults when unset)")
 
 
 class SampleParams(SamplingStage):
@@ -99,7 +101,7 @@ InterveneOp = Annotated[PasteOp | ImageOp | AdjustOp | BlurOp | FillOp, Field(di
 
 class InterveneParams(StageBase):
     """Edit the clean estimate mid-sampling and continue, changing nothing outside the mask."""
-    INHERITS: ClassVar = ("model", "cfg")
+    INHERITS: ClassVar = ("model", "cfg", "sdxl")
     type: Literal["intervene"] = "intervene"
     ops: list[InterveneOp] = Field(default_factory=list)
     image: str | None = Field(None, description="shorthand for a first op `image`")
@@ -109,6 +111,7 @@ class InterveneParams(StageBase):
     preview: str | None = Field(None, description="write the decoded clean estimate here (output root)")
     model: str | None = None
     cfg: Cfg | None = None
+    sdxl: SdxlConditioning | None = None
 
 
 LATENT_UPSCALERS = ("latent-nearest-exact", "latent-nearest", "latent-bilinear", "latent-bicubic",

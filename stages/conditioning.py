@@ -2,18 +2,32 @@
 
 A1111 splits `AND` sub-prompts first, schedules each over the sampler's model calls (second-order
 samplers count two calls per step) and, at call c, uses the first schedule entry with c <= end.
-Each distinct text is encoded once; the texts' embeddings are a memo the state carries.
+Each distinct text is encoded once per text encoder; the memo of texts -> embeddings, one per model
+(a base -> refiner run conditions each model with its own encoders), travels in the state.
+
+SDXL (A1111's sd_models_xl, sd_hijack_clip): CLIP ViT-L and OpenCLIP bigG each encode the text in
+75-token chunks with emphasis (penultimate layer, no final norm); their outputs are concatenated
+per token, and the pooled output of bigG's first chunk goes with the size micro-conditioning into
+the UNet's added embedding. A refiner has bigG only and takes an aesthetic score instead of the
+target size. An empty negative prompt is all zeros on SDXL (A1111 force-zeroes it).
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from sdbake.stages.denoiser import GuidedInputs
+from sdbake.stages.denoiser import Cond, GuidedInputs
 from sdbake.stages.prompts.parser import schedule, split_and
 from sdbake.stages.state import Packed
 
 Schedule = list[tuple[int, str]]
+Memo = dict[str, Cond]
+
+# A1111's defaults: sdxl_crop_top/left 0, refiner aesthetic scores 6.0 (positive) and 2.5 (negative).
+DEFAULT_AESTHETIC_SCORE = 6.0
+DEFAULT_NEGATIVE_AESTHETIC_SCORE = 2.5
 
 
 def prompt_schedules(prompt: str, steps: int, hires_steps: int | None = None) -> list[tuple[float, Schedule]]:
@@ -36,34 +50,82 @@ def texts_of(prompts: list[str], negatives: list[str], pairs: list[list]) -> lis
     return sorted(texts)
 
 
-def encode_texts(model, texts: list[str], clip_skip: int, memo: dict[str, torch.Tensor],
-                 embedding_files: dict | None = None) -> dict[str, torch.Tensor]:
-    """The memo with every text of `texts` encoded ((tokens, dim) each)."""
-    from sdbake.stages.prompts.encoding import TextEncoder, encode_text
+def text_encoders(model, clip_skip: int, embedding_files: dict | None = None) -> list:
+    """The model's text encoders as the prompt encoder wants them (SD1: one; SDXL: ViT-L then bigG;
+    a refiner: bigG)."""
+    from sdbake.stages.prompts.encoding import TextEncoder
+    files = dict(embedding_files or {})
+    if model.family != "sdxl":
+        return [TextEncoder(model.tokenizer, model.text_encoder, clip_skip=clip_skip, embedding_files=files)]
+    encoders = []
+    if model.text_encoder is not None:
+        encoders.append(TextEncoder(model.tokenizer, model.text_encoder, embedding_files=files, penultimate=True,
+                                    embedding_key="clip_l"))
+    encoders.append(TextEncoder(model.tokenizer_2, model.text_encoder_2, embedding_files=files, penultimate=True,
+                                pad_id=0, embedding_key="clip_g"))
+    return encoders
+
+
+def encode_one(encoders: list, text: str) -> Cond:
+    """One text through every encoder: token embeddings side by side, the last encoder's pooled output."""
+    from sdbake.stages.prompts.encoding import encode_text_pooled
+    outputs = [encode_text_pooled(encoder, text) for encoder in encoders]
+    context = torch.cat([z for z, _ in outputs], dim=-1) if len(outputs) > 1 else outputs[0][0]
+    pooled = outputs[-1][1]
+    return Cond(context.float().cpu(), None if pooled is None else pooled.float().cpu())
+
+
+def encode_texts(model, texts: list[str], clip_skip: int, memo: Memo,
+                 embedding_files: dict | None = None) -> Memo:
+    """The memo with every text of `texts` encoded."""
     missing = [t for t in texts if t not in memo]
     if not missing:
         return memo
-    encoder = TextEncoder(model.tokenizer, model.text_encoder, clip_skip=clip_skip,
-                          embedding_files=dict(embedding_files or {}))
+    encoders = text_encoders(model, clip_skip, embedding_files)
     memo = dict(memo)
     with torch.no_grad():
         for text in missing:
-            memo[text] = encode_text(encoder, text).float().cpu()
+            memo[text] = encode_one(encoders, text)
     return memo
 
 
-def pack_memo(memo: dict[str, torch.Tensor], clip_skip: int) -> Packed:
-    texts = sorted(memo)
-    return {f"e{i}": memo[t] for i, t in enumerate(texts)}, {"texts": texts, "clip_skip": clip_skip}
+def memo_id(model, clip_skip: int) -> str:
+    """Which encoders a memo belongs to: the model's file hashes (a LoRA on the model entry rides
+    along, as it is active whenever that model encodes), and clip skip where it applies."""
+    digest = hashlib.sha256("\n".join(sha for _, sha in model.files).encode()).hexdigest()[:16]
+    return f"{model.family}:{digest}:{clip_skip if model.family != 'sdxl' else 1}"
 
 
-def unpack_memo(packed: Packed | None, clip_skip: int) -> dict[str, torch.Tensor]:
+def pack_memo(memo: Memo, model, clip_skip: int, previous: Packed | None = None) -> Packed:
+    """All models' memos in stored form, with `memo` as the one of (model, clip_skip)."""
+    memos = _unpack_all(previous)
+    memos[memo_id(model, clip_skip)] = memo
+    tensors: dict[str, Any] = {}
+    entries = []
+    for n, (ident, texts_memo) in enumerate(sorted(memos.items())):
+        texts = sorted(texts_memo)
+        for i, text in enumerate(texts):
+            tensors[f"m{n}.e{i}"] = texts_memo[text].context
+            if texts_memo[text].pooled is not None:
+                tensors[f"m{n}.p{i}"] = texts_memo[text].pooled
+        entries.append({"id": ident, "texts": texts})
+    return tensors, {"memos": entries}
+
+
+def _unpack_all(packed: Packed | None) -> dict[str, Memo]:
     if packed is None:
         return {}
     tensors, meta = packed
-    if meta.get("clip_skip") != clip_skip:
+    if "memos" not in meta:
         return {}
-    return {text: tensors[f"e{i}"] for i, text in enumerate(meta["texts"])}
+    return {entry["id"]: {text: Cond(tensors[f"m{n}.e{i}"], tensors.get(f"m{n}.p{i}"))
+                          for i, text in enumerate(entry["texts"])}
+            for n, entry in enumerate(meta["memos"])}
+
+
+def unpack_memo(packed: Packed | None, model, clip_skip: int) -> Memo:
+    """The memo of this model's encoders (empty when the state holds none for them)."""
+    return _unpack_all(packed).get(memo_id(model, clip_skip), {})
 
 
 def _pick(entries: Schedule, call: int) -> str:
@@ -74,20 +136,54 @@ def _pick(entries: Schedule, call: int) -> str:
 
 
 def guided_inputs(prompts: list[str], negatives: list[str], steps: int, hires_steps: int | None,
-                  memo: dict[str, torch.Tensor], device, dtype) -> Callable[[int], GuidedInputs]:
+                  memo: Memo, device, dtype, *, zero_empty_negative: bool = False) -> Callable[[int], GuidedInputs]:
     """A function of the model-call index giving each image's uncond and weighted conds."""
     cond_schedules = [prompt_schedules(p, steps, hires_steps) for p in prompts]
     uncond_schedules = [negative_schedule(n, steps, hires_steps) for n in negatives]
-    on_device: dict[str, torch.Tensor] = {}
+    on_device: dict[tuple[str, bool], Cond] = {}
 
-    def embedding(text: str) -> torch.Tensor:
-        if text not in on_device:
-            on_device[text] = memo[text].to(device=device, dtype=dtype)
-        return on_device[text]
+    def embedding(text: str, negative: bool = False) -> Cond:
+        key = (text, negative and zero_empty_negative and text == "")
+        if key not in on_device:
+            cond = memo[text]
+            context = cond.context.to(device=device, dtype=dtype)
+            pooled = None if cond.pooled is None else cond.pooled.to(device=device, dtype=dtype)
+            if key[1]:
+                context = torch.zeros_like(context)
+                pooled = None if pooled is None else torch.zeros_like(pooled)
+            on_device[key] = Cond(context, pooled)
+        return on_device[key]
 
     def for_call(call: int) -> GuidedInputs:
         return GuidedInputs(
-            uncond=[embedding(_pick(s, call)) for s in uncond_schedules],
+            uncond=[embedding(_pick(s, call), negative=True) for s in uncond_schedules],
             conds=[[(embedding(_pick(entries, call)), weight) for weight, entries in image]
                    for image in cond_schedules])
     return for_call
+
+
+def added_time_ids(model, width: int, height: int, micro=None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """SDXL's micro-conditioning for the cond and uncond rows, or None for models without it.
+
+    Base: (original h, w, crop top, left, target h, w); A1111 sets original = target = the image
+    size being sampled and crop (0, 0). Refiner: (original h, w, crop top, left, aesthetic score),
+    the score 6.0 for the prompt and 2.5 for the negative. `micro` (the recipe's `sdxl` table)
+    overrides any of them; sizes in it are [width, height], the crop [left, top].
+    """
+    config = model.unet.config
+    if getattr(config, "addition_embed_type", None) != "text_time":
+        return None
+
+    def pick(name, default):
+        value = getattr(micro, name, None) if micro is not None else None
+        return default if value is None else value
+    original_w, original_h = pick("original_size", [width, height])
+    crop_left, crop_top = pick("crop", [0, 0])
+    target_w, target_h = pick("target_size", [width, height])
+    head = [original_h, original_w, crop_top, crop_left]
+    if model.aesthetic_score:
+        cond = head + [pick("aesthetic_score", DEFAULT_AESTHETIC_SCORE)]
+        uncond = head + [pick("negative_aesthetic_score", DEFAULT_NEGATIVE_AESTHETIC_SCORE)]
+    else:
+        cond = uncond = head + [target_h, target_w]
+    return torch.tensor(cond, dtype=torch.float32), torch.tensor(uncond, dtype=torch.float32)

@@ -3,21 +3,29 @@
 The UNet predicts eps (or v) at timestep t; k-diffusion works with the clean estimate
 D(x, sigma) = x - sigma * eps(x / sqrt(sigma^2 + 1), t(sigma)) (v: c_skip * x + c_out * v). CFG runs the
 unconditional and conditional inputs in one batch; AND sub-prompts add weighted terms:
-D = uncond + sum_i w_i * cfg * (cond_i - uncond) (A1111's composable diffusion).
+D = uncond + sum_i w_i * cfg * (cond_i - uncond) (A1111's composable diffusion). SDXL UNets also take
+the pooled text embedding and the micro-conditioning numbers (diffusers' added_cond_kwargs).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+
+
+class Cond(NamedTuple):
+    """One encoded text: token embeddings (tokens, dim), and SDXL's pooled embedding (dim,) or None."""
+    context: torch.Tensor
+    pooled: torch.Tensor | None = None
 
 
 @dataclass
 class GuidedInputs:
     """Per model call: which embeddings each image's uncond and weighted conds use."""
-    uncond: list[torch.Tensor]                              # one (tokens, dim) per image
-    conds: list[list[tuple[torch.Tensor, float]]]           # per image: [(embedding, weight), ...]
+    uncond: list[Cond]                                      # one per image
+    conds: list[list[tuple[Cond, float]]]                   # per image: [(embedding, weight), ...]
 
 
 def sigma_to_timestep(sigma: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:
@@ -37,7 +45,8 @@ class Denoiser:
 
     def __init__(self, unet, model_sigmas: torch.Tensor, prediction_type: str, cfg: float,
                  inputs_for_call: Callable[[int], GuidedInputs], model_calls: int = 0,
-                 concat: torch.Tensor | None = None):
+                 concat: torch.Tensor | None = None,
+                 time_ids: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.unet = unet
         self.unet_dtype = unet.dtype          # diffusers computes .dtype by walking every submodule
         self.log_sigmas = model_sigmas.double().log().to(unet.device)
@@ -46,16 +55,19 @@ class Denoiser:
         self.inputs_for_call = inputs_for_call
         self.model_calls = model_calls
         self.concat = concat                  # 9-channel inpainting UNets: (B, 5, h, w) mask + masked image
+        self.time_ids = time_ids              # SDXL: micro-conditioning of the (cond, uncond) rows
 
     def _model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-               concat: torch.Tensor | None) -> torch.Tensor:
+               concat: torch.Tensor | None, added: dict | None = None) -> torch.Tensor:
         sigma_b = sigma.to(torch.float32).view(-1, 1, 1, 1)
         c_in = 1.0 / (sigma_b ** 2 + 1.0) ** 0.5
         t = sigma_to_timestep(sigma.double(), self.log_sigmas).to(torch.float32)
         dtype = self.unet_dtype
         model_in = x * c_in if concat is None else torch.cat([x * c_in, concat.to(x)], dim=1)
+        if added is not None:
+            added = {name: value.to(device=x.device, dtype=dtype) for name, value in added.items()}
         out = self.unet(model_in.to(dtype), t.to(dtype), encoder_hidden_states=context.to(dtype),
-                        return_dict=False)[0].to(x.dtype)
+                        added_cond_kwargs=added, return_dict=False)[0].to(x.dtype)
         if self.prediction_type == "v_prediction":
             c_skip = 1.0 / (sigma_b ** 2 + 1.0)
             c_out = -sigma_b / (sigma_b ** 2 + 1.0) ** 0.5
@@ -69,21 +81,21 @@ class Denoiser:
         sigma = sigma.reshape(-1)
         if sigma.numel() == 1:
             sigma = sigma.expand(batch)
-        rows_x, rows_sigma, rows_context, rows_image, layout = [], [], [], [], []
+        rows_x, rows_sigma, rows_context, rows_image, rows_uncond, layout = [], [], [], [], [], []
         for i in range(batch):
             entry = {"uncond": None, "conds": []}
             # At cfg 1 the guided result is the cond itself (when the AND weights sum to 1): skip uncond.
             if self.cfg != 1.0 or sum(weight for _, weight in inputs.conds[i]) != 1.0:
                 entry["uncond"] = len(rows_x)
                 rows_x.append(x[i]); rows_sigma.append(sigma[i]); rows_context.append(inputs.uncond[i])
-                rows_image.append(i)
+                rows_image.append(i); rows_uncond.append(True)
             for embedding, weight in inputs.conds[i]:
                 entry["conds"].append((len(rows_x), weight))
                 rows_x.append(x[i]); rows_sigma.append(sigma[i]); rows_context.append(embedding)
-                rows_image.append(i)
+                rows_image.append(i); rows_uncond.append(False)
             layout.append(entry)
         concat = self.concat[rows_image] if self.concat is not None else None
-        outputs = self._run_rows(torch.stack(rows_x), torch.stack(rows_sigma), rows_context, concat)
+        outputs = self._run_rows(torch.stack(rows_x), torch.stack(rows_sigma), rows_context, concat, rows_uncond)
         results = []
         for entry in layout:
             if entry["uncond"] is None:
@@ -98,16 +110,25 @@ class Denoiser:
             results.append(guided)
         return torch.stack(results)
 
-    def _run_rows(self, xs: torch.Tensor, sigmas: torch.Tensor, contexts: list[torch.Tensor],
-                  concat: torch.Tensor | None) -> list[torch.Tensor]:
+    def _added(self, conds: list[Cond], uncond_flags: list[bool]) -> dict | None:
+        if conds[0].pooled is None:
+            return None
+        if self.time_ids is None:
+            raise ValueError("an SDXL conditioning needs the micro-conditioning time ids")
+        time_ids = torch.stack([self.time_ids[1] if flag else self.time_ids[0] for flag in uncond_flags])
+        return {"text_embeds": torch.stack([c.pooled for c in conds]), "time_ids": time_ids}
+
+    def _run_rows(self, xs: torch.Tensor, sigmas: torch.Tensor, conds: list[Cond],
+                  concat: torch.Tensor | None, uncond_flags: list[bool]) -> list[torch.Tensor]:
         # One batch when every context has the same token length (the usual case); prompts of
         # different chunk counts run as one batch per length.
-        lengths = sorted({c.shape[0] for c in contexts})
-        outputs: list[torch.Tensor | None] = [None] * len(contexts)
+        lengths = sorted({c.context.shape[0] for c in conds})
+        outputs: list[torch.Tensor | None] = [None] * len(conds)
         for length in lengths:
-            rows = [i for i, c in enumerate(contexts) if c.shape[0] == length]
-            context = torch.stack([contexts[i] for i in rows])
-            out = self._model(xs[rows], sigmas[rows], context, concat[rows] if concat is not None else None)
+            rows = [i for i, c in enumerate(conds) if c.context.shape[0] == length]
+            context = torch.stack([conds[i].context for i in rows])
+            added = self._added([conds[i] for i in rows], [uncond_flags[i] for i in rows])
+            out = self._model(xs[rows], sigmas[rows], context, concat[rows] if concat is not None else None, added)
             for j, row in enumerate(rows):
                 outputs[row] = out[j]
         return outputs

@@ -15,7 +15,15 @@ def run(p: EncodeParams, state: State, ctx: StageContext) -> State:
     model = ctx.model(p.model)
     seeds = tuple(p.seed + i for i in range(p.batch_size))
     texts = texts_of(ctx.prompts, ctx.negatives, ctx.schedule_steps)
-    memo = encode_texts(model, texts, p.clip_skip, {}, ctx.extra.get("embedding_files"))
+    embeddings = None
+    # every model the following stages sample with (SDXL base -> refiner) gets its own encoders' memo
+    for name in [p.model, *ctx.extra.get("memo_models", ())]:
+        encoding_model = model if name == p.model else ctx.model(name)
+        if encoding_model.family == "sdxl" and p.clip_skip > 1:
+            ctx.warn(f"clip_skip {p.clip_skip} does not apply to SDXL ({name}): as A1111, its encoders always use "
+                     "their penultimate layer")
+        memo = encode_texts(encoding_model, texts, p.clip_skip, {}, ctx.extra.get("embedding_files"))
+        embeddings = pack_memo(memo, encoding_model, p.clip_skip, embeddings)
     factor = model.vae_scale_factor
     if p.image:
         init = open_image(ctx.files["image"], "init image")
@@ -32,7 +40,7 @@ def run(p: EncodeParams, state: State, ctx: StageContext) -> State:
         latent=latent, latent_kind=kind, seeds=seeds, width=p.width, height=p.height, model=p.model,
         prompts=tuple(ctx.prompts), negatives=tuple(ctx.negatives), prompt_template=p.prompt,
         negative_template=p.negative, clip_skip=p.clip_skip,
-        img2img_denoise=p.denoise if p.image else None, embeddings=pack_memo(memo, p.clip_skip),
+        img2img_denoise=p.denoise if p.image else None, embeddings=embeddings,
         provenance=({"stage": ctx.stage_id, "type": "encode", "prompt": p.prompt, "negative": p.negative,
                      **({"Denoising strength": p.denoise} if p.image else {})},),
     )

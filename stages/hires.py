@@ -47,7 +47,7 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
     noise = setup.new_noise(state.seeds, latent.shape[1:], ctx.device)
     x = latent + noise.draw().to(ctx.device) * setup.sigmas[start]
     base_steps = next((r["Steps"] for r in reversed(state.provenance) if r["type"] == "sample"), p.steps)
-    g = guidance(state, ctx, p.cfg, base_steps, hires_steps=p.steps)
+    g = guidance(state, ctx, p.cfg, base_steps, hires_steps=p.steps, micro=p.sdxl)
     x, _, _ = run_sampler(setup, model, x, start, total, g, ctx, noise=noise)
     record = {"stage": ctx.stage_id, "type": "hires", "Hires upscale": p.scale if not (p.width or p.height)
               else None, "Hires resize": f"{width}x{height}" if (p.width or p.height) else None,

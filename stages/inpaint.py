@@ -110,7 +110,7 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
     pixels = state.image if state.image is not None else vae_decode(model, state.latent.to(ctx.device), options,
                                                                     warn=ctx.warn)[0]
     original = pixels.clone()
-    g = guidance(state, ctx, p.cfg, p.steps)
+    g = guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl)
     box = crop_box(feathered_pil, p.padding, size[0] / size[1]) if p.area == "masked" else None
     schedule = loop_denoise(p.denoise, p.loops, p.curve)
     for loop, denoise in enumerate(schedule):

@@ -21,14 +21,14 @@ from sdbake.stages.state import State
 from sdbake.stages.vae import vae_decode, vae_encode, vae_options
 
 
-def clean_estimate(state: State, model, cfg: float, ctx: StageContext) -> torch.Tensor:
+def clean_estimate(state: State, model, cfg: float, ctx: StageContext, micro=None) -> torch.Tensor:
     """D(x_k) with the conditioning of the current model call; the call is not counted."""
     x = state.latent.to(ctx.device)
     if state.position is None:
         return x
     # The prompts the latent was sampled with (not this stage's): the run continues with them.
     g = Guidance(list(state.prompts), list(state.negatives), state.embeddings, state.clip_skip, cfg,
-                 state.position.steps)
+                 state.position.steps, micro=micro)
     denoiser = guided_denoiser(model, state.sampler or "euler", g, x, ctx, model_calls=state.model_calls)
     sigma = torch.full((x.shape[0],), state.position.sigma, device=ctx.device, dtype=x.dtype)
     return denoiser(x, sigma)
@@ -65,7 +65,7 @@ def run(p: InterveneParams, state: State, ctx: StageContext) -> State:
                                                             "ops": []},))
     model = ctx.model(p.model or state.model)
     x = state.latent.to(ctx.device)
-    denoised = clean_estimate(state, model, p.cfg, ctx)
+    denoised = clean_estimate(state, model, p.cfg, ctx, p.sdxl)
     options = vae_options(state, ctx)
     pixels, _ = vae_decode(model, denoised, options, warn=ctx.warn)
     pictures = to_pil(pixels)

@@ -37,7 +37,7 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         base = state.latent.to(ctx.device) if state.latent_kind != "empty" else torch.zeros_like(initial)
         x = base + initial * sigmas[p.start]
         carry, model_calls = None, 0
-    g = guidance(state, ctx, p.cfg, p.steps)
+    g = guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl)
     x, carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise, carry=carry,
                                         model_calls=model_calls)
     finished = p.end == p.steps

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from sdbake.stages import samplers
 from sdbake.stages.conditioning import (
+    added_time_ids,
     encode_texts,
     guided_inputs,
     negative_schedule,
@@ -54,13 +55,14 @@ class Guidance:
     cfg: float
     schedule_steps: int
     hires_steps: int | None = None
+    micro: object = None                 # the stage's SDXL micro-conditioning table (None: A1111's defaults)
 
 
 def guidance(state: State, ctx: StageContext, cfg: float, schedule_steps: int,
-             hires_steps: int | None = None) -> Guidance:
+             hires_steps: int | None = None, micro=None) -> Guidance:
     """The stage's own prompts when it sets them (resolved by the runner), else the input state's."""
     return Guidance(list(ctx.prompts or state.prompts), list(ctx.negatives or state.negatives),
-                    state.embeddings, state.clip_skip, cfg, schedule_steps, hires_steps)
+                    state.embeddings, state.clip_skip, cfg, schedule_steps, hires_steps, micro)
 
 
 def model_sigmas_of(model) -> torch.Tensor:
@@ -84,7 +86,7 @@ def schedule_length(sampler: str, steps: int) -> int:
 
 def prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, steps, hires_steps,
                        embedding_files: dict | None = None):
-    memo = unpack_memo(embeddings, clip_skip)
+    memo = unpack_memo(embeddings, model, clip_skip)
     texts = set()
     for prompt in prompts:
         for _, entries in prompt_schedules(prompt, steps, hires_steps):
@@ -106,16 +108,20 @@ def whole_image_conditioning(model, x: torch.Tensor, options: VaeOptions) -> tor
 def guided_denoiser(model, sampler: str, g: Guidance, x: torch.Tensor, ctx: StageContext, *,
                     model_calls: int = 0, concat: torch.Tensor | None = None) -> Denoiser:
     """D(x, sigma) with cfg and the conditioning A1111 picks per model call (second-order samplers
-    make two calls per step); the scheduled texts the memo lacks are encoded here."""
+    make two calls per step); the scheduled texts the memo lacks (for this model's encoders) are
+    encoded here. SDXL UNets also get the pooled text and the micro-conditioning numbers."""
     if concat is None and getattr(model, "in_channels", 4) == 9:
         concat = whole_image_conditioning(model, x, VaeOptions(fp32=ctx.vae_fp32))
     call_steps = schedule_length(sampler, g.schedule_steps)
     call_hires = schedule_length(sampler, g.hires_steps) if g.hires_steps else None
     memo = prepare_embeddings(model, g.prompts, g.negatives, g.embeddings, g.clip_skip, call_steps, call_hires,
                               ctx.extra.get("embedding_files"))
-    inputs = guided_inputs(g.prompts, g.negatives, call_steps, call_hires, memo, x.device, model.unet.dtype)
+    inputs = guided_inputs(g.prompts, g.negatives, call_steps, call_hires, memo, x.device, model.unet.dtype,
+                           zero_empty_negative=model.family == "sdxl")
+    factor = model.vae_scale_factor
+    time_ids = added_time_ids(model, x.shape[-1] * factor, x.shape[-2] * factor, g.micro)
     return Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, g.cfg, inputs,
-                    model_calls=model_calls, concat=concat)
+                    model_calls=model_calls, concat=concat, time_ids=time_ids)
 
 
 def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: int, g: Guidance, ctx: StageContext,

@@ -23,11 +23,11 @@ def small_unet():
 
 def guided_denoiser(unet, cfg: float = 5.0):
     """D(x, sigma) with CFG over fixed embeddings, as the sample stage builds it."""
-    from sdbake.stages.denoiser import Denoiser, GuidedInputs
+    from sdbake.stages.denoiser import Cond, Denoiser, GuidedInputs
     from sdbake.stages.samplers import model_sigmas
     generator = torch.Generator().manual_seed(1)
     uncond, cond = torch.randn(2, 77, 32, generator=generator)
-    inputs = GuidedInputs(uncond=[uncond], conds=[[(cond, 1.0)]])
+    inputs = GuidedInputs(uncond=[Cond(uncond)], conds=[[(Cond(cond), 1.0)]])
     sigmas = model_sigmas(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     return Denoiser(unet, sigmas, "epsilon", cfg, lambda call: inputs)
 

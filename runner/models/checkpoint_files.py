@@ -82,7 +82,8 @@ def is_single_file_key(key: str) -> bool:
 
 
 def detect_family(keys: set[str], path: Path) -> str:
-    """'sd1' or 'sdxl' from a single-file checkpoint's keys; anything else is a ModelError naming the file."""
+    """'sd1', 'sdxl' or 'sdxl_refiner' from a single-file checkpoint's keys; anything else is a ModelError
+    naming the file."""
     has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
     if not has_unet:
         hint = _non_checkpoint_hint(keys)
@@ -90,8 +91,7 @@ def detect_family(keys: set[str], path: Path) -> str:
     if any(k.startswith(SDXL_TEXT2_PREFIX) for k in keys) and any(k.startswith(SDXL_TEXT_PREFIX) for k in keys):
         return "sdxl"
     if any(k.startswith(SDXL_REFINER_TEXT_PREFIX) for k in keys):
-        raise ModelError("unknown model family: this looks like an SDXL refiner, which is not supported",
-                         file=str(path))
+        return "sdxl_refiner"
     if any(k.startswith(SD2_TEXT_PREFIX) for k in keys):
         raise ModelError("unknown model family: this looks like SD2.x (OpenCLIP text encoder), which is not "
                          "supported; supported: SD1.x, SDXL", file=str(path))

@@ -11,7 +11,12 @@ from typing import Any
 
 import torch
 from sdbake.runner.models import components, single_file
-from sdbake.runner.models.checkpoint_files import read_state_dict, require_file
+from sdbake.runner.models.checkpoint_files import (
+    SDXL_REFINER_TEXT_PREFIX,
+    SDXL_TEXT2_PREFIX,
+    read_state_dict,
+    require_file,
+)
 from sdbake.runner.models.folder_files import component_weight_files, read_component_weights
 from sdbake.runner.models.hashing import sha256_file
 from sdbake.schemas.errors import ModelError
@@ -33,7 +38,7 @@ class LoadedModel:
     latent_channels: int
     in_channels: int                         # 9 for inpainting UNets
     files: list[tuple[Path, str]] = field(default_factory=list)   # (weight file, sha256)
-    text_encoder_2: Any = None               # SDXL only
+    text_encoder_2: Any = None               # SDXL only (a refiner has only this one: text_encoder is None)
     tokenizer_2: Any = None                  # SDXL only
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
@@ -42,6 +47,16 @@ class LoadedModel:
     @property
     def scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
+
+    @property
+    def aesthetic_score(self) -> bool:
+        """SDXL refiner: the added embedding carries an aesthetic score instead of the target size
+        (5 numbers, not 6, besides the pooled text)."""
+        config = self.unet.config
+        if getattr(config, "addition_embed_type", None) != "text_time" or self.text_encoder_2 is None:
+            return False
+        numbers = (config.projection_class_embeddings_input_dim - self.text_encoder_2.config.projection_dim)
+        return numbers == 5 * config.addition_time_embed_dim
 
 
 def default_dtype(device: str) -> torch.dtype:
@@ -144,7 +159,6 @@ def _load_single_file(path: Path, device: str, dtype: torch.dtype, allow_pickle:
     if in_channels is not None:
         unet_config["in_channels"] = in_channels      # inpainting checkpoints share everything else
     vae_config = components.read_json(config_dir / "vae" / "config.json")
-    te_config = components.read_json(config_dir / "text_encoder" / "config.json")
     parts: dict[str, Any] = {
         "unet": components.build_module(lambda: components.unet_from_config(unet_config),
                                         single_file.convert_unet(state_dict, unet_config),
@@ -152,19 +166,23 @@ def _load_single_file(path: Path, device: str, dtype: torch.dtype, allow_pickle:
         "vae": components.build_module(lambda: components.vae_from_config(vae_config),
                                        single_file.convert_vae(state_dict, vae_config),
                                        what="VAE", source=path, device=device, dtype=dtype),
-        "text_encoder": components.build_module(
+    }
+    if family != "sdxl_refiner":       # a refiner has the OpenCLIP encoder only
+        te_config = components.read_json(config_dir / "text_encoder" / "config.json")
+        parts["text_encoder"] = components.build_module(
             lambda: components.text_encoder_from_config(te_config),
             single_file.convert_clip_l(state_dict, flattened=not _has_text_model_level(te_config)),
-            what="text encoder", source=path, device=device, dtype=dtype),
-    }
-    if family == "sdxl":
+            what="text encoder", source=path, device=device, dtype=dtype)
+    if family in ("sdxl", "sdxl_refiner"):
         te2_config = components.read_json(config_dir / "text_encoder_2" / "config.json")
         with components.init_empty_weights():
             probe = components.text_encoder_from_config(te2_config)
+        prefix = SDXL_TEXT2_PREFIX if family == "sdxl" else SDXL_REFINER_TEXT_PREFIX
         parts["text_encoder_2"] = components.build_module(
             lambda: components.text_encoder_from_config(te2_config),
-            single_file.convert_open_clip_g(state_dict, probe), what="text encoder 2", source=path,
+            single_file.convert_open_clip_g(state_dict, probe, prefix), what="text encoder 2", source=path,
             device=device, dtype=dtype)
+        family = "sdxl"
     scheduler_config = _scheduler_config(config_dir)
     scheduler_config["prediction_type"] = single_file.prediction_type_of(
         state_dict, scheduler_config.get("prediction_type", "epsilon"))
@@ -191,12 +209,13 @@ def _scheduler_config(folder: Path) -> dict:
 
 def _assemble(parts: dict[str, Any], config_dir: Path, family: str, scheduler_config: dict,
               files: list[Path], device: str, dtype: torch.dtype) -> LoadedModel:
-    max_tokens = parts["text_encoder"].config.max_position_embeddings
-    tokenizer = components.load_tokenizer(config_dir / "tokenizer", max_tokens)
+    first_encoder = parts.get("text_encoder") or parts["text_encoder_2"]
+    max_tokens = first_encoder.config.max_position_embeddings
+    tokenizer = components.load_tokenizer(config_dir / "tokenizer", max_tokens) if "text_encoder" in parts else None
     tokenizer_2 = components.load_tokenizer(config_dir / "tokenizer_2", max_tokens) if family == "sdxl" else None
     vae_config = parts["vae"].config
     return LoadedModel(
-        unet=parts["unet"], vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=tokenizer,
+        unet=parts["unet"], vae=parts["vae"], text_encoder=parts.get("text_encoder"), tokenizer=tokenizer,
         text_encoder_2=parts.get("text_encoder_2"), tokenizer_2=tokenizer_2, family=family,
         prediction_type=scheduler_config["prediction_type"], scheduler_config=scheduler_config,
         vae_scale_factor=2 ** (len(vae_config.block_out_channels) - 1), latent_channels=vae_config.latent_channels,

@@ -60,7 +60,9 @@ def convert_clip_l(state_dict: dict[str, torch.Tensor], *, flattened: bool) -> d
     return {k.removeprefix("text_model."): v for k, v in converted.items()} if flattened else converted
 
 
-def convert_open_clip_g(state_dict: dict[str, torch.Tensor], text_model) -> dict[str, torch.Tensor]:
-    """SDXL's second text encoder (OpenCLIP ViT-bigG, conditioner.embedders.1.model.*)."""
+def convert_open_clip_g(state_dict: dict[str, torch.Tensor], text_model,
+                        prefix: str = SDXL_TEXT2_PREFIX) -> dict[str, torch.Tensor]:
+    """SDXL's second text encoder (OpenCLIP ViT-bigG: conditioner.embedders.1.model.* in a base,
+    conditioner.embedders.0.model.* in a refiner)."""
     from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
-    return convert_open_clip_checkpoint(text_model, state_dict, prefix=SDXL_TEXT2_PREFIX)
+    return convert_open_clip_checkpoint(text_model, state_dict, prefix=prefix)
