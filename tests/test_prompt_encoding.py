@@ -48,7 +48,8 @@ def token_ids(tokenizer, text):
 @pytest.fixture
 def clip(tokenizer, text_model):
     """What encode_texts reads of a loaded model."""
-    return SimpleNamespace(tokenizer=tokenizer, text_encoder=text_model)
+    return SimpleNamespace(tokenizer=tokenizer, text_encoder=text_model, family="sd1",
+                           files=[(Path("clip.safetensors"), "0" * 64)])
 
 
 def conditioning(clip, prompt: str, negative: str = "", steps: int = 20):
@@ -64,9 +65,9 @@ def test_prompt_edit_switches_conditioning_at_the_step_a1111_uses(encoder, clip)
         # A1111's denoiser takes the first entry with call <= end_at_step: "red" for calls 0..10
         expected = red if call <= 10 else blue
         (cond, weight), = for_call(call).conds[0]
-        assert torch.equal(cond, expected) and weight == 1.0, call
+        assert torch.equal(cond.context, expected) and weight == 1.0, call
     # past the schedule's end the last entry stays (a second-order sampler's extra calls)
-    assert torch.equal(for_call(25).conds[0][0][0], blue)
+    assert torch.equal(for_call(25).conds[0][0][0].context, blue)
     assert not torch.equal(red, blue)
 
 
@@ -173,24 +174,24 @@ def test_clip_skip_uses_an_earlier_layer_then_the_final_norm(tokenizer, text_mod
 def test_and_gives_one_weighted_part_per_sub_prompt(encoder, clip):
     conds = conditioning(clip, "red AND blue:0.5")(0).conds[0]
     assert [weight for _, weight in conds] == [1.0, 0.5]
-    assert torch.equal(conds[0][0], encode_text(encoder, "red"))
-    assert torch.equal(conds[1][0], encode_text(encoder, "blue"))
+    assert torch.equal(conds[0][0].context, encode_text(encoder, "red"))
+    assert torch.equal(conds[1][0].context, encode_text(encoder, "blue"))
 
 
 def test_and_parts_keep_their_own_length(encoder, clip):
     # The denoiser runs contexts of different lengths as separate batches, so nothing is padded.
     long_text = " ".join(["cat"] * 80)
     conds = conditioning(clip, f"red AND {long_text}")(0).conds[0]
-    assert [cond.shape for cond, _ in conds] == [(77, 32), (154, 32)]
-    assert torch.equal(conds[1][0], encode_text(encoder, long_text))
+    assert [cond.context.shape for cond, _ in conds] == [(77, 32), (154, 32)]
+    assert torch.equal(conds[1][0].context, encode_text(encoder, long_text))
 
 
 def test_negative_prompt_is_scheduled_but_not_split_on_and(encoder, clip):
     negative = "[blurry:lowres:5] AND ugly"
     assert texts_of([], [negative], [[20, None]]) == ["blurry AND ugly", "lowres AND ugly"]
     for_call = conditioning(clip, "cat", negative)
-    assert torch.equal(for_call(5).uncond[0], encode_text(encoder, "blurry AND ugly"))
-    assert torch.equal(for_call(6).uncond[0], encode_text(encoder, "lowres AND ugly"))
+    assert torch.equal(for_call(5).uncond[0].context, encode_text(encoder, "blurry AND ugly"))
+    assert torch.equal(for_call(6).uncond[0].context, encode_text(encoder, "lowres AND ugly"))
 
 
 def test_each_distinct_text_is_encoded_once(clip, text_model):
@@ -207,21 +208,23 @@ def test_each_distinct_text_is_encoded_once(clip, text_model):
     assert len(calls) == 3
     for_call = guided_inputs([prompt], ["x"], 20, None, memo, "cpu", torch.float32)   # "x" as negative too
     # alternation as A1111's denoiser picks it: calls 0 and 1 both use option 1, call 2 option 2
-    assert torch.equal(for_call(0).conds[0][1][0], for_call(1).conds[0][2][0])
-    assert not torch.equal(for_call(1).conds[0][1][0], for_call(2).conds[0][1][0])
+    assert torch.equal(for_call(0).conds[0][1][0].context, for_call(1).conds[0][2][0].context)
+    assert not torch.equal(for_call(1).conds[0][1][0].context, for_call(2).conds[0][1][0].context)
 
 
 def test_memo_round_trips_through_tensors_and_json(clip, tmp_path):
     memo = encode_texts(clip, texts_of(["[red:blue:0.5] (cat:1.2) AND dog:0.7"], ["ugly"], [[20, None]]), 2, {})
-    tensors, meta = pack_memo(memo, 2)
+    tensors, meta = pack_memo(memo, clip, 2)
     save_file(tensors, str(tmp_path / "memo.safetensors"))
     (tmp_path / "memo.json").write_text(json.dumps(meta))
     packed = load_file(str(tmp_path / "memo.safetensors")), json.loads((tmp_path / "memo.json").read_text())
-    loaded = unpack_memo(packed, 2)
+    loaded = unpack_memo(packed, clip, 2)
     assert sorted(loaded) == sorted(memo)
-    assert all(torch.equal(loaded[text], memo[text]) for text in memo)
-    # a memo made with another clip skip is not reused
-    assert unpack_memo(packed, 1) == {}
+    assert all(torch.equal(loaded[text].context, memo[text].context) for text in memo)
+    # a memo made with another clip skip, or for another model's encoders, is not reused
+    assert unpack_memo(packed, clip, 1) == {}
+    other = SimpleNamespace(**{**vars(clip), "files": [(Path("other.safetensors"), "1" * 64)]})
+    assert unpack_memo(packed, other, 2) == {}
 
 
 def write_embedding(folder: Path, name: str, vectors: torch.Tensor, key: str = "emb_params") -> Path:

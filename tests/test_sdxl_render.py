@@ -65,7 +65,7 @@ def diffusers_pipe(cls, folder):
 
 def our_sigmas(folder, scheduler: str, steps: int) -> list[float]:
     from sdbake.runner.models.loading import load_model
-    from sdbake.stages.sampling import sampling_setup
+    from sdbake.stages.sampler_run import sampling_setup
     return sampling_setup(load_model(folder), "euler", scheduler, steps).sigmas.tolist()
 
 
