@@ -45,6 +45,11 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
               "scheduler": p.scheduler, "CFG scale": p.cfg, "start": p.start, "end": p.end}
     if state.latent_kind == "image" and state.position is None:
         record["Denoising strength"] = state.img2img_denoise
+    if state.position is not None and state.model is not None and state.model != p.model:
+        # A model switch mid-schedule is A1111's refiner: it records the model and where it took over.
+        info = ctx.model_info
+        record["Refiner"] = f"{info.get('model_name')} [{info.get('model_hash')}]"
+        record["Refiner switch at"] = round(p.start / p.steps, 4)
     return state.evolve(
         latent=x.float().cpu(), latent_kind="sampled" if finished else "noisy",
         position=None if finished else Position(p.steps, p.scheduler, p.end, float(sigmas[p.end])),

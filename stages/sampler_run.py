@@ -70,7 +70,8 @@ def model_sigmas_of(model) -> torch.Tensor:
     return samplers.model_sigmas(beta_start=config.get("beta_start", 0.00085),
                                  beta_end=config.get("beta_end", 0.012),
                                  beta_schedule=config.get("beta_schedule", "scaled_linear"),
-                                 num_train_timesteps=config.get("num_train_timesteps", 1000))
+                                 num_train_timesteps=config.get("num_train_timesteps", 1000),
+                                 zero_terminal_snr=bool(config.get("rescale_betas_zero_snr", False)))
 
 
 def sampling_setup(model, sampler: str, scheduler: str, steps: int) -> SamplingSetup:

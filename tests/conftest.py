@@ -139,3 +139,22 @@ def tiny_sdxl_refiner(tmp_path_factory) -> tuple[Path, Path]:
     pin_torch_threads()
     out = tmp_path_factory.mktemp("tiny-sdxl-refiner")
     return tiny_models.save_tiny_sdxl_refiner(out / "tiny-refiner", out / "tiny-refiner.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_vpred(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny v-prediction SD model: (folder, the same weights as a single file with the v_pred key)."""
+    import tiny_models
+    pin_torch_threads()
+    out = tmp_path_factory.mktemp("tiny-vpred")
+    tiny_models.save_tiny_vpred(out / "tiny-vpred", out / "tiny-vpred.safetensors")
+    return out / "tiny-vpred", out / "tiny-vpred.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_inpaint(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny 9-channel SDXL inpainting model: (folder, single file)."""
+    import tiny_models
+    pin_torch_threads()
+    out = tmp_path_factory.mktemp("tiny-sdxl-inpaint")
+    return tiny_models.save_tiny_sdxl_inpaint(out / "tiny-sdxl-inpaint", out / "tiny-sdxl-inpaint.safetensors")

@@ -36,7 +36,11 @@ def spec_key(spec: ModelSpec) -> tuple:
     weights = tuple(sha256_file(f) for f in model_weight_files(Path(spec.checkpoint), allow_pickle=spec.allow_pickle))
     vae = sha256_file(Path(spec.vae)) if spec.vae is not None else None
     config = str(Path(spec.config).resolve()) if spec.config is not None else None
-    return weights, vae, config, str(spec.device), str(spec.resolved_dtype())
+    # Two folders with the same weights but other configs (prediction type, zero-terminal-SNR
+    # betas) are different models.
+    folder = Path(spec.checkpoint)
+    configs = tuple(sha256_file(f) for f in sorted(folder.rglob("*.json"))) if folder.is_dir() else ()
+    return weights, configs, vae, config, str(spec.device), str(spec.resolved_dtype())
 
 
 class ModelRegistry:

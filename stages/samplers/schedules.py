@@ -20,7 +20,8 @@ from .beta_distribution import beta_ppf
 
 
 def model_sigmas(beta_start: float = 0.00085, beta_end: float = 0.012,
-                 beta_schedule: str = "scaled_linear", num_train_timesteps: int = 1000) -> torch.Tensor:
+                 beta_schedule: str = "scaled_linear", num_train_timesteps: int = 1000,
+                 zero_terminal_snr: bool = False) -> torch.Tensor:
     """The model's discrete sigmas, ascending (sigma_min first), float64, from its training betas.
 
     `beta_schedule` uses diffusers' names: "scaled_linear" (linspace of sqrt(beta), squared: what
@@ -33,8 +34,26 @@ def model_sigmas(beta_start: float = 0.00085, beta_end: float = 0.012,
         betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
     else:
         raise ValueError(f"unsupported beta_schedule {beta_schedule!r}; expected 'scaled_linear' or 'linear'")
+    if zero_terminal_snr:
+        betas = rescale_zero_terminal_snr(betas)
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    if zero_terminal_snr:
+        # The last sigma would be infinite; diffusers (what such a model's config comes from) uses 2**-24.
+        alphas_cumprod[-1] = 2.0 ** -24
     return ((1.0 - alphas_cumprod) / alphas_cumprod) ** 0.5
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Betas whose last step reaches zero signal (Lin et al. 2023, "Common Diffusion Noise Schedules
+    and Sample Steps are Flawed", Algorithm 1): shift and scale sqrt(alpha_bar) so it ends at 0 and
+    keeps its first value, for models trained that way (their scheduler config says
+    rescale_betas_zero_snr)."""
+    alphas_bar_sqrt = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * (first / (first - last))
+    alphas_bar = alphas_bar_sqrt ** 2
+    alphas = torch.cat([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
+    return 1.0 - alphas
 
 
 def sigma_to_t(sigma: torch.Tensor, model_sigmas: torch.Tensor, *, quantize: bool = False) -> torch.Tensor:
