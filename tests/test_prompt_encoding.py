@@ -13,12 +13,17 @@ from safetensors.torch import load_file, save_file
 from sdbake.runner.plan import embeddings_used
 from sdbake.schemas.errors import ModelError
 from sdbake.stages.conditioning import encode_texts, guided_inputs, pack_memo, texts_of, unpack_memo
-from sdbake.stages.prompts.encoding import TextEncoder, encode_text
+from sdbake.stages.prompts.encoding import TextEncoder, encode_text_pooled
 from sdbake.stages.prompts.tokens import CHUNK_LENGTH, PLACEHOLDER_TOKEN, chunk_prompt
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 TOKENIZER_DIR = Path(__file__).parents[1] / "runner" / "configs" / "clip_tokenizer"
 BOS, EOS = 49406, 49407
+
+
+def encode_text(encoder: TextEncoder, text: str) -> torch.Tensor:
+    """(77 * chunks, C) conditioning of one text (the token embeddings, without the pooled output)."""
+    return encode_text_pooled(encoder, text)[0]
 
 
 @pytest.fixture(scope="module")

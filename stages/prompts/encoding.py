@@ -138,8 +138,3 @@ def encode_text_pooled(encoder: TextEncoder, text: str) -> tuple[torch.Tensor, t
                              vector_count=encoder.vector_count, comma_backtrack=encoder.comma_backtrack)
     encoded = [_encode_chunk(encoder, chunk) for chunk in chunks]
     return torch.cat([z for z, _ in encoded], dim=0), encoded[0][1]
-
-
-def encode_text(encoder: TextEncoder, text: str) -> torch.Tensor:
-    """(77 * chunks, C) conditioning of one scheduled text."""
-    return encode_text_pooled(encoder, text)[0]
