@@ -4,8 +4,9 @@ Full-size SD1.5 (UNet, VAE, CLIP text encoder) and the SDXL UNet are built from 
 in runner/configs/ with random fp16 weights on the GPU: nothing is downloaded. In one process, with
 the same components and settings, it measures diffusers' StableDiffusionPipeline (Euler, CFG 7),
 sdbake's txt2img recipe, sdbake with [performance] compile + channels_last (compile time apart),
-each at batch 1 and 4; an SDXL CFG step loop at 1024px; a 2x hires pass; a tiled 2048x2048 VAE
-decode; and the peak GPU memory of each. Achieved TFLOP/s counts the UNet's FLOPs only
+each at batch 1 and 4; an SDXL CFG step loop at 1024px; SDXL base -> refiner at 1024px, diffusers'
+two pipelines (denoising_end / denoising_start) next to sdbake's two-stage recipe (bench/gpu_sdxl.py);
+a 2x hires pass; a tiled 2048x2048 VAE decode; and the peak GPU memory of each. Achieved TFLOP/s counts the UNet's FLOPs only
 (torch.utils.flop_counter on one CFG step). `--tiny` runs the same on the CPU with the tiny test
 components (64px, few steps), so the script is developed and checked without a GPU.
 
@@ -382,7 +383,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="timed calls per row after one warm-up (default: 3 on a "
                         "GPU, 5 with --tiny)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
-    parser.add_argument("--no-sdxl", action="store_true", help="skip the SDXL UNet row")
+    parser.add_argument("--no-sdxl", action="store_true", help="skip the SDXL rows")
     parser.add_argument("--json", type=Path, help="also write the table as JSON to this path")
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -415,6 +416,8 @@ def main() -> None:
             if settings.device.startswith("cuda"):
                 torch.cuda.empty_cache()
             rows.append(sdxl_row(settings, meter))
+            from gpu_sdxl import sdxl_rows  # the whole SDXL pipeline: base -> refiner, diffusers and sdbake
+            rows += sdxl_rows(settings, meter, work, sdbake_call, stage_split, Row)
     header = (f"{device_name(settings)}; torch {torch.__version__}; {settings.dtype_name}; Euler, CFG {settings.cfg}; "
               f"{'tiny components' if settings.tiny else 'full SD1.5 / SDXL architectures, random weights'}; "
               f"median of {settings.repeats} after one warm-up")
