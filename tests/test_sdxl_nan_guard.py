@@ -64,3 +64,18 @@ def test_fp16_sdxl_render_survives_the_overflow_and_records_the_retry(tmp_path, 
         image = Image.open(path)
         assert "VAE fp32 retry: True" in image.text["parameters"]
         assert len(set(image.convert("RGB").getdata())) > 1       # a real picture, not a blank fallback
+
+
+def test_a_named_fp16_fixed_vae_needs_no_retry(tmp_path, overflowing_sdxl):
+    """The other way out, as with madebyollin/sdxl-vae-fp16-fix: the recipe names a VAE that stays in range."""
+    import tiny_models
+    from PIL import Image
+    from sdbake.runner.api import render
+    from sdbake.schemas.loader import load_recipe
+    fixed = tiny_models.save_tiny_vae_file(tmp_path / "vae-fp16-fix.safetensors", seed=5)
+    text = txt2img(overflowing_sdxl, steps=3, path="fixed.png").replace(
+        f'checkpoint = "{overflowing_sdxl}"', f'checkpoint = "{overflowing_sdxl}"\nvae = "{fixed}"')
+    result = render(load_recipe(write(tmp_path, "r.toml", text)), output_root=tmp_path / "out", threads=1,
+                    quiet=True, no_cache=True, dtype="float16")
+    infotext = Image.open(result.outputs[0]).text["parameters"]
+    assert "VAE: vae-fp16-fix" in infotext and "VAE fp32 retry" not in infotext
