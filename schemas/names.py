@@ -4,6 +4,7 @@ the sampler registry (stages/samplers/registry.py adds the functions), the promp
 infotext (A1111 labels)."""
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 
@@ -63,7 +64,7 @@ def parse_sampler(label: str) -> tuple[str, str | None]:
     if suffix in _LABEL_SCHEDULE_SUFFIXES and head in _SAMPLER_BY_LABEL:
         return _SAMPLER_BY_LABEL[head], suffix
     raise ValueError(f"unknown sampler {label!r} (known: {', '.join(SAMPLERS)}, or an A1111 label such "
-                     f"as 'DPM++ 2M Karras')")
+                     f"as 'DPM++ 2M Karras'){_did_you_mean(text, [*SAMPLERS, *_SAMPLER_BY_LABEL])}")
 
 
 def parse_scheduler(label: str) -> str:
@@ -72,7 +73,13 @@ def parse_scheduler(label: str) -> str:
         return text
     if text in _SCHEDULER_BY_LABEL:
         return _SCHEDULER_BY_LABEL[text]
-    raise ValueError(f"unknown scheduler {label!r} (known: {', '.join(SCHEDULERS)})")
+    raise ValueError(f"unknown scheduler {label!r} (known: {', '.join(SCHEDULERS)})"
+                     f"{_did_you_mean(text, [*SCHEDULERS, *_SCHEDULER_BY_LABEL])}")
+
+
+def _did_you_mean(text: str, choices: list[str]) -> str:
+    hint = difflib.get_close_matches(text, choices, n=1, cutoff=0.6)
+    return f" (did you mean `{hint[0]}`?)" if hint else ""
 
 
 def a1111_sampler_label(sampler: str, scheduler: str) -> tuple[str, str]:

@@ -10,7 +10,14 @@ from typing import Any
 
 from sdbake.schemas.names import parse_sampler
 from sdbake.schemas.recipe import Recipe
-from sdbake.schemas.stages import STAGE_TYPES, EncodeParams, HiresParams, InpaintParams, SampleParams
+from sdbake.schemas.stages import (
+    A1111_UPSCALER_LABELS,
+    STAGE_TYPES,
+    EncodeParams,
+    HiresParams,
+    InpaintParams,
+    SampleParams,
+)
 
 Problem = tuple[tuple[Any, ...], str]          # (path into the document, message)
 
@@ -45,6 +52,8 @@ def resolve(recipe: Recipe) -> list[Problem]:
     generated = default_stage_ids([s.type for s in recipe.stages])
     for index, stage in enumerate(recipe.stages):
         _split_sampler_label(stage)
+        if isinstance(stage, HiresParams):       # "Latent (bicubic antialiased)" -> latent-bicubic-antialiased
+            stage.upscaler = A1111_UPSCALER_LABELS.get(" ".join(stage.upscaler.lower().split()), stage.upscaler)
         for field in stage.INHERITS:
             if getattr(stage, field) is None:
                 value = getattr(defaults, field)

@@ -117,6 +117,13 @@ class InterveneParams(StageBase):
 LATENT_UPSCALERS = ("latent-nearest-exact", "latent-nearest", "latent-bilinear", "latent-bicubic",
                     "latent-bilinear-antialiased", "latent-bicubic-antialiased")
 PIXEL_UPSCALERS = ("lanczos", "nearest")
+# A1111's upscaler labels (modules/shared_items.py latent_upscale_modes, and its PIL upscalers), lower-cased.
+A1111_UPSCALER_LABELS = {
+    "latent": "latent-bilinear", "latent (antialiased)": "latent-bilinear-antialiased",
+    "latent (bicubic)": "latent-bicubic", "latent (bicubic antialiased)": "latent-bicubic-antialiased",
+    "latent (nearest)": "latent-nearest", "latent (nearest-exact)": "latent-nearest-exact",
+    "lanczos": "lanczos", "nearest": "nearest",
+}
 
 
 class HiresParams(SamplingStage):

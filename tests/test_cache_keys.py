@@ -177,9 +177,10 @@ def test_changed_model_bytes_change_compute_keys(tmp_path):
 
 
 def test_init_image_content_enters_the_encode_key(tmp_path):
-    (tmp_path / "init.png").write_bytes(b"first image bytes")
+    png_signature = b"\x89PNG\r\n\x1a\n"        # preflight reads the header; the key hashes the whole file
+    (tmp_path / "init.png").write_bytes(png_signature + b"first image bytes")
     before = keys(plan_of(tmp_path, encode_extra='image = "init.png"\n'))
-    (tmp_path / "init.png").write_bytes(b"second image bytes")
+    (tmp_path / "init.png").write_bytes(png_signature + b"second image bytes")
     after = keys(plan_of(tmp_path, encode_extra='image = "init.png"\n'))
     assert after["encode"] != before["encode"] and after["sample"] != before["sample"]
 

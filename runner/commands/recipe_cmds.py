@@ -11,11 +11,16 @@ SET_HELP = "override a recipe value before checking, e.g. stages.hires.denoise=0
 def register(subparsers: argparse._SubParsersAction) -> None:
     validate = subparsers.add_parser(
         "validate", help="check recipe files; print every error as file:line:col",
+        description="Checks the schema, then everything a run would meet that needs no torch: model, LoRA, "
+                    "image and mask files, save templates, colours, upscalers, wildcards, embeddings, sizes "
+                    "and output collisions.",
         epilog="examples:\n  sdbake validate recipes/*.toml\n  sdbake validate recipes/   every recipe in a folder\n"
                "  sdbake validate recipes/demo.toml --set defaults.steps=0   would this override be valid?")
     validate.add_argument("files", nargs="+", metavar="FILE", help="recipe files, or folders of recipe files")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help=SET_HELP)
+    validate.add_argument("--out", metavar="DIR", help="output root that run would use (default: the recipe's "
+                                                       "output_dir, else ./outputs), for output collisions")
     validate.set_defaults(func=run_validate)
 
     canonical = subparsers.add_parser(
@@ -38,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_validate(args) -> int:
     from pathlib import Path
 
+    from sdbake.runner.preflight import preflight
     from sdbake.schemas.errors import SdbakeError
     from sdbake.schemas.loader import RECIPE_SUFFIXES, load_recipe
 
@@ -48,7 +54,9 @@ def run_validate(args) -> int:
     failed = 0
     for name in files:
         try:
-            load_recipe(name, args.overrides)
+            loaded = load_recipe(name, args.overrides)
+            recipe = loaded.recipe
+            preflight(loaded, Path(args.out or recipe.output_dir or "outputs"))
         except SdbakeError as err:
             print(str(err), file=sys.stderr)
             failed += 1

@@ -1,0 +1,362 @@
+"""What a run would trip over, found before any model loads and without torch (DESIGN.md section 11).
+
+`validate` and every plan call `preflight`: files a recipe names exist and are regular files (models,
+VAEs, LoRAs, init/mask/paste/edit images, upscaler models, embeddings), save and preview templates
+render with the plan's variables, fill colours parse, wildcards have files, hires sizes are within
+limits, and `on_exists = "error"` does not meet a file it would refuse. Every problem is reported at
+once, each as `file:line:col: path: message`, with a did-you-mean where a near name exists.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sdbake.schemas.errors import (
+    InputFileError,
+    ModelError,
+    OutputError,
+    PromptError,
+    RecipeError,
+    SdbakeError,
+)
+from sdbake.schemas.loader import LoadedRecipe, format_path
+from sdbake.schemas.positions import nearest
+from sdbake.schemas.stages import (
+    LATENT_UPSCALERS,
+    PIXEL_UPSCALERS,
+    EncodeParams,
+    FillOp,
+    HiresParams,
+    InterveneParams,
+    SaveParams,
+)
+
+Problem = tuple[tuple[Any, ...], str]
+MAX_SIDE = 8192                       # the schema's largest width/height; a hires target obeys it too
+PLACEHOLDER_HASH = "0" * 10           # model_hash in a template, when the hash index does not know it yet
+
+
+def preflight(loaded: LoadedRecipe, output_root: Path, now: datetime | None = None) -> None:
+    """Raise the problem found (several: one RecipeError listing them in file order); return when none."""
+    problems = find_problems(loaded, Path(output_root), now or datetime.now())
+    errors = []
+    for path, message, error_class in problems:
+        line, column = nearest(loaded.positions, path) or (None, None)
+        errors.append(error_class(f"{format_path(path)}: {message}", file=str(loaded.path), line=line,
+                                  column=column))
+    errors.sort(key=lambda e: (e.line or 0, e.column or 0))
+    if len(errors) == 1:
+        raise errors[0]                      # its own kind (a missing model is a ModelError, ...)
+    if errors:
+        raise RecipeError(f"{len(errors)} error(s)", errors=errors)
+
+
+def _as(error_class: type[SdbakeError], problems: list[Problem]) -> list[tuple[tuple, str, type]]:
+    return [(path, message, error_class) for path, message in problems]
+
+
+def find_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> list[tuple[tuple, str, type]]:
+    """(recipe path, message, error class) of every problem."""
+    recipe = loaded.recipe
+    models = _model_problems(loaded)
+    for n, lora in enumerate(recipe.defaults.loras):
+        models += _model_file(loaded, ("defaults", "loras", n, "name"), lora.name, "loras", folders_ok=False)
+    inputs: list[Problem] = []
+    prompts: list[Problem] = []
+    for index, stage in enumerate(recipe.stages):
+        where = ("stages", index)
+        for field, name in _image_fields(stage):
+            inputs += _input_image(loaded, where + field, name)
+        if where + ("loras",) in loaded.positions:       # inherited from [defaults]: checked there
+            for n, lora in enumerate(stage.loras or []):
+                models += _model_file(loaded, where + ("loras", n, "name"), lora.name, "loras", folders_ok=False)
+        if isinstance(stage, InterveneParams):
+            inputs += [(where + ("ops", n, "color"), message) for n, op in enumerate(stage.ops)
+                       if isinstance(op, FillOp) and (message := colour_problem(op.color))]
+        if isinstance(stage, HiresParams):
+            models += _upscaler(loaded, where, stage)
+        for field in ("prompt", "negative"):
+            text = getattr(stage, field, None)
+            if text:
+                prompts += _prompt_problems(loaded, where + (field,), text)
+    sizes, outputs = _output_problems(loaded, output_root, now)
+    return (_as(ModelError, models) + _as(InputFileError, inputs) + _as(PromptError, prompts)
+            + _as(RecipeError, sizes) + _as(OutputError, outputs))
+
+
+# ---- files ----------------------------------------------------------------------------------------
+
+def did_you_mean(name: str, choices) -> str:
+    hint = difflib.get_close_matches(str(name), sorted(set(choices)), n=1, cutoff=0.6)
+    return f" (did you mean `{hint[0]}`?)" if hint else ""
+
+
+def _near_files(path: Path, wanted: str) -> str:
+    """A did-you-mean among the files next to where `path` should be, spelled as the recipe spells it."""
+    if not path.parent.is_dir():
+        return ""
+    hint = difflib.get_close_matches(path.name, sorted(p.name for p in path.parent.iterdir()), n=1, cutoff=0.6)
+    return f" (did you mean `{(Path(wanted).parent / hint[0]).as_posix()}`?)" if hint else ""
+
+
+def _resolve(loaded: LoadedRecipe, name: str) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else loaded.folder / path
+
+
+def _regular_file(path: Path, name: str, what: str) -> str | None:
+    if not path.exists():
+        return f"{what} file not found: {path}{_near_files(path, name)}"
+    if not path.is_file():
+        return f"{what} `{name}` is not a regular file: {path}"
+    return None
+
+
+# Leading bytes of the formats images come in: recognising them needs no PIL (validate stays light).
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _input_image(loaded: LoadedRecipe, where: tuple, name: str) -> list[Problem]:
+    path = _resolve(loaded, name)
+    problem = _regular_file(path, name, "mask" if where[-1] == "mask" else "image")
+    if problem:
+        return [(where, problem)]
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError as err:
+        return [(where, f"cannot read {path}: {err.strerror or err}")]
+    if head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return []
+    from PIL import Image, UnidentifiedImageError  # any other format PIL knows: read its header
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018 - the size is what a broken header fails on
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return [(where, f"not a readable image: {path} ({err})")]
+    return []
+
+
+def _image_fields(stage) -> list[tuple[tuple, str]]:
+    """(path inside the stage, file name) of every image or mask file a stage reads."""
+    found = []
+    for name in ("image", "mask"):
+        value = getattr(stage, name, None)
+        if isinstance(value, str) and value:
+            found.append(((name,), value))
+    for n, op in enumerate(getattr(stage, "ops", None) or []):
+        for name in ("image", "mask"):
+            value = getattr(op, name, None)
+            if isinstance(value, str) and value:
+                found.append((("ops", n, name), value))
+    return found
+
+
+def _model_file(loaded: LoadedRecipe, where: tuple, name: str, kind: str, folders_ok: bool) -> list[Problem]:
+    """A checkpoint / VAE / LoRA / upscaler named by path or by a name in the model folders."""
+    from sdbake.runner.models.search import list_folder, load_search_config, resolve_model_file
+    try:
+        path = resolve_model_file(name, kind, loaded.folder)
+    except SdbakeError as err:
+        known = [p.name for f in load_search_config().folders[kind] for p in list_folder(f, kind)]
+        direct = _resolve(loaded, name)
+        hint = did_you_mean(Path(name).name, known) or _near_files(direct, name)
+        return [(where, f"{err.message}{hint}")]
+    if path.is_dir() and not folders_ok:
+        return [(where, f"{kind[:-1]} `{name}` is a folder, not a file: {path}")]
+    if path.is_dir() and kind == "checkpoints" and not (path / "model_index.json").is_file():
+        return [(where, f"`{name}` is a folder without model_index.json, so not a diffusers model: {path}")]
+    if not path.is_dir() and not path.is_file():
+        return [(where, f"{kind[:-1]} `{name}` is not a regular file: {path}")]
+    return []
+
+
+def _model_problems(loaded: LoadedRecipe) -> list[Problem]:
+    problems = []
+    for entry_name, entry in loaded.recipe.models.items():
+        where = ("models", entry_name)
+        problems += _model_file(loaded, where + ("checkpoint",), entry.checkpoint, "checkpoints", folders_ok=True)
+        if entry.vae:
+            problems += _model_file(loaded, where + ("vae",), entry.vae, "vae", folders_ok=True)
+        for n, lora in enumerate(entry.loras):
+            problems += _model_file(loaded, where + ("loras", n, "name"), lora.name, "loras", folders_ok=False)
+    return problems
+
+
+# ---- values ---------------------------------------------------------------------------------------
+
+def colour_problem(colour) -> str | None:
+    """What is wrong with a fill colour: '#rrggbb', a CSS colour name, or [r, g, b] (0-255)."""
+    if isinstance(colour, list):
+        if len(colour) != 3 or not all(0 <= c <= 255 for c in colour):
+            return f"a colour list is [r, g, b] with values 0-255 (got {colour})"
+        return None
+    if re.fullmatch(r"#([0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})", colour):
+        return None                                       # hex needs no PIL (validate stays light)
+    from PIL import ImageColor
+    try:
+        ImageColor.getrgb(colour)
+    except ValueError:
+        return (f"unknown colour {colour!r} (use '#rrggbb', a CSS colour name or [r, g, b])"
+                f"{did_you_mean(colour.lower(), ImageColor.colormap)}")
+    return None
+
+
+def _upscaler(loaded: LoadedRecipe, where: tuple, stage: HiresParams) -> list[Problem]:
+    problems = []
+    if stage.upscaler not in LATENT_UPSCALERS + PIXEL_UPSCALERS:
+        found = _model_file(loaded, where + ("upscaler",), stage.upscaler, "upscalers", folders_ok=False)
+        if found:
+            hint = did_you_mean(stage.upscaler.lower(), LATENT_UPSCALERS + PIXEL_UPSCALERS)
+            known = ", ".join(LATENT_UPSCALERS + PIXEL_UPSCALERS)
+            problems.append((where + ("upscaler",), (f"unknown upscaler {stage.upscaler!r}: not one of {known} (or A1111's labels such as 'Latent (bicubic antialiased)'), "
+                                                    f"and no upscaler model file of that name{hint}")))
+    return problems
+
+
+def _prompt_problems(loaded: LoadedRecipe, where: tuple, text: str) -> list[Problem]:
+    """Wildcards without a file (did-you-mean among the wildcard names) and `embedding:name` with no file."""
+    from sdbake.runner.models.search import load_search_config
+    from sdbake.runner.plan import EMBEDDING_SUFFIXES, wildcard_dirs
+    problems = []
+    if "__" in text or "{" in text:
+        from sdbake.stages.prompts.wildcards import WILDCARD_SUFFIXES, wildcard_files_used
+        try:
+            wildcard_files_used(text, wildcard_dirs(loaded))
+        except PromptError as err:
+            names = [p.relative_to(d).with_suffix("").as_posix() for d in wildcard_dirs(loaded) if d.is_dir()
+                     for p in d.rglob("*") if p.suffix in WILDCARD_SUFFIXES]
+            missing = re.search(r"wildcard __(.+?)__ not found", err.message)
+            problems.append((where, err.message + (did_you_mean(missing.group(1), names) if missing else "")))
+    folders = [loaded.folder / "embeddings", *load_search_config().folders["embeddings"]]
+    stems = {p.stem for f in folders if f.is_dir() for p in f.rglob("*") if p.suffix.lower() in EMBEDDING_SUFFIXES}
+    for name in re.findall(r"\bembedding:([\w.-]+)", text):
+        if name not in stems:
+            problems.append((where, (f"embedding `{name}` not found in: {', '.join(str(f) for f in folders)}"
+                                    f"{did_you_mean(name, stems)}")))
+    return problems
+
+
+# ---- outputs --------------------------------------------------------------------------------------
+
+class _ModelLabel:
+    """What a template sees of a model (name and short hash) without hashing the weights."""
+
+    def __init__(self, loaded: LoadedRecipe, name: str):
+        from sdbake.runner.models.hashing import cached_sha256, short_hash
+        from sdbake.runner.models.search import resolve_model_file
+        try:
+            path = resolve_model_file(loaded.recipe.models[name].checkpoint, "checkpoints", loaded.folder)
+        except (SdbakeError, KeyError):
+            path = Path(name)
+        self.model_name = path.stem if path.is_file() else path.name
+        known = cached_sha256(path) if path.is_file() else None
+        self.model_hash = short_hash(known) if known else PLACEHOLDER_HASH
+
+
+def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> tuple[list[Problem], list[Problem]]:
+    """Hires sizes, then save/preview templates rendered as the plan will and output collisions."""
+    import hashlib
+
+    from sdbake.runner.plan import _resolve_prompts
+    from sdbake.schemas.canonical import canonical_json
+    recipe = loaded.recipe
+    recipe_hash = hashlib.sha256(canonical_json(recipe, indent=None).encode()).hexdigest()
+    current: dict[str, Any] = {"prompts": [], "negatives": [], "seeds": [], "width": 0, "height": 0}
+    sizes: list[Problem] = []
+    problems: list[Problem] = []
+    for index, stage in enumerate(recipe.stages):
+        where = ("stages", index)
+        if getattr(stage, "model", None) in recipe.models:
+            current["model"] = _ModelLabel(loaded, stage.model)
+        if isinstance(stage, EncodeParams):
+            seeds = [stage.seed + i for i in range(stage.batch_size)]
+            try:
+                current.update(prompts=_resolve_prompts(stage.prompt, seeds, loaded),
+                               negatives=_resolve_prompts(stage.negative, seeds, loaded))
+            except SdbakeError:
+                current.update(prompts=[stage.prompt] * len(seeds), negatives=[stage.negative] * len(seeds))
+            current.update(seeds=seeds, width=stage.width, height=stage.height)
+        elif getattr(stage, "sampler", None) is not None:
+            current.update(steps=stage.steps, cfg=stage.cfg, sampler=stage.sampler, scheduler=stage.scheduler)
+        if isinstance(stage, HiresParams) and current["width"]:
+            width, height = stage.target_size(current["width"], current["height"])
+            if not (64 <= width <= MAX_SIDE and 64 <= height <= MAX_SIDE):
+                sizes.append((where + ("scale",) if not (stage.width or stage.height) else where,
+                                 (f"the hires target {width}x{height} is outside 64-{MAX_SIDE} pixels a side "
+                                 f"(from {current['width']}x{current['height']})")))
+            current.update(width=width, height=height)
+        field = "path" if isinstance(stage, SaveParams) else "preview" if getattr(stage, "preview", None) else None
+        if field:
+            problems += _template_problems(loaded, where + (field,), getattr(stage, field), stage, current,
+                                           recipe_hash, now, output_root)
+    return sizes, problems
+
+
+def _template_problems(loaded, where, template, stage, current, recipe_hash, now, output_root) -> list[Problem]:
+    from sdbake.runner.plan import template_variables
+    from sdbake.stages.output.names import safe_relative_path
+    from sdbake.stages.output.templates import render_path
+    problems: list[Problem] = []
+    rendered: list[str] = []
+    for batch_index in range(max(1, len(current["seeds"]))):
+        variables = template_variables(current, loaded.recipe, stage.id, recipe_hash, now, batch_index)
+        try:
+            relative = safe_relative_path(render_path(template, variables), output_root)
+        except SdbakeError as err:
+            return [(where, err.message + _template_hint(template, err.message, variables))]
+        text = relative.as_posix()
+        if "." not in relative.name:
+            text += "." + {"jpeg": "jpg"}.get(getattr(stage, "format", None) or "png", stage.format or "png")
+        rendered.append(text)
+    if getattr(stage, "on_exists", None) == "error":
+        for text in rendered:
+            target = output_root / text
+            if target.exists() and not _made_by(target, loaded.recipe.name):
+                problems.append((where, (f"{target} already exists and on_exists = \"error\" (it was not made by "
+                                        f"this recipe; move it, or set on_exists = \"number\" or \"skip\")")))
+    return problems
+
+
+def _template_hint(template: str, message: str, variables: dict) -> str:
+    """did-you-mean for an undefined variable or an unknown filter; the template line of a syntax error."""
+    from jinja2 import TemplateSyntaxError
+    from jinja2.defaults import DEFAULT_FILTERS
+    from jinja2.sandbox import SandboxedEnvironment
+    undefined = re.search(r"'(\w+)' is undefined", message)
+    if undefined:
+        return did_you_mean(undefined.group(1), variables)
+    unknown_filter = re.search(r"No filter named '(\w+)'", message)
+    if unknown_filter:
+        return did_you_mean(unknown_filter.group(1), [*DEFAULT_FILTERS, "words", "slug", "hash"])
+    try:
+        SandboxedEnvironment().parse(template)
+    except TemplateSyntaxError as err:
+        column = _syntax_column(template, err.lineno)
+        return f" (template line {err.lineno}" + (f", column {column})" if column else ")")
+    return ""
+
+
+def _syntax_column(template: str, line: int) -> int | None:
+    """Where an unclosed `{{` or `{%` starts on the template's failing line (1-based)."""
+    text = template.splitlines()[line - 1] if 0 < line <= len(template.splitlines()) else ""
+    for opening, closing in (("{{", "}}"), ("{%", "%}")):
+        start = text.rfind(opening)
+        if start >= 0 and text.find(closing, start) < 0:
+            return start + 1
+    return None
+
+
+def _made_by(image: Path, recipe_name: str) -> bool:
+    """Whether an existing output carries an sdbake recipe of this name (a re-run may write the same bytes,
+    which the writer accepts); anything else would be refused at write time."""
+    from sdbake.runner.sources import embedded_document
+    try:
+        document = embedded_document(image)
+    except (SdbakeError, OSError, ValueError):
+        return False
+    recipe = document.get("recipe") if isinstance(document, dict) else None
+    return isinstance(recipe, dict) and recipe.get("name") == recipe_name
