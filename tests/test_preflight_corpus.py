@@ -162,3 +162,17 @@ def test_validate_names_the_line_and_run_stops_before_any_stage(case, replace, b
     code = main(["run", str(recipe), "--out", out, "--cache-dir", str(tmp_path / "cache"), "--quiet"])
     assert code == 1 and expected in capsys.readouterr().err
     assert time.perf_counter() - started < 10
+
+
+def test_rerun_with_on_exists_error_meets_its_own_image_and_passes(tmp_path, tiny_model_dir, capsys):
+    """The collision check refuses files this recipe did not make, not the image of its own last run
+    (the writer accepts identical bytes)."""
+    recipe = tmp_path / "again.toml"
+    recipe.write_text(f'version = 1\nname = "again"\n[models.m]\ncheckpoint = "{tiny_model_dir}"\n'
+                      '[defaults]\nmodel = "m"\nwidth = 64\nheight = 64\nsteps = 1\n'
+                      '[[stages]]\ntype = "encode"\nprompt = "a red circle"\n[[stages]]\ntype = "sample"\n'
+                      '[[stages]]\ntype = "save"\npath = "{{ seed }}.png"\non_exists = "error"\n')
+    argv = ["run", str(recipe), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(argv) == 0 and (tmp_path / "out" / "0.png").is_file()
+    assert main(["validate", str(recipe), "--out", str(tmp_path / "out")]) == 0
+    assert main(argv) == 0, capsys.readouterr().err
