@@ -7,6 +7,7 @@ from sdbake.runner.cache import CacheStore, default_cache_root
 from sdbake.runner.execute import RunOptions, RunResult, execute
 from sdbake.runner.numerics import Numerics
 from sdbake.runner.plan import Plan, build_plan
+from sdbake.runner.preflight import preflight
 from sdbake.runner.sources import load_any
 from sdbake.schemas.loader import LoadedRecipe
 
@@ -17,6 +18,7 @@ def make_plan(loaded: LoadedRecipe, *, output_root: Path | str | None = None, de
     root = Path(output_root) if output_root else Path(recipe.output_dir) if recipe.output_dir else Path("outputs")
     numerics = Numerics.choose(device, dtype, threads, compile=recipe.performance.compile,
                                channels_last=recipe.performance.channels_last)
+    preflight(loaded, root)             # what the run would trip over, before hashing or loading models
     return build_plan(loaded, numerics, root)
 
 

@@ -18,7 +18,6 @@ from typing import Any
 from sdbake.runner.modelfiles import LoraFile, ModelFiles, resolve_loras, resolve_model
 from sdbake.runner.models.hashing import sha256_file
 from sdbake.runner.numerics import Numerics
-from sdbake.runner.preflight import preflight
 from sdbake.schemas.canonical import canonical_json
 from sdbake.schemas.errors import InputFileError, SdbakeError
 from sdbake.schemas.loader import LoadedRecipe
@@ -175,7 +174,6 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
                now: datetime | None = None) -> Plan:
     recipe = loaded.recipe
     now = now or datetime.now()
-    preflight(loaded, output_root, now)     # everything a run would trip over, before any hashing or model
     recipe_hash = hashlib.sha256(canonical_json(recipe, indent=None).encode()).hexdigest()
     models: dict[str, ModelFiles] = {}
 

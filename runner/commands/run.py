@@ -57,6 +57,7 @@ def prepare(args):
     from sdbake.runner.cache import CacheStore, default_cache_root
     from sdbake.runner.numerics import Numerics
     from sdbake.runner.plan import build_plan
+    from sdbake.runner.preflight import preflight
     from sdbake.runner.sources import load_any
 
     loaded = load_any(args.recipe, args.overrides)
@@ -65,6 +66,7 @@ def prepare(args):
     numerics = Numerics.choose(args.device, args.dtype, compile=getattr(args, "compile", False)
                                or recipe.performance.compile, vae_fp32=getattr(args, "no_half_vae", False),
                                channels_last=recipe.performance.channels_last)
+    preflight(loaded, output_root)      # what the run would trip over, before hashing or loading models
     plan = build_plan(loaded, numerics, output_root)
     store = CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root())
     return plan, store
