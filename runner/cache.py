@@ -8,19 +8,29 @@ Layout under the root (`--cache-dir`, else `$SDBAKE_CACHE`, else `~/.cache/sdbak
     objects/ab/<key>/used              its mtime is the entry's last use
     tmp/                               entries being written; renamed into objects/ when complete
     records/<recipe>/<stage id>.json   the last key inputs per stage, so `plan` can say why a miss missed
+    SDBAKE-CACHE, CACHEDIR.TAG         the marker (and the standard tag backup tools know)
 
 An entry is written in tmp/ and renamed into place in one step, so a reader sees a whole entry or
 none; two writers of one key both succeed and one entry stays. Every read checks the checksums; a
 corrupt entry is reported, evicted and recomputed. Nothing here imports torch: a fully cached run
 only reads entry.json files.
+
+Caches are shared and downloaded, so nothing read from one is trusted: entry.json carries the
+sha256 of its own content (a flipped bit is corruption, not a different height), blob names are
+plain names inside their entry's folder, and an entry must name the key of the folder it sits in.
+Deleting is confined to a marked root and to names of this layout: a cache root pointed at the
+wrong folder (`$HOME`) never loses a file that sdbake did not write.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import time
 import uuid
 import warnings
@@ -28,7 +38,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENTRY_FORMAT = 1
+from sdbake.schemas.errors import CacheError
+
+ENTRY_FORMAT = 2                  # 2: entry.json carries its own digest
+MARKER_NAME = "SDBAKE-CACHE"
+CACHEDIR_TAG = "CACHEDIR.TAG"
+# The standard tag (https://bford.info/cachedir/): backup and sync tools skip a folder holding it.
+CACHEDIR_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+                     "# This file is a cache directory tag created by sdbake.\n"
+                     "# For information about cache directory tags see https://bford.info/cachedir/\n")
+LAYOUT_NAMES = {"objects", "tmp", "records", MARKER_NAME, CACHEDIR_TAG}
+TMP_GRACE_S = 3600                # a tmp/ folder younger than this may belong to a running writer
+_KEY = re.compile(r"[0-9a-f]{64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_BLOB_NAME = re.compile(r"[0-9]{1,9}\.bin")
+# What this module writes under tmp/: entries being written, evicted entries, record temp files.
+_TMP_NAME = re.compile(r"(?:evict-)?[0-9a-f]{64}\.(?:[0-9]+\.)?[0-9a-f]{8}")
 
 
 def default_cache_root() -> Path:
@@ -52,6 +77,24 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def entry_digest(info: dict) -> str:
+    """sha256 of an entry's content without its `digest` field, in one fixed JSON spelling."""
+    body = {k: v for k, v in info.items() if k != "digest"}
+    return _sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode())
+
+
+def is_key(text: Any) -> bool:
+    return isinstance(text, str) and _KEY.fullmatch(text) is not None
+
+
+def _is_regular_file(path: Path) -> bool:
+    """A plain file, not a link to one: a planted link must not make a hit read another file."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 @dataclass
 class Entry:
     key: str
@@ -60,15 +103,23 @@ class Entry:
 
     @property
     def meta(self) -> dict[str, Any]:
-        return self.info.get("meta") or {}
+        meta = self.info.get("meta")
+        return meta if isinstance(meta, dict) else {}
 
     @property
     def files(self) -> dict[str, dict]:
-        """Side outputs: {relative output path: {"sha256", "blob"}}."""
-        return self.info.get("files") or {}
+        """Side outputs: {index in the stage's outputs: {"sha256", "blob", "size"}}."""
+        files = self.info.get("files")
+        return files if isinstance(files, dict) else {}
 
-    def blob_bytes(self, rel: str) -> bytes:
-        return (self.folder / "files" / self.files[rel]["blob"]).read_bytes()
+    def blob_path(self, name: str) -> Path:
+        blob = self.files[name]["blob"]
+        if not isinstance(blob, str) or _BLOB_NAME.fullmatch(blob) is None:
+            raise CacheError(f"cache entry {self.key[:12]}: blob name {blob!r} is not a plain name")
+        return self.folder / "files" / blob
+
+    def blob_bytes(self, name: str) -> bytes:
+        return self.blob_path(name).read_bytes()
 
     def load_tensors(self, device: str = "cpu") -> dict[str, Any]:
         path = self.folder / "state.safetensors"
@@ -78,6 +129,33 @@ class Entry:
         return load_file(str(path), device=device)
 
 
+def _structure_problem(info: Any, key: str) -> str | None:
+    """What is wrong with the shape of an entry.json (read from a cache that anyone may have written)."""
+    if not isinstance(info, dict):
+        return f"entry.json holds a {type(info).__name__}, not an object"
+    if info.get("format") != ENTRY_FORMAT:
+        return f"entry.json has format {info.get('format')!r}, expected {ENTRY_FORMAT}"
+    if info.get("digest") != entry_digest(info):
+        return "entry.json does not match its digest"
+    if info.get("key") != key:
+        return "entry.json does not describe this key"
+    for name, kind in (("stage", dict), ("meta", dict), ("inputs", dict), ("files", dict),
+                       ("has_tensors", bool), ("size_bytes", int)):
+        if not isinstance(info.get(name), kind):
+            return f"entry.json field {name!r} is not a {kind.__name__}"
+    if info["has_tensors"] and (not isinstance(info.get("tensors_size"), int)
+                                or not isinstance(info.get("tensors_sha256"), str)):
+        return "entry.json lacks the tensors' size and checksum"
+    for name, record in info["files"].items():
+        if not name.isdigit() or not isinstance(record, dict):
+            return f"entry.json names a stored file {name!r} that is not an output index"
+        if not isinstance(record.get("blob"), str) or _BLOB_NAME.fullmatch(record["blob"]) is None:
+            return f"stored file {name} has a blob name {record.get('blob')!r} that is not a plain name"
+        if not isinstance(record.get("sha256"), str) or _SHA256.fullmatch(record["sha256"]) is None:
+            return f"stored file {name} has no valid sha256"
+    return None
+
+
 @dataclass
 class CacheStore:
     root: Path
@@ -85,68 +163,114 @@ class CacheStore:
 
     def __post_init__(self):
         self.root = Path(self.root)
+        self._tmp_cleaned = False
+
+    # -- the marker --
+    def is_marked(self) -> bool:
+        return _is_regular_file(self.root / MARKER_NAME)
+
+    def require_marked(self, action: str) -> None:
+        """Maintenance commands act only on a folder that sdbake created as a cache."""
+        if not self.root.is_dir():
+            raise CacheError(f"cannot {action}: {self.root} does not exist")
+        if not self.is_marked():
+            raise CacheError(f"cannot {action}: {self.root} is not an sdbake cache (it has no {MARKER_NAME} "
+                             "marker file); point --cache-dir or SDBAKE_CACHE at the cache folder")
+
+    def _ensure_marked(self) -> None:
+        """Before the first write: mark a new (or empty, or old unmarked sdbake-layout) root; refuse a
+        folder holding anything else, so a cache pointed at $HOME never fills it or cleans it."""
+        if self.is_marked():
+            return
+        try:
+            names = {entry.name for entry in os.scandir(self.root)}
+        except FileNotFoundError:
+            names = set()
+        foreign = sorted(names - LAYOUT_NAMES)
+        if foreign:
+            raise CacheError(f"{self.root} is not an sdbake cache (it holds {', '.join(foreign[:3])}"
+                             f"{' ...' if len(foreign) > 3 else ''} and no {MARKER_NAME} marker): use an "
+                             "empty or new folder for --cache-dir / SDBAKE_CACHE")
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / CACHEDIR_TAG).write_text(CACHEDIR_TAG_TEXT, encoding="utf-8")
+        (self.root / MARKER_NAME).write_text(f"sdbake stage cache, entry format {ENTRY_FORMAT}\n",
+                                             encoding="utf-8")
 
     # -- paths --
     def entry_folder(self, key: str) -> Path:
+        if not is_key(key):
+            raise CacheError(f"not a cache key: {key!r}")
         return self.root / "objects" / key[:2] / key
 
     def has(self, key: str) -> bool:
-        return (self.entry_folder(key) / "entry.json").is_file()
+        return _is_regular_file(self.entry_folder(key) / "entry.json")
 
     # -- read --
     def get(self, key: str, verify: bool = True, touch: bool = True) -> Entry | None:
         """The entry for `key`, checked; None when absent. A corrupt entry is evicted with a warning.
-        `touch=False` reads without counting as a use (for `cache verify`, so gc's LRU order survives)."""
+        `touch=False` reads without counting as a use (for `cache verify`, so gc's LRU order survives).
+        `verify=False` skips the (slow) checksums of tensors and blobs, never the entry.json checks."""
         folder = self.entry_folder(key)
+        path = folder / "entry.json"
         try:
-            info = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
+            if os.path.islink(path) or os.path.islink(folder):
+                raise ValueError("entry.json or its folder is a symbolic link")
+            info = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             # An entry folder is published whole by one rename: one without entry.json is damaged, and
             # left in place it would make every later put of this key fail.
             if folder.is_dir():
                 self._evict_corrupt(key, "entry.json is missing")
             return None
-        except (OSError, ValueError) as err:
-            self._evict_corrupt(key, f"unreadable entry.json ({err})")
+        except (OSError, ValueError, RecursionError) as err:
+            self._evict_corrupt(key, f"unreadable entry.json ({str(err)[:120]})")
             return None
+        reason = _structure_problem(info, key)
         entry = Entry(key, folder, info)
-        if verify:
-            reason = self._problem(entry)
-            if reason:
-                self._evict_corrupt(key, reason)
-                return None
+        if reason is None and verify:
+            reason = self._content_problem(entry)
+        if reason:
+            self._evict_corrupt(key, reason)
+            return None
         if touch:
             self.touch(key)
         return entry
 
-    def _problem(self, entry: Entry) -> str | None:
+    def _content_problem(self, entry: Entry) -> str | None:
         info = entry.info
-        if info.get("format") != ENTRY_FORMAT or info.get("key") != entry.key:
-            return "entry.json does not describe this key"
         if info.get("has_tensors"):
             path = entry.folder / "state.safetensors"
-            if not path.is_file():
+            if not _is_regular_file(path):
                 return "state.safetensors is missing"
             if path.stat().st_size != info.get("tensors_size") or _sha256_file(path) != info.get("tensors_sha256"):
                 return "state.safetensors does not match its checksum"
-        for rel, record in entry.files.items():
-            blob = entry.folder / "files" / record["blob"]
-            if not blob.is_file() or _sha256_file(blob) != record["sha256"]:
-                return f"stored file for {rel} does not match its checksum"
+        for name, record in entry.files.items():
+            blob = entry.blob_path(name)
+            if not _is_regular_file(blob) or _sha256_file(blob) != record["sha256"]:
+                return f"stored file {name} does not match its checksum"
         return None
 
-    def _evict_corrupt(self, key: str, reason: str) -> None:
-        message = f"cache entry {key[:12]} is corrupt ({reason}): evicted, recomputing"
+    def _say(self, message: str) -> None:
         if self.warn:
             self.warn(message)
         else:
-            warnings.warn(message, stacklevel=2)
-        self.evict(key)
+            warnings.warn(message, stacklevel=3)
+
+    def _evict_corrupt(self, key: str, reason: str) -> None:
+        if self.evict(key):
+            self._say(f"cache entry {key[:12]} is corrupt ({reason}): evicted, recomputing")
+        else:
+            self._say(f"cache entry {key[:12]} is corrupt ({reason}) and cannot be evicted: not used")
+
+    def evict_corrupt(self, key: str, reason: str) -> None:
+        """For a caller that found an entry unusable (e.g. its files do not fit the stage)."""
+        self._evict_corrupt(key, reason)
 
     def touch(self, key: str) -> None:
         used = self.entry_folder(key) / "used"
         try:
-            used.touch()
+            if not os.path.islink(used):
+                used.touch()
         except OSError:
             pass                      # a read-only cache still serves hits
 
@@ -155,37 +279,19 @@ class CacheStore:
             files: dict[str, bytes] | None = None, inputs: dict | None = None) -> Entry:
         """Store an entry atomically; if another process stored the same key first, keep theirs."""
         final = self.entry_folder(key)
-        if final.is_dir() and (final / "entry.json").is_file():
-            return self.get(key, verify=False) or self.put(key, stage=stage, tensors=tensors, meta=meta,
-                                                           files=files, inputs=inputs)
+        if final.is_dir() or os.path.islink(final):
+            existing = self.get(key)                     # evicts a corrupt one, never recurses
+            if existing is not None:
+                return existing
+            if final.is_dir() or os.path.islink(final):
+                raise CacheError(f"cache entry {key[:12]} is corrupt and cannot be replaced "
+                                 f"({final} cannot be removed)")
+        self._ensure_marked()
+        self.clean_stale_tmp(once=True)
         tmp = self.root / "tmp" / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
-            info: dict[str, Any] = {"format": ENTRY_FORMAT, "key": key, "stage": stage, "meta": meta or {},
-                                    "inputs": inputs or {}, "created": time.time(), "has_tensors": bool(tensors)}
-            size = 0
-            if tensors:
-                from safetensors.torch import save_file
-                path = tmp / "state.safetensors"
-                save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
-                info["tensors_size"] = path.stat().st_size
-                info["tensors_sha256"] = _sha256_file(path)
-                size += info["tensors_size"]
-            records = {}
-            if files:
-                (tmp / "files").mkdir()
-                for n, (rel, data) in enumerate(sorted(files.items())):
-                    blob = f"{n}.bin"
-                    (tmp / "files" / blob).write_bytes(data)
-                    records[rel] = {"sha256": _sha256_bytes(data), "blob": blob, "size": len(data)}
-                    size += len(data)
-            info["files"] = records
-            info["size_bytes"] = size
-            _write_synced(tmp / "entry.json", json.dumps(info, sort_keys=True, indent=1).encode())
-            for name in ("state.safetensors",):
-                if (tmp / name).exists():
-                    _fsync_file(tmp / name)
-            (tmp / "used").touch()
+            info = self._write_contents(tmp, key, stage, tensors, meta, files, inputs)
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tmp, final)
@@ -198,29 +304,92 @@ class CacheStore:
             raise
         return Entry(key, final, info)
 
-    def evict(self, key: str) -> None:
+    def _write_contents(self, tmp: Path, key: str, stage: dict, tensors, meta, files, inputs) -> dict:
+        info: dict[str, Any] = {"format": ENTRY_FORMAT, "key": key, "stage": stage, "meta": meta or {},
+                                "inputs": inputs or {}, "created": time.time(), "has_tensors": bool(tensors)}
+        size = 0
+        if tensors:
+            from safetensors.torch import save_file
+            path = tmp / "state.safetensors"
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+            info["tensors_size"] = path.stat().st_size
+            info["tensors_sha256"] = _sha256_file(path)
+            size += info["tensors_size"]
+        records = {}
+        if files:
+            (tmp / "files").mkdir()
+            for n, (name, data) in enumerate(sorted(files.items())):
+                blob = f"{n}.bin"
+                (tmp / "files" / blob).write_bytes(data)
+                records[name] = {"sha256": _sha256_bytes(data), "blob": blob, "size": len(data)}
+                size += len(data)
+        info["files"] = records
+        info["size_bytes"] = size
+        info["digest"] = entry_digest(info)
+        _write_synced(tmp / "entry.json", json.dumps(info, sort_keys=True, indent=1).encode())
+        if (tmp / "state.safetensors").exists():
+            _fsync_file(tmp / "state.safetensors")
+        (tmp / "used").touch()
+        return info
+
+    def evict(self, key: str) -> bool:
+        """Remove an entry (moved out of sight in one rename, then deleted); False if it cannot be."""
         folder = self.entry_folder(key)
-        if not folder.exists():
-            return
+        if not folder.exists() and not os.path.islink(folder):
+            return True
+        if not self.is_marked():
+            return False              # never delete in a folder that sdbake did not mark as its cache
         trash = self.root / "tmp" / f"evict-{key}.{uuid.uuid4().hex[:8]}"
-        trash.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(folder, trash)     # out of sight in one step, then removed
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(folder, trash)
         except OSError:
-            return
-        shutil.rmtree(trash, ignore_errors=True)
+            return False
+        _remove(trash)
+        return True
+
+    def clean_stale_tmp(self, once: bool = False, grace_s: float = TMP_GRACE_S) -> int:
+        """Remove what writers killed mid-write left in tmp/ (only names this module writes, older than
+        the grace period, links removed as links); the number removed."""
+        if once and self._tmp_cleaned:
+            return 0
+        self._tmp_cleaned = True
+        removed = 0
+        now = time.time()
+        try:
+            names = os.scandir(self.root / "tmp")
+        except OSError:
+            return 0
+        with names:
+            for item in names:
+                if _TMP_NAME.fullmatch(item.name) is None:
+                    continue
+                try:
+                    age_s = now - item.stat(follow_symlinks=False).st_mtime
+                except OSError:
+                    continue
+                if age_s > grace_s and _remove(Path(item.path)):
+                    removed += 1
+        return removed
 
     # -- listing --
     def entries(self) -> list[Entry]:
+        """Every entry folder of this layout (objects/<2 hex>/<64 hex key>); other names are left alone."""
         found = []
         objects = self.root / "objects"
-        if not objects.is_dir():
+        if not objects.is_dir() or objects.is_symlink():
             return found
         for prefix in sorted(objects.iterdir()):
-            for folder in sorted(prefix.iterdir()) if prefix.is_dir() else []:
+            if not re.fullmatch(r"[0-9a-f]{2}", prefix.name) or not prefix.is_dir() or prefix.is_symlink():
+                continue
+            for folder in sorted(prefix.iterdir()):
+                if not is_key(folder.name) or folder.name[:2] != prefix.name:
+                    continue
                 try:
-                    info = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
-                except (OSError, ValueError):
+                    info = json.loads((folder / "entry.json").read_bytes().decode("utf-8"))
+                except (OSError, ValueError, RecursionError):
+                    info = None
+                if _structure_problem(info, folder.name) is not None:
                     info = {"key": folder.name, "corrupt": True}
                 found.append(Entry(folder.name, folder, info))
         return found
@@ -229,25 +398,55 @@ class CacheStore:
         try:
             return (entry.folder / "used").stat().st_mtime
         except OSError:
-            return entry.info.get("created", 0.0)
+            created = entry.info.get("created", 0.0)
+            return created if isinstance(created, (int, float)) else 0.0
 
     # -- records for `plan` --
     def record_path(self, recipe_name: str, stage_id: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in recipe_name) or "recipe"
-        return self.root / "records" / safe / f"{stage_id}.json"
+        def safe(text: str) -> str:
+            return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip(".") or "_"
+        return self.root / "records" / (safe(recipe_name) or "recipe") / f"{safe(stage_id)}.json"
 
     def write_record(self, recipe_name: str, stage_id: str, key: str, inputs: dict) -> None:
+        """Remember a stage's key inputs; a cache that cannot be written (read-only) only warns."""
         path = self.record_path(recipe_name, stage_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "inputs": inputs}, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            self._ensure_marked()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"key": key, "inputs": inputs}, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, path)
+        except (OSError, CacheError) as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            self._say(f"cache record for {stage_id} not written ({_short_error(err)})")
 
     def read_record(self, recipe_name: str, stage_id: str) -> dict | None:
         try:
-            return json.loads(self.record_path(recipe_name, stage_id).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            record = json.loads(self.record_path(recipe_name, stage_id).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
             return None
+        return record if isinstance(record, dict) else None
+
+
+def _short_error(err: BaseException) -> str:
+    if isinstance(err, OSError):
+        return f"{err.strerror or err}: {err.filename}" if err.filename else str(err.strerror or err)
+    return str(err)
+
+
+def _remove(path: Path) -> bool:
+    """Delete a file, link or folder tree without following links; False if it stays."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _fsync_file(path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 
@@ -96,26 +97,34 @@ def configure_logging(verbose: int, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sdbake.schemas.errors import SdbakeError
+    """Run one command; every failure a user can cause ends as one line on stderr and an exit code
+    (runner/failures.py says which). `--debug` (or SDBAKE_DEBUG=1) prints the traceback as well."""
+    from sdbake.runner.failures import describe_failure, silence_broken_pipe
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    debug = getattr(args, "debug", False)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("SDBAKE_DEBUG", "") not in ("", "0")
     configure_logging(getattr(args, "verbose", 0), debug)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
-    except SdbakeError as err:
-        if debug:
-            traceback.print_exc()
-        else:
-            print(str(err), file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `sdbake ... | head`: the reader has gone; nothing more to say to anyone.
+        return silence_broken_pipe()
+    except Exception as err:
+        described = describe_failure(err)
+        if described is None:
+            raise                      # a bug, not a user's mistake: its traceback is the report
+        line, code = described
+        if debug:
+            traceback.print_exc()
+        print(line, file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

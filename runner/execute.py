@@ -53,7 +53,7 @@ def materialize(plan: Plan, inv: Invocation, files: dict[str, bytes] | None, ent
     else:
         items = [(inv.outputs[int(n)], entry.blob_bytes(n)) for n in sorted(entry.files, key=int)]
     for rel, data in items:
-        result = write_new_file(plan.output_root / rel, data, on_exists)
+        result = write_new_file(plan.output_root / rel, data, on_exists, root=plan.output_root)
         written.append((result.status, result.path))
         console.line(f"  {result.status}: {result.path}")
     return written
@@ -72,6 +72,9 @@ def execute(plan: Plan, store: CacheStore | None, options: RunOptions) -> RunRes
     for inv in invocations:
         use_cache = store is not None and not options.no_cache and inv.id not in options.refresh
         entry = store.get(inv.key) if use_cache else None
+        if entry is not None and not _files_fit(entry, inv):
+            store.evict_corrupt(inv.key, "its stored files do not fit the stage's outputs")
+            entry = None
         if entry is not None:
             console.line(f"{inv.id}: HIT {inv.key[:12]}")
             reports.append(StageReport(inv.id, "hit", files=materialize(plan, inv, None, entry, console)
@@ -91,7 +94,7 @@ def execute(plan: Plan, store: CacheStore | None, options: RunOptions) -> RunRes
         seconds = time.perf_counter() - started
         console.line(f"{inv.id}: ran in {seconds:.2f}s")
         if store is not None and not options.no_cache:
-            runtime.store_stage(store, inv, new_state, side_files)
+            _store_or_warn(runtime, store, inv, new_state, side_files, console)
         files = materialize(plan, inv, side_files, None, console) if side_files else []
         reports.append(StageReport(inv.id, "ran", seconds, files))
         state, state_key = new_state, inv.state_key
@@ -99,6 +102,22 @@ def execute(plan: Plan, store: CacheStore | None, options: RunOptions) -> RunRes
         if store is not None:
             store.write_record(plan.recipe.name, inv.id, inv.key, inv.inputs)
     return RunResult(reports, state)
+
+
+def _files_fit(entry, inv: Invocation) -> bool:
+    """Whether a hit's stored files are outputs of this stage (an entry.json from a shared cache is
+    not trusted to index inside the stage's outputs)."""
+    return all(name.isdigit() and int(name) < len(inv.outputs) for name in entry.files)
+
+
+def _store_or_warn(runtime, store: CacheStore, inv: Invocation, state, side_files, console) -> None:
+    """Store a computed stage; a cache that cannot take it (read-only, full, removed) costs only the reuse:
+    the run goes on with the state in memory and says so."""
+    try:
+        runtime.store_stage(store, inv, state, side_files)
+    except (OSError, SdbakeError) as err:
+        reason = f"{err.strerror}: {err.filename}" if isinstance(err, OSError) and err.filename else str(err)
+        console.warn(f"stage {inv.id} not stored in the cache {store.root} ({reason})")
 
 
 __all__ = ["RunOptions", "RunResult", "StateError", "execute"]

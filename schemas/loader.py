@@ -37,6 +37,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> LoadedRecipe:
     fmt = {"toml": "toml", "yaml": "yaml", "yml": "yaml"}.get(path.suffix.lower().lstrip("."))
     if fmt is None:      # before reading: an image or a folder gets this line, not a decoding error
         raise RecipeError(f"unknown recipe format `{path.suffix}` (use .toml, .yaml or .yml)", file=str(path))
+    if path.exists() and not path.is_file():
+        from sdbake.schemas.files import require_regular_file
+        require_regular_file(path, "recipe", RecipeError)     # a FIFO would block read_text forever
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

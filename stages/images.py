@@ -7,16 +7,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from sdbake.schemas.errors import InputFileError
+from sdbake.schemas.files import require_regular_file
 
 
 def open_image(path: Path, what: str = "image") -> Image.Image:
+    require_regular_file(path, f"{what} file")
     try:
         with Image.open(path) as im:
             im.load()
             return im.copy()
     except FileNotFoundError:
         raise InputFileError(f"{what} file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise InputFileError(f"{what} file is not a readable image: {path} ({err})") from None
 
 

@@ -133,7 +133,7 @@ def test_two_processes_saving_at_once_keep_all_100_images_and_rerun_changes_noth
 
 
 def test_falls_back_to_exclusive_create_without_hard_links(tmp_path, monkeypatch):
-    def no_links(source, destination):
+    def no_links(source, destination, **where):
         raise PermissionError(1, "Operation not permitted")
     monkeypatch.setattr(os, "link", no_links)
     target = tmp_path / "a.png"

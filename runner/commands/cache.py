@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from sdbake.runner.locations import cache_dir_help
 
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
          "t": 1 << 40, "tb": 1 << 40}
-TMP_GRACE_S = 3600          # a tmp/ folder younger than this may belong to a running writer
 
 
 def parse_size(text: str) -> int:
@@ -41,9 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        epilog="example:\n  sdbake cache clear").set_defaults(func=run_clear)
 
 
-def _store(args):
+def _store(args, action: str):
+    """The cache to work on; a folder that sdbake did not mark as its cache is refused (so pointing
+    SDBAKE_CACHE at the wrong folder can never delete anything in it)."""
     from sdbake.runner.cache import CacheStore, default_cache_root
-    return CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root())
+    store = CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root())
+    store.require_marked(action)
+    return store
 
 
 def _human(size: int) -> str:
@@ -54,21 +56,33 @@ def _human(size: int) -> str:
     return f"{size:.1f}T"
 
 
+def _size(entry) -> int:
+    size = entry.info.get("size_bytes", 0)
+    return size if isinstance(size, int) else 0
+
+
 def run_ls(args) -> int:
-    store = _store(args)
+    store = _store(args, "list the cache")
+    entries = store.entries()
     total = 0
-    for entry in sorted(store.entries(), key=store.last_used, reverse=True):
-        size = entry.info.get("size_bytes", 0)
-        total += size
+    for entry in sorted(entries, key=store.last_used, reverse=True):
+        total += _size(entry)
         stage = entry.info.get("stage", {})
+        label = f"{_printable(stage.get('recipe', '?'))}:{_printable(stage.get('id', '?'))}" \
+            if not entry.info.get("corrupt") else "(corrupt: `cache verify` evicts it)"
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(store.last_used(entry)))
-        print(f"{entry.key[:12]}  {_human(size):>7}  {used}  {stage.get('recipe', '?')}:{stage.get('id', '?')}")
-    print(f"{len(store.entries())} entries, {_human(total)} in {store.root}")
+        print(f"{entry.key[:12]}  {_human(_size(entry)):>7}  {used}  {label}")
+    print(f"{len(entries)} entries, {_human(total)} in {store.root}")
     return 0
 
 
+def _printable(value) -> str:
+    """A stage's recipe and id as written in a (possibly hostile) entry.json, safe for a terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(value))[:80]
+
+
 def run_verify(args) -> int:
-    store = _store(args)
+    store = _store(args, "verify the cache")
     entries = store.entries()
     bad = 0
     for entry in entries:
@@ -80,7 +94,7 @@ def run_verify(args) -> int:
 
 
 def run_gc(args) -> int:
-    store = _store(args)
+    store = _store(args, "garbage-collect the cache")
     entries = sorted(store.entries(), key=store.last_used)           # least recently used first
     now = time.time()
     evicted = 0
@@ -91,26 +105,24 @@ def run_gc(args) -> int:
                 entries.remove(entry)
                 evicted += 1
     if args.max_size is not None:
-        total = sum(e.info.get("size_bytes", 0) for e in entries)
+        total = sum(_size(e) for e in entries)
         for entry in entries:
             if total <= args.max_size:
                 break
-            total -= entry.info.get("size_bytes", 0)
+            total -= _size(entry)
             store.evict(entry.key)
             evicted += 1
     # Entries being written live in tmp/ until their atomic rename: only abandoned ones are removed.
-    tmp = store.root / "tmp"
-    for folder in tmp.iterdir() if tmp.is_dir() else []:
-        if now - folder.stat().st_mtime > TMP_GRACE_S:
-            shutil.rmtree(folder, ignore_errors=True)
-    print(f"evicted {evicted} entries")
+    stale = store.clean_stale_tmp()
+    print(f"evicted {evicted} entries" + (f", removed {stale} abandoned temporary folders" if stale else ""))
     return 0
 
 
 def run_clear(args) -> int:
-    store = _store(args)
-    count = len(store.entries())
-    for entry in store.entries():
+    store = _store(args, "clear the cache")
+    entries = store.entries()
+    count = len(entries)
+    for entry in entries:
         store.evict(entry.key)
     print(f"cleared {count} entries from {store.root}")
     return 0

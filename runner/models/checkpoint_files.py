@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from sdbake.schemas.errors import ModelError
+from sdbake.schemas.files import require_regular_file
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -30,6 +31,8 @@ def refuse_pickle(path: Path) -> ModelError:
 def require_file(path: Path, what: str = "model file") -> Path:
     if not path.exists():
         raise ModelError(f"{what} not found", file=str(path))
+    if not path.is_dir():                # a diffusers folder, or one regular file (never /dev/zero, a FIFO)
+        require_regular_file(path, what, ModelError)
     return path
 
 

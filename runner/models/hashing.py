@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 
 from sdbake.runner.locations import user_cache_dir
+from sdbake.schemas.errors import ModelError
+from sdbake.schemas.files import require_regular_file
 
 INDEX_ENV = "SDBAKE_HASH_INDEX"
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -61,6 +63,7 @@ def _write_index(entries: dict[str, str]) -> None:
 
 
 def sha256_uncached(path: Path) -> str:
+    require_regular_file(path, "file to hash", ModelError)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):

@@ -177,7 +177,7 @@ def write_grids(sweep: Sweep, runs: list[PointRun], output_root: Path) -> list[P
         infotext = grid_infotext(first_infotext, named, z_label)
         data = encode_grid_png(grid, infotext, _grid_document(sweep, cells, z, output_root))
         target = output_root / grid_name(sweep, z if z_axis else None)
-        written.append(write_new_file(target, data).path)
+        written.append(write_new_file(target, data, root=output_root).path)
     return written
 
 

@@ -19,6 +19,7 @@ from typing import Literal
 
 from PIL import Image, PngImagePlugin
 from sdbake.schemas.errors import InputFileError, OutputError
+from sdbake.schemas.files import require_regular_file
 
 ImageFormat = Literal["png", "webp", "jpeg"]
 EXIF_IFD = 0x8769
@@ -112,18 +113,31 @@ def _sdbake_from_xmp(xmp: bytes | str) -> str | None:
     return found.text if found is not None else None
 
 
+def _text_or_none(value) -> str | None:
+    return str(value) if isinstance(value, str) else None
+
+
 def read_metadata(path: Path) -> tuple[str | None, str | None]:
     """(infotext, sdbake JSON) of a PNG, JPEG or WebP file; None for what it does not hold."""
+    require_regular_file(path, "image")
     try:
         with Image.open(path) as image:
             image_format = image.format
             if image_format == "PNG":
                 text = image.text                      # reads text chunks after IDAT too
-                return text.get("parameters"), text.get("sdbake")
+                return _text_or_none(text.get("parameters")), _text_or_none(text.get("sdbake"))
             exif_ifd = image.getexif().get_ifd(EXIF_IFD)
             raw_comment = exif_ifd.get(USER_COMMENT_TAG)
             xmp = image.info.get("xmp")
-    except (OSError, SyntaxError) as exc:
-        raise InputFileError(f"{path}: not a readable image ({exc})") from None
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such image file") from None
+    except Exception as exc:  # noqa: BLE001 (see below)
+        # A downloaded file may be anything: PIL answers a damaged or hostile one with OSError,
+        # SyntaxError, ValueError (text chunks over its memory limit), DecompressionBombError, or
+        # whatever its parsers hit; every one means "not an image we can read".
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InputFileError(f"{path}: not a readable image ({reason})") from None
     infotext = decode_user_comment(raw_comment) if isinstance(raw_comment, bytes) else raw_comment
-    return infotext, (_sdbake_from_xmp(xmp) if xmp else None)
+    sdbake_json = _sdbake_from_xmp(xmp) if isinstance(xmp, (bytes, str)) and xmp else None
+    # A hostile file can give any EXIF type (a number, a tuple): only text is metadata.
+    return (infotext if isinstance(infotext, str) else None), sdbake_json

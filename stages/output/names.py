@@ -3,7 +3,8 @@
 Each `/`-separated component is sanitized as A1111 does (`#<>:"/\\|?*`, newline, CR and tab become
 `_`, leading spaces and trailing spaces and dots go, each part is cut to a maximum length); we also
 replace every other control character (NUL included), keep names visible (ComfyUI's empty prefix
-wrote `._00001_.png`: a name that would start with a dot, or be empty, gets `image` in front), add
+wrote `._00001_.png`: a name that would start with a dot, or be empty, gets `image` in front), drop
+invisible format characters (bidi overrides, zero-width spaces), add
 `_` to Windows' reserved device names, and cut lengths on UTF-8 character boundaries so that a name
 also fits the 255-byte limit of common filesystems. A `..` component, an absolute path, a drive
 letter or a symlink that leads out of the root is an OutputError.
@@ -11,6 +12,7 @@ letter or a symlink that leads out of the root is an OutputError.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 from sdbake.schemas.errors import OutputError
@@ -45,9 +47,17 @@ def _split_suffix(component: str) -> tuple[str, str]:
     return component[:dot], suffix
 
 
+def _visible(text: str) -> str:
+    """Without invisible format characters (bidi overrides such as U+202E, which show
+    `gnp.exe` as `exe.png`; zero-width spaces and joiners; BOM): a name reads as what it is.
+    Line and paragraph separators become `_` like the other line breaks."""
+    return "".join("_" if unicodedata.category(c) in ("Zl", "Zp") else c
+                   for c in text if unicodedata.category(c) != "Cf")
+
+
 def sanitize_component(component: str, max_chars: int = 128) -> str:
     """One file or folder name made safe; '' when nothing is left (the caller decides)."""
-    text = component.translate(_REPLACE_REFUSED).lstrip(" ")
+    text = _visible(component).translate(_REPLACE_REFUSED).lstrip(" ")
     stem, suffix = _split_suffix(text)
     # Cut the stem, not the extension: `<long prompt>.png` must stay a .png.
     budget_chars = max(max_chars - len(suffix), 1)

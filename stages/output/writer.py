@@ -1,17 +1,29 @@
-"""Write a file under a name that nobody else holds: never overwrite, idempotent, atomic.
+"""Write a file under a name that nobody else holds: never overwrite, idempotent, atomic, confined.
 
 The bytes go to a temporary file in the target's folder and are fsynced; the final name is then
 claimed with a hard link (`os.link` fails if the name exists), so two processes can never take the
 same name and no reader ever sees a half-written file. A target (or one of its numbered siblings
 `name-1.ext`, `name-2.ext`, ...) that already holds the same bytes is left alone: re-running an
 unchanged recipe writes nothing.
+
+The path is checked when the bytes are written, not only when the save path was planned: every
+folder below the output root is opened with O_NOFOLLOW and everything after that works relative to
+the opened folder, so a symbolic link planted while sampling runs cannot redirect the write outside
+the root. Files get the mode the umask allows (as any other program's output), and the temporary
+files of a writer that was killed (`.sdbake-tmp-<host>-<pid>-*`) are removed by the next write in
+the same folder once their process is gone.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
-import tempfile
+import socket
+import stat
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,8 +33,15 @@ from sdbake.schemas.errors import OutputError
 OnExists = Literal["number", "skip", "error"]
 WriteStatus = Literal["written", "identical", "skipped"]
 _TEMP_PREFIX = ".sdbake-tmp-"
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:40] or "host"
+_OWN_TEMP = re.compile(re.escape(_TEMP_PREFIX) + r"(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[0-9a-f]{8}\Z")
+STALE_TEMP_S = 3600              # a temp file of another machine's writer is stale after this long
 # Filesystems without hard links (FAT, some network shares) answer one of these to os.link.
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+# Where the OS cannot open relative to a folder (Windows), paths are used, re-checked before the claim.
+_AT = os.open in os.supports_dir_fd and os.link in os.supports_dir_fd
 
 
 @dataclass(frozen=True)
@@ -37,44 +56,139 @@ def numbered_name(target: Path, number: int) -> Path:
     return target if number == 0 else target.with_name(f"{target.stem}-{number}{target.suffix}")
 
 
-def _numbered_siblings(target: Path) -> list[Path]:
-    """The target and its existing `stem-N.ext` siblings, in number order."""
-    pattern = re.compile(re.escape(target.stem) + r"-(\d+)" + re.escape(target.suffix) + r"\Z")
-    numbered = []
-    with os.scandir(target.parent) as entries:
-        for entry in entries:
-            match = pattern.match(entry.name)
-            if match and entry.is_file():
-                numbered.append((int(match.group(1)), Path(entry.path)))
-    return [target] + [path for _, path in sorted(numbered)]
+class _Folder:
+    """An opened folder: names inside it are used relative to it, never through a link."""
+
+    def __init__(self, path: Path, fd: int | None):
+        self.path, self.fd = path, fd
+
+    def _at(self, name: str) -> tuple[str, dict]:
+        return (name, {"dir_fd": self.fd}) if self.fd is not None else (str(self.path / name), {})
+
+    def names(self) -> list[str]:
+        with os.scandir(self.fd if self.fd is not None else self.path) as found:
+            return [entry.name for entry in found]
+
+    def open(self, name: str, flags: int, mode: int = 0o666) -> int:
+        where, kw = self._at(name)
+        return os.open(where, flags | _NOFOLLOW, mode, **kw)
+
+    def lstat(self, name: str) -> os.stat_result:
+        where, kw = self._at(name)
+        return os.stat(where, follow_symlinks=False, **kw)
+
+    def unlink(self, name: str) -> None:
+        where, kw = self._at(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(where, **kw)
+
+    def link(self, source: str, target: str) -> None:
+        if self.fd is not None:
+            os.link(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd, follow_symlinks=False)
+        else:
+            os.link(self.path / source, self.path / target)
+
+    def replace(self, source: str, target: str) -> None:
+        if self.fd is not None:
+            os.replace(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        else:
+            os.replace(self.path / source, self.path / target)
+
+    def fsync(self) -> None:
+        if os.name == "nt":                  # Windows cannot open a folder for fsync
+            return
+        fd = self.fd if self.fd is not None else os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            if self.fd is None:
+                os.close(fd)
 
 
-def _holds_bytes(path: Path, data: bytes) -> bool:
+@contextlib.contextmanager
+def _open_folder(root: Path, parts: tuple[str, ...]) -> Iterator[_Folder]:
+    """The folder root/parts, created as needed; no part below the root may be a symbolic link."""
+    root.mkdir(parents=True, exist_ok=True)
+    if not _AT:
+        folder = root.joinpath(*parts)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.resolve().is_relative_to(root.resolve()):
+            raise OutputError(f"{folder} leads outside the output folder {root} (through a symbolic link)")
+        yield _Folder(folder, None)
+        return
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY)
+    path = root
     try:
-        if path.stat().st_size != len(data):
+        for part in parts:
+            path = path / part
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=fd)
+            try:
+                inner = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise OutputError(f"{path} is a symbolic link or a file, not a folder: refused (a link "
+                                      f"inside the output folder could lead outside {root})") from None
+                raise
+            os.close(fd)
+            fd = inner
+        yield _Folder(path, fd)
+    finally:
+        os.close(fd)
+
+
+def _numbered_siblings(folder: _Folder, name: str) -> list[str]:
+    """The target's name and its existing `stem-N.ext` siblings, in number order."""
+    stem, suffix = os.path.splitext(name)
+    pattern = re.compile(re.escape(stem) + r"-(\d+)" + re.escape(suffix) + r"\Z")
+    numbered = sorted((int(m.group(1)), n) for n in folder.names() if (m := pattern.match(n)))
+    return [name] + [n for _, n in numbered]
+
+
+def _holds_bytes(folder: _Folder, name: str, data: bytes) -> bool:
+    """Whether name is a plain file (not a link) holding exactly data."""
+    try:
+        fd = folder.open(name, os.O_RDONLY)
+    except OSError:
+        return False                       # absent, a folder, a link (ELOOP): not our file
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not _is_regular(info) or info.st_size != len(data):
             return False
-        return path.read_bytes() == data
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return handle.read(len(data) + 1) == data
+
+
+def _is_regular(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode)
+
+
+def _exists(folder: _Folder, name: str) -> bool:
+    try:
+        folder.lstat(name)
+        return True
+    except FileNotFoundError:
         return False
 
 
-def _write_temp(folder: Path, data: bytes) -> Path:
-    descriptor, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=folder)
+def _write_temp(folder: _Folder, data: bytes) -> str:
+    name = f"{_TEMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # 0o666 minus the umask, as any program's new file (mkstemp's 0600 hid images from other users).
+    fd = folder.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
-        os.unlink(temp_name)
+        folder.unlink(name)
         raise
-    return Path(temp_name)
+    return name
 
 
-def _claim(temp: Path, final: Path) -> bool:
+def _claim(folder: _Folder, temp: str, final: str) -> bool:
     """Give the temp file the final name if nobody holds it; False if taken."""
     try:
-        os.link(temp, final)
+        folder.link(temp, final)
         return True
     except FileExistsError:
         return False
@@ -84,51 +198,82 @@ def _claim(temp: Path, final: Path) -> bool:
     # No hard links here: reserve the name exclusively, then move the full file over it. A reader
     # may see the empty reservation for an instant; two writers still never share a name.
     try:
-        os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.close(folder.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return False
-    os.replace(temp, final)
+    folder.replace(temp, final)
     return True
 
 
-def _fsync_folder(folder: Path) -> None:
-    if os.name == "nt":                  # Windows cannot open a folder for fsync
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
+def _process_gone(pid: int) -> bool:
     try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False                       # alive, owned by another user
+    return False
 
 
-def write_new_file(target: Path, data: bytes, on_exists: OnExists = "number") -> WriteResult:
-    """Write data at target, or next to it; never replace a file that holds other bytes."""
+def clean_stale_temps(folder: _Folder) -> int:
+    """Remove temp files that killed writers left in this folder; the number removed."""
+    removed = 0
+    now = time.time()
+    for name in folder.names():
+        if not name.startswith(_TEMP_PREFIX):
+            continue
+        own = _OWN_TEMP.match(name)
+        try:
+            info = folder.lstat(name)
+        except OSError:
+            continue
+        if not _is_regular(info):
+            continue
+        if (own and own["host"] == _HOST and int(own["pid"]) != os.getpid() and _process_gone(int(own["pid"]))) \
+                or now - info.st_mtime > STALE_TEMP_S:
+            folder.unlink(name)
+            removed += 1
+    return removed
+
+
+def write_new_file(target: Path, data: bytes, on_exists: OnExists = "number",
+                   root: Path | None = None) -> WriteResult:
+    """Write data at target, or next to it; never replace a file that holds other bytes. With root
+    (the output root), no folder between root and target may be a symbolic link at write time."""
     if on_exists not in ("number", "skip", "error"):
         raise ValueError(f"on_exists must be 'number', 'skip' or 'error', not {on_exists!r}")
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for existing in _numbered_siblings(target):
-        if _holds_bytes(existing, data):
-            return WriteResult(existing, "identical")
-    if target.exists() and on_exists != "number":
-        return _refuse_existing(target, on_exists)
-
-    temp = _write_temp(target.parent, data)
+    root = Path(root) if root is not None else target.parent
     try:
-        number = 0
-        while True:
-            candidate = numbered_name(target, number)
-            if _claim(temp, candidate):
-                _fsync_folder(target.parent)
-                return WriteResult(candidate, "written")
-            # Someone took the name since we looked: maybe a twin run writing the same bytes.
-            if _holds_bytes(candidate, data):
-                return WriteResult(candidate, "identical")
-            if number == 0 and on_exists != "number":
-                return _refuse_existing(target, on_exists)
-            number += 1
-    finally:
-        temp.unlink(missing_ok=True)
+        relative = target.relative_to(root)
+    except ValueError:
+        raise OutputError(f"{target} is not inside the output folder {root}") from None
+    if not relative.parts or ".." in relative.parts:
+        raise OutputError(f"{target} does not name a file inside the output folder {root}")
+    name = relative.parts[-1]
+    with _open_folder(root, relative.parts[:-1]) as folder:
+        clean_stale_temps(folder)
+        for existing in _numbered_siblings(folder, name):
+            if _holds_bytes(folder, existing, data):
+                return WriteResult(target.with_name(existing), "identical")
+        if _exists(folder, name) and on_exists != "number":
+            return _refuse_existing(target, on_exists)
+        temp = _write_temp(folder, data)
+        try:
+            number = 0
+            while True:
+                candidate = numbered_name(target, number).name
+                if _claim(folder, temp, candidate):
+                    folder.fsync()
+                    return WriteResult(target.with_name(candidate), "written")
+                # Someone took the name since we looked: maybe a twin run writing the same bytes.
+                if _holds_bytes(folder, candidate, data):
+                    return WriteResult(target.with_name(candidate), "identical")
+                if number == 0 and on_exists != "number":
+                    return _refuse_existing(target, on_exists)
+                number += 1
+        finally:
+            folder.unlink(temp)
 
 
 def _refuse_existing(target: Path, on_exists: OnExists) -> WriteResult:
