@@ -37,7 +37,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> LoadedRecipe:
     fmt = {"toml": "toml", "yaml": "yaml", "yml": "yaml"}.get(path.suffix.lower().lstrip("."))
     if fmt is None:      # before reading: an image or a folder gets this line, not a decoding error
         raise RecipeError(f"unknown recipe format `{path.suffix}` (use .toml, .yaml or .yml)", file=str(path))
-    if path.exists() and not path.is_file():
+    if path.exists() and not path.is_file() and not path.is_dir():
         from sdbake.schemas.files import require_regular_file
         require_regular_file(path, "recipe", RecipeError)     # a FIFO would block read_text forever
     try:
@@ -124,6 +124,9 @@ def validate_document(document: dict, positions: Positions, label: str) -> Recip
         problems = _pydantic_problems(err, document)
         raise RecipeError(f"{len(problems)} error(s)", errors=_errors_in_file_order(label, positions, problems)) from None
     problems = resolve(recipe)
+    if not problems:          # limits read resolved values (inherited sizes, stage ids)
+        from sdbake.schemas.limits import resource_problems
+        problems = resource_problems(recipe)
     if problems:
         raise RecipeError(f"{len(problems)} error(s)", errors=_errors_in_file_order(label, positions, problems))
     return recipe

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdbake.runner.sweep.axes import PROMPT_FIELDS, Axis, apply_value, build_axis, stage_index
 from sdbake.schemas.errors import RecipeError, SdbakeError
+from sdbake.schemas.limits import limit, over_limit
 from sdbake.schemas.loader import LoadedRecipe, apply_overrides, parse_document, validate_document
 from sdbake.schemas.positions import Positions
 from sdbake.schemas.stages import STAGE_TYPES
@@ -132,6 +134,11 @@ def expand(document: dict, matrix: dict | None = None, cli_matrix: list[str] | d
 
 def expand_axes(document: dict, axes: list[Axis], *, label: str = "recipe", folder: Path | None = None,
                 positions: Positions | None = None) -> list[Point]:
+    total_points = math.prod(len(axis.values) for axis in axes)
+    if total_points > limit("matrix_points"):
+        sizes = " x ".join(str(len(axis.values)) for axis in axes)
+        raise RecipeError("matrix: " + over_limit("matrix_points", f"{sizes} is {total_points:,} points"),
+                          file=label)
     order = run_order(document, axes)
     points: list[Point] = []
     problems: list[SdbakeError] = []

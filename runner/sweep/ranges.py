@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from itertools import chain
 from typing import Any
 
 from sdbake.schemas.errors import RecipeError
+from sdbake.schemas.limits import limit, over_limit
 
 # One bound of a range. The float form allows any single character after the integer part (see above).
 _INT = r"[+-]?\s*\d+"
@@ -53,6 +55,15 @@ def split_values(text: str) -> list[str]:
     return [value.strip() for value in chain.from_iterable(rows)]
 
 
+def _require_count(count: float, value: str, key: str) -> int:
+    """A range's number of values, checked against the limit before anything is allocated."""
+    if not math.isfinite(count):
+        raise RecipeError(f"matrix `{key}`: {value!r} does not give a finite number of values")
+    if count > limit("range_values"):
+        raise RecipeError(f"matrix `{key}`: " + over_limit("range_values", f"{value!r} has {count:,.0f} values"))
+    return max(int(count), 0)
+
+
 def _convert(convert: Callable[[str], Any], text: str, what: str, key: str) -> Any:
     try:
         return convert(text)
@@ -68,13 +79,16 @@ def _int_values(value: str, key: str) -> list[int]:
         step = int(stepped.group(3)) if stepped.group(3) is not None else 1
         if step == 0:
             raise RecipeError(f"matrix `{key}`: {value!r} has a step of 0")
-        return list(range(start, end + 1, step))
+        values = range(start, end + 1, step)
+        _require_count(len(values), value, key)
+        return list(values)
     counted = _INT_COUNT.fullmatch(value)
     if counted:
         import numpy as np
         start = _convert(int, counted.group(1), "an integer", key)
         end = _convert(int, counted.group(2), "an integer", key)
         count = int(counted.group(3)) if counted.group(3) is not None else 1
+        _require_count(count, value, key)
         return [int(x) for x in np.linspace(start=start, stop=end, num=count).tolist()]
     return [_convert(int, value, "an integer or an A1111 range (a-b, a-b (+s), a-b [n])", key)]
 
@@ -88,6 +102,8 @@ def _float_values(value: str, key: str) -> list[float]:
         step = _convert(float, stepped.group(3), "a number", key) if stepped.group(3) is not None else 1.0
         if step == 0:
             raise RecipeError(f"matrix `{key}`: {value!r} has a step of 0")
+        span = (end + step - start) / step
+        _require_count(math.ceil(span) if math.isfinite(span) else math.inf, value, key)
         return np.arange(start, end + step, step).tolist()
     counted = _FLOAT_COUNT.fullmatch(value)
     if counted:
@@ -95,18 +111,33 @@ def _float_values(value: str, key: str) -> list[float]:
         start = _convert(float, counted.group(1), "a number", key)
         end = _convert(float, counted.group(2), "a number", key)
         count = _convert(int, counted.group(3), "a whole count", key) if counted.group(3) is not None else 1
+        _require_count(count, value, key)
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise RecipeError(f"matrix `{key}`: {value!r} has a bound that is not a finite number")
         return np.linspace(start=start, stop=end, num=count).tolist()
     return [_convert(float, value, "a number or an A1111 range (a-b, a-b (+s), a-b [n])", key)]
 
 
 def parse_int_axis(text: str, key: str = "axis") -> list[int]:
     """An A1111 int axis: `1-5`, `1-5 (+2)`, `10-1 (-3)`, `1-10 [5]`, `7, 9`, or a mix."""
-    return [n for value in split_values(text) if value for n in _int_values(value, key)]
+    return _collect(text, key, _int_values)
 
 
 def parse_float_axis(text: str, key: str = "axis") -> list[float]:
     """An A1111 float axis: `0.25-1 (+0.25)`, `0-1 [5]`, `5, 7.5`, or a mix."""
-    return [x for value in split_values(text) if value for x in _float_values(value, key)]
+    return _collect(text, key, _float_values)
+
+
+def _collect(text: str, key: str, values_of: Callable[[str, str], list]) -> list:
+    """The values of every comma-separated item; the axis as a whole is held to the range limit too."""
+    values: list = []
+    for value in split_values(text):
+        if value:
+            values += values_of(value, key)
+            if len(values) > limit("range_values"):
+                raise RecipeError(f"matrix `{key}`: " + over_limit("range_values", f"the axis has "
+                                                                                   f"{len(values):,} values"))
+    return values
 
 
 def parse_str_axis(text: str, key: str = "axis") -> list[str]:

@@ -45,6 +45,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from sdbake.schemas.errors import OutputError
+from sdbake.stages.output.template_limits import BoundedTemplates, render_bounded
 
 TEMPLATE_VARIABLES: dict[str, str] = {
     "name": "the recipe's name",
@@ -101,12 +102,15 @@ def short_hash(value: Any, n: int = 8) -> str:
     return hashlib.sha256(str(value).encode("utf-8")).hexdigest()[: int(n)]
 
 
-class _PathTemplateEnvironment(SandboxedEnvironment):
-    """The jinja2 sandbox, with `*` and `**` bounded (the stock sandbox leaves them unchecked)."""
+class _PathTemplateEnvironment(BoundedTemplates, SandboxedEnvironment):
+    """The jinja2 sandbox, with `*`, `**`, `+` and `%` bounded (the stock sandbox leaves them unchecked),
+    and loops, string sizes and time bounded (template_limits.py)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def call_binop(self, context, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name in ("+", "%"):
+            return _bounded_add_or_format(operator_name, left, right)
         if operator_name == "*":
             for seq, count in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(count, int) \
@@ -118,9 +122,18 @@ class _PathTemplateEnvironment(SandboxedEnvironment):
         return operator.pow(left, right)
 
 
+def _bounded_add_or_format(operator_name: str, left: Any, right: Any) -> Any:
+    from sdbake.stages.output.template_limits import check_format, check_text
+    if operator_name == "%":
+        check_format(left)
+        return check_text(operator.mod(left, right))
+    return check_text(operator.add(left, right))
+
+
 def _environment() -> SandboxedEnvironment:
     env = _PathTemplateEnvironment(autoescape=False, undefined=StrictUndefined,
                                    keep_trailing_newline=False)
+    env.install_bounds()
     env.filters["words"] = prompt_words
     env.filters["slug"] = slug
     env.filters["hash"] = short_hash
@@ -133,7 +146,10 @@ _ENV = _environment()
 def render_path(template: str, variables: dict) -> str:
     """Render a save-path template with the caller's variables; any failure is an OutputError."""
     try:
-        rendered = _ENV.from_string(template).render(**variables)
+        rendered = render_bounded(_ENV.from_string(template), variables)
+    except RecursionError:
+        raise OutputError(f"save path template {template[:80]!r} nests too deep (a macro calling itself?)") \
+            from None
     except SecurityError as exc:
         raise OutputError(f"save path template {template!r} is refused by the sandbox: {exc}") from None
     except UndefinedError as exc:

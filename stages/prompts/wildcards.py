@@ -40,6 +40,11 @@ def _parse_error(template: str, err: Exception) -> PromptError:
     return PromptError(f"cannot read prompt template {template!r}: {err}")
 
 
+def _too_deep(template: str) -> PromptError:
+    return PromptError(f"prompt template {template[:60]!r} nests too deep to expand (a wildcard that uses "
+                       "itself, or variants inside variants)")
+
+
 def expand(template: str, seed: int, wildcard_dirs=()) -> str:
     """One expansion of the template, picked with the image seed."""
     from dynamicprompts.generators import RandomPromptGenerator
@@ -50,6 +55,8 @@ def expand(template: str, seed: int, wildcard_dirs=()) -> str:
         return generator.generate(template, 1)[0]
     except ParseException as err:
         raise _parse_error(template, err) from err
+    except RecursionError:
+        raise _too_deep(template) from None
 
 
 def expand_all(template: str, wildcard_dirs=(), limit: int | None = None) -> list[str]:
@@ -62,6 +69,8 @@ def expand_all(template: str, wildcard_dirs=(), limit: int | None = None) -> lis
         return generator.generate(template, limit)
     except ParseException as err:
         raise _parse_error(template, err) from err
+    except RecursionError:
+        raise _too_deep(template) from None
 
 
 def _commands(node):
@@ -103,6 +112,8 @@ def wildcard_files_used(template: str, wildcard_dirs=()) -> list[Path]:
             parsed = parse(text)
         except ParseException as err:
             raise _parse_error(text, err) from err
+        except RecursionError:
+            raise _too_deep(text) from None
         for command in _commands(parsed):
             if not isinstance(command, WildcardCommand):
                 continue
