@@ -30,6 +30,7 @@ _LOOP_FILTER = "_sdbake_bounded_loop"
 _TEXT_FILTER = "_sdbake_bounded_text"
 _WIDTH_FILTERS = {"center": 1, "indent": 1, "wordwrap": 1, "truncate": 1}   # filter: index of its width
 _PADDING_METHODS = {"center", "ljust", "rjust", "zfill", "expandtabs"}
+_GROWING = {"replace", "join", "indent", "expandtabs"}     # output can be (input size) x (an argument)
 _NESTED_SPEC = re.compile(r"\{[^{}]*:[^{}]*\{")
 _FORMAT_WIDTH = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?|\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
 
@@ -88,6 +89,27 @@ def _check_width(width: Any) -> None:
         raise refuse("characters", f"a width of {width}")
 
 
+def check_growth(name: str, value: Any, args: tuple, kwargs: dict) -> None:
+    """Before `replace`, `join`, `indent`, `expandtabs` run: their output size, estimated from the inputs
+    (each input is already bounded, but a product of two bounded sizes is not)."""
+    def text_size(item: Any) -> int:
+        return len(item) if isinstance(item, (str, list, tuple)) else 0
+    extra = [*args, *kwargs.values()]
+    if name == "replace" and len(extra) >= 2 and isinstance(value, str) and isinstance(extra[0], str):
+        estimate = len(value) + (value.count(extra[0]) if extra[0] else len(value) + 1) * text_size(extra[1])
+    elif name == "join" and isinstance(value, str):               # str.join(items): value is the separator
+        items = extra[0] if extra and isinstance(extra[0], (str, list, tuple)) else ()
+        estimate = sum(text_size(i) for i in items) + len(value) * len(items)
+    elif name == "join":                                          # the filter: items|join(separator)
+        items = value if isinstance(value, (str, list, tuple, range)) else ()
+        estimate = sum(len(str(i)) for i in items) + len(items) * max((text_size(e) for e in extra), default=0)
+    else:                                                         # indent / expandtabs: lines x width
+        widths = [e for e in extra if isinstance(e, int) and not isinstance(e, bool)]
+        estimate = text_size(value) + str(value).count("\n" if name == "indent" else "\t") * max(widths, default=8)
+    if estimate > limit("characters"):
+        raise refuse("characters", f"`{name}` would build about {estimate:,} characters")
+
+
 def check_format(text: Any) -> None:
     """`'%999999999d' % 1` or `'{:>999999999}'.format(1)`: refuse a width or precision over the limit."""
     if not isinstance(text, str):
@@ -108,8 +130,11 @@ class BoundedTemplates:
     def install_bounds(self) -> None:
         self.filters[_LOOP_FILTER] = bounded_loop
         self.filters[_TEXT_FILTER] = check_text
+        self.globals.pop("lipsum", None)          # lipsum(n) writes n paragraphs: nothing a path needs
         for name, position in _WIDTH_FILTERS.items():
-            self.filters[name] = _width_checked(self.filters[name], position)
+            self.filters[name] = _width_checked(self.filters[name], position, name)
+        for name in ("replace", "join"):
+            self.filters[name] = _width_checked(self.filters[name], 0, name)
         plain_format = self.filters["format"]
 
         def format_filter(value, *args, **kwargs):
@@ -139,6 +164,8 @@ class BoundedTemplates:
                     _check_width(width)
             if name in ("format", "format_map"):
                 check_format(owner)
+            if name in _GROWING:
+                check_growth(name, owner, args, kwargs)
         _spend()
         return check_text(super().call(context, obj, *args, **kwargs))
 
@@ -152,14 +179,23 @@ def _wrap_concats(template: nodes.Template) -> nodes.Template:
     return Wrap().visit(template)
 
 
-def _width_checked(plain, position: int):
-    def checked(value, *args, **kwargs):
+def _width_checked(plain, position: int, name: str):
+    """A filter whose width argument (at `position`, 0 for none) and growth are checked first. A filter
+    that takes jinja2's context or environment first keeps doing so (its `jinja_pass_arg` marker)."""
+    passes = getattr(plain, "jinja_pass_arg", None)
+
+    def checked(*args, **kwargs):
+        prefix, (value, *args) = (args[:1], args[1:]) if passes else ((), args)
         widths = list(kwargs.values())
-        if len(args) >= position:
+        if position and len(args) >= position:
             widths.append(args[position - 1])
         for width in widths:
             _check_width(width)
-        return check_text(plain(value, *args, **kwargs))
+        if name in _GROWING:
+            check_growth(name, value, tuple(args), kwargs)
+        return check_text(plain(*prefix, value, *args, **kwargs))
+    if passes:
+        checked.jinja_pass_arg = passes
     return checked
 
 
