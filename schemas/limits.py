@@ -34,19 +34,20 @@ def limit(name: str) -> float:
 def over_limit(name: str, detail: str) -> str:
     """`detail: more than the limit of N <what> (raise it with VAR=...)`."""
     _, variable, what = LIMITS[name]
-    return f"{detail}: more than the limit of {limit(name):,g} {what} (raise it with {variable}=...)"
+    value = limit(name)
+    shown = f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+    return f"{detail}: more than the limit of {shown} {what} (raise it with {variable}=...)"
 
 
 def image_problems(width: int, height: int, batch: int, where: str) -> list[str]:
     """Size problems of one stage's images, before anything is allocated."""
-    problems = []
     if width * height > limit("image_pixels"):
-        problems.append(over_limit("image_pixels", f"{where}{width}x{height} is {width * height:,} pixels"))
+        return [over_limit("image_pixels", f"{where}{width}x{height} is {width * height:,} pixels")]
     estimate_gb = width * height * batch * BYTES_PER_PIXEL / 1e9
     if estimate_gb > limit("memory_gb"):
-        problems.append(over_limit("memory_gb", f"{where}{width}x{height} x batch {batch} needs about "
-                                                f"{estimate_gb:,.0f} GB"))
-    return problems
+        return [over_limit("memory_gb", f"{where}{width}x{height} x batch {batch} needs about "
+                                        f"{estimate_gb:,.0f} GB")]
+    return []
 
 
 _WEIGHT_AT_END = re.compile(r":\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\Z")
