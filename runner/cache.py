@@ -172,7 +172,8 @@ class CacheStore:
     def require_marked(self, action: str) -> None:
         """Maintenance commands act only on a folder that sdbake created as a cache."""
         if not self.root.is_dir():
-            raise CacheError(f"cannot {action}: {self.root} does not exist")
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise CacheError(f"cannot {action}: {self.root} {what}")
         if not self.is_marked():
             raise CacheError(f"cannot {action}: {self.root} is not an sdbake cache (it has no {MARKER_NAME} "
                              "marker file); point --cache-dir or SDBAKE_CACHE at the cache folder")

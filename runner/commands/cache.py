@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def _store(args, action: str):
     """The cache to work on; a folder that sdbake did not mark as its cache is refused (so pointing
     SDBAKE_CACHE at the wrong folder can never delete anything in it)."""
     from sdbake.runner.cache import CacheStore, default_cache_root
-    store = CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root())
+    store = CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root(),
+                       warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     store.require_marked(action)
     return store
 

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # `import hostile_helpers`
 
-from hostile_helpers import Arena  # noqa: E402
+from hostile_helpers import Arena
 
 
 @pytest.fixture

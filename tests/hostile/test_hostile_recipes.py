@@ -11,8 +11,8 @@ DOUBLING = "{% set x = 'aaaaaaaaaa' %}" + "{% set x = x ~ x %}" * 40 + "{{ x|len
 # Save-path templates rendered at plan time: (id, template, what the error says)
 TEMPLATES = [
     ("nested-loops-99999", LOOP_BOMB, "SDBAKE_MAX_TEMPLATE_ITERATIONS"),
-    ("loop-over-prompt-cubed", "{% for a in prompt*50 %}{% for b in prompt*50 %}{% for c in prompt %}"
-                               "{% endfor %}{% endfor %}{% endfor %}.png", "loop iterations"),
+    ("loop-over-prompt-cubed", ("{% for a in prompt*50 %}{% for b in prompt*50 %}{% for c in prompt %}"
+                               "{% endfor %}{% endfor %}{% endfor %}.png"), "loop iterations"),
     ("indent-999999999", "{{ 'a\na'|indent(999999999) }}.png", "SDBAKE_MAX_TEMPLATE_CHARS"),
     ("center-999999999", "{{ 'a'|center(999999999) }}.png", "SDBAKE_MAX_TEMPLATE_CHARS"),
     ("wordwrap-huge", "{{ 'a b'|wordwrap(999999999) }}.png", "SDBAKE_MAX_TEMPLATE_CHARS"),
