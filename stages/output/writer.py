@@ -179,6 +179,10 @@ def _write_temp(folder: _Folder, data: bytes) -> str:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+    except OSError as err:
+        folder.unlink(name)
+        # A full or failing disk answers write() with no file name: say which file it was.
+        raise OSError(err.errno, err.strerror, str(folder.path / name)) from None
     except BaseException:
         folder.unlink(name)
         raise

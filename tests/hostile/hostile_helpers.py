@@ -40,7 +40,8 @@ def snapshot(root: Path, exclude: set[Path]) -> dict[str, tuple]:
                 detail = hashlib.sha256(path.read_bytes()).hexdigest()
             else:
                 detail = None
-            mtime = None if stat.S_ISDIR(info.st_mode) and path == root else info.st_mtime_ns
+            # A folder's own mtime only says that an entry came or went: the entries themselves are listed.
+            mtime = None if stat.S_ISDIR(info.st_mode) else info.st_mtime_ns
             found[str(path.relative_to(root))] = (stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode),
                                                   info.st_size if not stat.S_ISDIR(info.st_mode) else 0,
                                                   mtime, detail)
@@ -104,7 +105,9 @@ class Arena:
             assert expect in captured.err + captured.out, f"{expect!r} not in: {captured.err[-2000:]}"
         assert seconds < max_s, f"took {seconds:.1f}s (bound {max_s}s)"
         if not changes:
-            assert snapshot(self.root, self.excluded()) == before, "files outside the outputs and cache changed"
+            after = snapshot(self.root, self.excluded())
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            assert not changed, f"changed outside the outputs and cache: {changed[:5]}"
         return outcome
 
 
