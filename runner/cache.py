@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import shutil
-import stat
 import time
 import uuid
 import warnings
@@ -38,22 +37,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdbake.runner.cache_layout import (
+    BLOB_NAME,
+    CACHEDIR_TAG,
+    CACHEDIR_TAG_TEXT,
+    ENTRY_FORMAT,
+    LAYOUT_NAMES,
+    MARKER_NAME,
+    TMP_GRACE_S,
+    TMP_NAME,
+    entry_digest,
+    is_key,
+    is_regular_file,
+    remove_tree_or_link,
+    sha256_bytes,
+    structure_problem,
+)
 from sdbake.schemas.errors import CacheError
-
-ENTRY_FORMAT = 2                  # 2: entry.json carries its own digest
-MARKER_NAME = "SDBAKE-CACHE"
-CACHEDIR_TAG = "CACHEDIR.TAG"
-# The standard tag (https://bford.info/cachedir/): backup and sync tools skip a folder holding it.
-CACHEDIR_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
-                     "# This file is a cache directory tag created by sdbake.\n"
-                     "# For information about cache directory tags see https://bford.info/cachedir/\n")
-LAYOUT_NAMES = {"objects", "tmp", "records", MARKER_NAME, CACHEDIR_TAG}
-TMP_GRACE_S = 3600                # a tmp/ folder younger than this may belong to a running writer
-_KEY = re.compile(r"[0-9a-f]{64}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_BLOB_NAME = re.compile(r"[0-9]{1,9}\.bin")
-# What this module writes under tmp/: entries being written, evicted entries, record temp files.
-_TMP_NAME = re.compile(r"(?:evict-)?[0-9a-f]{64}\.(?:[0-9]+\.)?[0-9a-f]{8}")
 
 
 def default_cache_root() -> Path:
@@ -65,34 +65,12 @@ def default_cache_root() -> Path:
     return root
 
 
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def entry_digest(info: dict) -> str:
-    """sha256 of an entry's content without its `digest` field, in one fixed JSON spelling."""
-    body = {k: v for k, v in info.items() if k != "digest"}
-    return _sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode())
-
-
-def is_key(text: Any) -> bool:
-    return isinstance(text, str) and _KEY.fullmatch(text) is not None
-
-
-def _is_regular_file(path: Path) -> bool:
-    """A plain file, not a link to one: a planted link must not make a hit read another file."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 @dataclass
@@ -114,7 +92,7 @@ class Entry:
 
     def blob_path(self, name: str) -> Path:
         blob = self.files[name]["blob"]
-        if not isinstance(blob, str) or _BLOB_NAME.fullmatch(blob) is None:
+        if not isinstance(blob, str) or BLOB_NAME.fullmatch(blob) is None:
             raise CacheError(f"cache entry {self.key[:12]}: blob name {blob!r} is not a plain name")
         return self.folder / "files" / blob
 
@@ -129,33 +107,6 @@ class Entry:
         return load_file(str(path), device=device)
 
 
-def _structure_problem(info: Any, key: str) -> str | None:
-    """What is wrong with the shape of an entry.json (read from a cache that anyone may have written)."""
-    if not isinstance(info, dict):
-        return f"entry.json holds a {type(info).__name__}, not an object"
-    if info.get("format") != ENTRY_FORMAT:
-        return f"entry.json has format {info.get('format')!r}, expected {ENTRY_FORMAT}"
-    if info.get("digest") != entry_digest(info):
-        return "entry.json does not match its digest"
-    if info.get("key") != key:
-        return "entry.json does not describe this key"
-    for name, kind in (("stage", dict), ("meta", dict), ("inputs", dict), ("files", dict),
-                       ("has_tensors", bool), ("size_bytes", int)):
-        if not isinstance(info.get(name), kind):
-            return f"entry.json field {name!r} is not a {kind.__name__}"
-    if info["has_tensors"] and (not isinstance(info.get("tensors_size"), int)
-                                or not isinstance(info.get("tensors_sha256"), str)):
-        return "entry.json lacks the tensors' size and checksum"
-    for name, record in info["files"].items():
-        if not name.isdigit() or not isinstance(record, dict):
-            return f"entry.json names a stored file {name!r} that is not an output index"
-        if not isinstance(record.get("blob"), str) or _BLOB_NAME.fullmatch(record["blob"]) is None:
-            return f"stored file {name} has a blob name {record.get('blob')!r} that is not a plain name"
-        if not isinstance(record.get("sha256"), str) or _SHA256.fullmatch(record["sha256"]) is None:
-            return f"stored file {name} has no valid sha256"
-    return None
-
-
 @dataclass
 class CacheStore:
     root: Path
@@ -167,7 +118,7 @@ class CacheStore:
 
     # -- the marker --
     def is_marked(self) -> bool:
-        return _is_regular_file(self.root / MARKER_NAME)
+        return is_regular_file(self.root / MARKER_NAME)
 
     def require_marked(self, action: str) -> None:
         """Maintenance commands act only on a folder that sdbake created as a cache."""
@@ -204,7 +155,7 @@ class CacheStore:
         return self.root / "objects" / key[:2] / key
 
     def has(self, key: str) -> bool:
-        return _is_regular_file(self.entry_folder(key) / "entry.json")
+        return is_regular_file(self.entry_folder(key) / "entry.json")
 
     # -- read --
     def get(self, key: str, verify: bool = True, touch: bool = True) -> Entry | None:
@@ -226,7 +177,7 @@ class CacheStore:
         except (OSError, ValueError, RecursionError) as err:
             self._evict_corrupt(key, f"unreadable entry.json ({str(err)[:120]})")
             return None
-        reason = _structure_problem(info, key)
+        reason = structure_problem(info, key)
         entry = Entry(key, folder, info)
         if reason is None and verify:
             reason = self._content_problem(entry)
@@ -241,13 +192,13 @@ class CacheStore:
         info = entry.info
         if info.get("has_tensors"):
             path = entry.folder / "state.safetensors"
-            if not _is_regular_file(path):
+            if not is_regular_file(path):
                 return "state.safetensors is missing"
             if path.stat().st_size != info.get("tensors_size") or _sha256_file(path) != info.get("tensors_sha256"):
                 return "state.safetensors does not match its checksum"
         for name, record in entry.files.items():
             blob = entry.blob_path(name)
-            if not _is_regular_file(blob) or _sha256_file(blob) != record["sha256"]:
+            if not is_regular_file(blob) or _sha256_file(blob) != record["sha256"]:
                 return f"stored file {name} does not match its checksum"
         return None
 
@@ -322,7 +273,7 @@ class CacheStore:
             for n, (name, data) in enumerate(sorted(files.items())):
                 blob = f"{n}.bin"
                 (tmp / "files" / blob).write_bytes(data)
-                records[name] = {"sha256": _sha256_bytes(data), "blob": blob, "size": len(data)}
+                records[name] = {"sha256": sha256_bytes(data), "blob": blob, "size": len(data)}
                 size += len(data)
         info["files"] = records
         info["size_bytes"] = size
@@ -346,7 +297,7 @@ class CacheStore:
             os.rename(folder, trash)
         except OSError:
             return False
-        _remove(trash)
+        remove_tree_or_link(trash)
         return True
 
     def clean_stale_tmp(self, once: bool = False, grace_s: float = TMP_GRACE_S) -> int:
@@ -363,13 +314,13 @@ class CacheStore:
             return 0
         with names:
             for item in names:
-                if _TMP_NAME.fullmatch(item.name) is None:
+                if TMP_NAME.fullmatch(item.name) is None:
                     continue
                 try:
                     age_s = now - item.stat(follow_symlinks=False).st_mtime
                 except OSError:
                     continue
-                if age_s > grace_s and _remove(Path(item.path)):
+                if age_s > grace_s and remove_tree_or_link(Path(item.path)):
                     removed += 1
         return removed
 
@@ -390,7 +341,7 @@ class CacheStore:
                     info = json.loads((folder / "entry.json").read_bytes().decode("utf-8"))
                 except (OSError, ValueError, RecursionError):
                     info = None
-                if _structure_problem(info, folder.name) is not None:
+                if structure_problem(info, folder.name) is not None:
                     info = {"key": folder.name, "corrupt": True}
                 found.append(Entry(folder.name, folder, info))
         return found
@@ -434,20 +385,6 @@ def _short_error(err: BaseException) -> str:
     if isinstance(err, OSError):
         return f"{err.strerror or err}: {err.filename}" if err.filename else str(err.strerror or err)
     return str(err)
-
-
-def _remove(path: Path) -> bool:
-    """Delete a file, link or folder tree without following links; False if it stays."""
-    try:
-        if path.is_symlink() or not path.is_dir():
-            path.unlink()
-        else:
-            shutil.rmtree(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def _fsync_file(path: Path) -> None:

@@ -71,7 +71,10 @@ class _Folder:
 
     def open(self, name: str, flags: int, mode: int = 0o666) -> int:
         where, kw = self._at(name)
-        return os.open(where, flags | _NOFOLLOW, mode, **kw)
+        try:
+            return os.open(where, flags | _NOFOLLOW, mode, **kw)
+        except OSError as err:
+            raise _with_path(err, self.path / name) from None
 
     def lstat(self, name: str) -> os.stat_result:
         where, kw = self._at(name)
@@ -83,10 +86,13 @@ class _Folder:
             os.unlink(where, **kw)
 
     def link(self, source: str, target: str) -> None:
-        if self.fd is not None:
-            os.link(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd, follow_symlinks=False)
-        else:
-            os.link(self.path / source, self.path / target)
+        try:
+            if self.fd is not None:
+                os.link(source, target, src_dir_fd=self.fd, dst_dir_fd=self.fd, follow_symlinks=False)
+            else:
+                os.link(self.path / source, self.path / target)
+        except OSError as err:
+            raise _with_path(err, self.path / target) from None
 
     def replace(self, source: str, target: str) -> None:
         if self.fd is not None:
@@ -105,6 +111,12 @@ class _Folder:
                 os.close(fd)
 
 
+def _with_path(err: OSError, path: Path) -> OSError:
+    """The same error (same type: FileExistsError stays one) naming the whole path, not the name
+    relative to an opened folder, so the user's one error line says where."""
+    return OSError(err.errno, err.strerror, str(path))
+
+
 @contextlib.contextmanager
 def _open_folder(root: Path, parts: tuple[str, ...]) -> Iterator[_Folder]:
     """The folder root/parts, created as needed; no part below the root may be a symbolic link."""
@@ -121,8 +133,12 @@ def _open_folder(root: Path, parts: tuple[str, ...]) -> Iterator[_Folder]:
     try:
         for part in parts:
             path = path / part
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.mkdir(part, 0o777, dir_fd=fd)
+            except FileExistsError:
+                pass
+            except OSError as err:
+                raise _with_path(err, path) from None
             try:
                 inner = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
             except OSError as err:
@@ -182,7 +198,7 @@ def _write_temp(folder: _Folder, data: bytes) -> str:
     except OSError as err:
         folder.unlink(name)
         # A full or failing disk answers write() with no file name: say which file it was.
-        raise OSError(err.errno, err.strerror, str(folder.path / name)) from None
+        raise _with_path(err, folder.path / name) from None
     except BaseException:
         folder.unlink(name)
         raise

@@ -186,3 +186,53 @@ def test_invisible_characters_never_reach_a_file_name():
     from sdbake.stages.output.names import safe_relative_path
     rendered = "a\u202egnp.exe\u200b\u200d\ufeff\u2066b\u2028c.png"
     assert str(safe_relative_path(rendered, Path("/tmp"))) == "agnp.exeb_c.png"
+
+
+def test_a_read_only_output_folder_is_one_line(arena, baked):
+    recipe = bring_baked_cache(arena, baked)
+    with tmpfs(arena.out, "1m"):
+        remount_read_only(arena.out)
+        err = arena.sdbake("run", recipe, "-q", code=1, expect="read-only file system", max_s=20).errors[0]
+        assert err.startswith("outputs")
+
+
+def test_a_junk_entry_json_in_a_run_is_evicted_and_recomputed(arena, baked):
+    # One of the few renders here: the sample stage's entry.json is `[]`, so it runs again.
+    recipe = bring_baked_cache(arena, baked)
+    from sdbake.runner.cache import CacheStore
+    store = CacheStore(arena.cache)
+    (sample,) = [e for e in store.entries() if e.info.get("stage", {}).get("id") == "sample"]
+    (sample.folder / "entry.json").write_text("[]")
+    ran = arena.sdbake("run", recipe, code=0, max_s=120)
+    assert "is corrupt" in ran.err and "sample: ran" in ran.err
+    assert (arena.out / "baked.png").read_bytes() == baked["png"]
+
+
+def test_a_corrupt_entry_that_cannot_be_evicted_fails_once_without_recursion(tmp_path, monkeypatch):
+    # A read-only cache holding a corrupt entry: get -> put -> get used to recurse until RecursionError.
+    from sdbake.runner.cache import CacheStore
+    from sdbake.schemas.errors import CacheError
+    key = "ab" + "4" * 62
+    warned: list[str] = []
+    store = CacheStore(tmp_path, warn=warned.append)
+    store.put(key, stage={"id": "s"}, files={"0": b"x"})
+    (store.entry_folder(key) / "entry.json").write_text("[]")
+    monkeypatch.setattr(os, "rename", lambda *a, **k: (_ for _ in ()).throw(OSError(30, "Read-only file system")))
+    with pytest.raises(CacheError, match="cannot be replaced"):
+        store.put(key, stage={"id": "s"}, files={"0": b"x"})
+    assert any("cannot be evicted" in w for w in warned)
+
+
+def test_a_spandrel_that_fails_to_import_with_any_error_is_treated_as_absent(monkeypatch):
+    import builtins
+
+    from sdbake.runner.models import upscaler
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "spandrel":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.delitem(sys.modules, "spandrel", raising=False)
+    monkeypatch.setattr(builtins, "__import__", broken)
+    assert upscaler._spandrel() is None
