@@ -116,12 +116,14 @@ def test_debug_shows_the_traceback(arena, monkeypatch):
         main(["canonical", "r.toml"])
 
 
-def test_a_closed_pipe_exits_quietly(arena, tmp_path):
-    arena.write("r.toml", recipe(matrix={"seed": "1-400"}))
-    reader = subprocess.Popen([sys.executable, "-m", "sdbake.runner.cli", "plan", "r.toml"], cwd=arena.work,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ)
+def test_a_closed_pipe_exits_quietly(arena):
+    # Far more output than a pipe buffer holds, so the write after the reader has gone must fail.
+    from hostile_helpers import embedded, plain_recipe_document, sdbake_png
+    arena.write("img.png", sdbake_png(embedded(plain_recipe_document(name="x" * (2 << 20)))))
+    reader = subprocess.Popen([sys.executable, "-m", "sdbake.runner.cli", "show", "img.png", "--format", "json"],
+                              cwd=arena.work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ)
     reader.stdout.read(10)
-    reader.stdout.close()                         # `sdbake plan ... | head -c 10`
+    reader.stdout.close()                         # `sdbake show ... | head -c 10`
     stderr = reader.stderr.read().decode()
     assert reader.wait(timeout=60) == 141, stderr
     assert stderr == ""
