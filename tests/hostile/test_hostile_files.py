@@ -107,13 +107,16 @@ def test_memory_and_recursion_errors_are_input_too_large_or_deep(arena, monkeypa
     arena.sdbake("canonical", "r.toml", code=1, expect=words, max_s=10)
 
 
-def test_debug_shows_the_traceback(arena, monkeypatch):
+@pytest.mark.parametrize("switch", ["flag", "environment"])
+def test_debug_shows_the_traceback(arena, monkeypatch, capsys, switch):
     arena.write("r.toml", "version = [")
-    monkeypatch.setenv("SDBAKE_DEBUG", "1")
     from sdbake.runner.cli import main
-    from sdbake.schemas.errors import RecipeError
-    with pytest.raises(RecipeError):
-        main(["canonical", "r.toml"])
+    if switch == "environment":
+        monkeypatch.setenv("SDBAKE_DEBUG", "1")
+    capsys.readouterr()
+    assert main(["canonical", "r.toml", *(["--debug"] if switch == "flag" else [])]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RecipeError" in err and err.rstrip().splitlines()[-1].startswith("r.toml:")
 
 
 def test_a_closed_pipe_exits_quietly(arena):
