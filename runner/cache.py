@@ -121,10 +121,11 @@ class CacheStore:
         return is_regular_file(self.root / MARKER_NAME)
 
     def require_marked(self, action: str) -> None:
-        """Maintenance commands act only on a folder that sdbake created as a cache."""
+        """Maintenance commands act only on a folder that sdbake created as a cache (or on none)."""
+        if not os.path.lexists(self.root):
+            return                    # no cache yet: an empty one, with nothing to delete
         if not self.root.is_dir():
-            what = "is not a folder" if self.root.exists() else "does not exist"
-            raise CacheError(f"cannot {action}: {self.root} {what}")
+            raise CacheError(f"cannot {action}: {self.root} is not a folder")
         if not self.is_marked():
             raise CacheError(f"cannot {action}: {self.root} is not an sdbake cache (it has no {MARKER_NAME} "
                              "marker file); point --cache-dir or SDBAKE_CACHE at the cache folder")
