@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -17,6 +18,7 @@ class RunOptions:
     until: str | None = None
     allow_pickle: bool = False
     quiet: bool = False
+    on_preview: Callable[[str, int, list], None] | None = None   # (stage id, step, PIL images): watch page
 
 
 class Console:

@@ -35,7 +35,7 @@ from sdbake.schemas.stages import (
 )
 
 KEY_FORMAT = 1
-NOT_IN_KEY = {"id", "description", "preview"}
+NOT_IN_KEY = {"id", "description", "preview", "preview_every", "preview_dir"}
 
 
 def key_of(document: dict) -> str:

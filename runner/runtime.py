@@ -9,6 +9,7 @@ import torch
 from sdbake.runner.cache import CacheStore
 from sdbake.runner.console import Console, RunOptions
 from sdbake.runner.plan import Invocation, Plan
+from sdbake.runner.previews import preview_sink
 from sdbake.schemas.canonical import canonical_json
 from sdbake.schemas.errors import CacheError, SdbakeError
 from sdbake.stages.context import StageContext
@@ -83,7 +84,9 @@ class Runtime:
             recipe_folder=self.plan.loaded.folder, progress=self.console.progress, warn=self.console.warn,
             vae_fp32=self.plan.numerics.vae_fp32,
             extra={"stage_keys": self.stage_keys, "output_root": self.plan.output_root,
-                   "embedding_files": self.plan.embedding_files, "memo_models": inv.memo_models})
+                   "embedding_files": self.plan.embedding_files, "memo_models": inv.memo_models},
+            preview_every=getattr(inv.stage, "preview_every", None) or 0,
+            on_preview=preview_sink(self.plan, inv, self.options.on_preview))
 
     def run_stage(self, inv: Invocation, state: State | None) -> tuple[State, dict[str, bytes]]:
         module = importlib.import_module(STAGE_MODULES[inv.stage.type])

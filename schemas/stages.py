@@ -52,6 +52,18 @@ class SamplingStage(StageBase):
     cfg: Cfg | None = None
     loras: list[LoraRef] | None = None
     sdxl: SdxlConditioning | None = Field(None, description="SDXL micro-conditioning (A1111's defaults when unset)")
+    preview_every: int | None = Field(None, ge=1, le=1000, description="a cheap latent preview every N steps "
+                                      "(watch page; files with preview_dir); never part of the cache key")
+    preview_dir: str | None = Field(None, min_length=1, description="also write the step previews here (under "
+                                    "the output root), as <stage>-step<N>.png")
+
+    @field_validator("preview_dir")
+    @classmethod
+    def _preview_dir_inside(cls, folder):
+        if folder is not None and (folder.startswith(("/", "\\")) or ".." in folder.replace("\\", "/").split("/")
+                                   or (len(folder) > 1 and folder[1] == ":")):
+            raise ValueError(f"must be a folder inside the output root (got {folder!r})")
+        return folder
 
 
 class SampleParams(SamplingStage):

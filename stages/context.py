@@ -30,6 +30,8 @@ class StageContext:
     side_files: dict[str, bytes] = field(default_factory=dict)   # written under the output root + cached
     vae_fp32: bool = False                                  # --no-half-vae: every VAE pass in float32
     extra: dict = field(default_factory=dict)
+    preview_every: int = 0                                  # sampling stages: a step preview every N steps
+    on_preview: Callable[[int, list], None] = lambda step, images: None   # (schedule step, PIL images)
 
     def emit_file(self, relative_path: str, data: bytes) -> None:
         """Hand a file to the runner: it writes it (never overwriting) and keeps it in the cache entry."""

@@ -18,6 +18,7 @@ from sdbake.stages.conditioning import (
 )
 from sdbake.stages.context import StageContext
 from sdbake.stages.denoiser import Denoiser
+from sdbake.stages.preview import StepPreviews
 from sdbake.stages.state import Packed, State
 from sdbake.stages.vae import VaeOptions, vae_encode
 
@@ -134,8 +135,9 @@ def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: i
     noise_sampler = samplers.noise_sampler_for(setup.sampler, noise, sigmas)
     carry_obj = samplers.carry_from_tensors(*carry) if carry is not None else None
     total = end - start
-    model_fn = wrap(denoiser) if wrap is not None else denoiser
+    previews = StepPreviews.for_run(ctx, model, start)
+    model_fn = previews.watch(wrap(denoiser) if wrap is not None else denoiser)
     x, carry_obj = sampler(model_fn, x, sigmas[start:end + 1].to(x.device), noise_sampler=noise_sampler,
-                           carry=carry_obj, callback=lambda i: ctx.progress(i + 1, total))
+                           carry=carry_obj, callback=lambda i: (ctx.progress(i + 1, total), previews.after_step(i)))
     packed = samplers.carry_to_tensors(carry_obj) if carry_obj is not None else None
     return x, packed, denoiser.model_calls
