@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "sdbake.runner.commands.check",
     "sdbake.runner.commands.prompt",
     "sdbake.runner.commands.models",
+    "sdbake.runner.commands.watch",
 ]
 
 

@@ -1,0 +1,1 @@
+"""`sdbake watch`: re-render a recipe on every save, optionally with a live page on loopback."""
