@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "sdbake.runner.commands.prompt",
     "sdbake.runner.commands.models",
     "sdbake.runner.commands.watch",
+    "sdbake.runner.commands.new",
 ]
 
 

@@ -34,9 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help=SET_HELP)
     canonical.set_defaults(func=run_canonical)
 
-    schema = subparsers.add_parser(
-        "schema", help="print the recipe JSON Schema (for editors)",
-        epilog="example:\n  sdbake schema > sdbake.schema.json   then point your editor's TOML/YAML schema at it")
+    schema = subparsers.add_parser("schema", help="print the recipe JSON Schema (for editors), or write it to a file",
+                                   description="Print the JSON Schema of recipes. Editors' TOML and YAML language "
+                                               "servers use it for completion, hover and checks: see docs/editors.md.",
+                                   epilog="examples:\n  sdbake schema --write            ./sdbake.schema.json, for your "
+                                          "editor\n  sdbake schema --markdown         the field reference (docs/recipes.md)",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    schema.add_argument("--write", nargs="?", const="sdbake.schema.json", metavar="PATH",
+                        help="write it to PATH (default ./sdbake.schema.json) instead of printing it")
+    schema.add_argument("--markdown", action="store_true", help="the field reference as Markdown instead "
+                                                                "(docs/recipes.md is this output)")
     schema.set_defaults(func=run_schema)
 
 
@@ -75,7 +82,21 @@ def run_canonical(args) -> int:
 
 
 def run_schema(args) -> int:
-    from sdbake.schemas.jsonschema import recipe_json_schema
+    if args.markdown:
+        from sdbake.runner.reference import recipe_reference_markdown
+        text = recipe_reference_markdown()
+    else:
+        from sdbake.schemas.jsonschema import recipe_json_schema
+        text = json.dumps(recipe_json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.write is None:
+        sys.stdout.write(text)
+        return 0
+    from pathlib import Path
 
-    print(json.dumps(recipe_json_schema(), indent=2, sort_keys=True))
+    from sdbake.schemas.errors import OutputError
+    try:
+        Path(args.write).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise OutputError(f"cannot write: {err.strerror or err}", file=args.write) from None
+    print(args.write)
     return 0
