@@ -29,7 +29,7 @@ def test_docs_recipes_md_is_current():
 
 
 def test_the_reference_names_every_field_stage_sampler_upscaler_and_variable():
-    from sdbake.schemas.names import SAMPLER_IDS, SCHEDULER_IDS
+    from sdbake.schemas.names import SAMPLERS, SCHEDULERS
     from sdbake.schemas.stages import LATENT_UPSCALERS, PIXEL_UPSCALERS, STAGE_TYPES
     text = recipe_reference_markdown()
     for kind, cls in STAGE_TYPES.items():
@@ -38,7 +38,7 @@ def test_the_reference_names_every_field_stage_sampler_upscaler_and_variable():
             assert f"| `{field}` |" in text, (kind, field)
     for op in ("paste", "image", "adjust", "blur", "fill"):
         assert f"## intervene op `{op}`" in text
-    for name in (*SAMPLER_IDS, *SCHEDULER_IDS, *LATENT_UPSCALERS, *PIXEL_UPSCALERS, *template_variable_names()):
+    for name in (*SAMPLERS, *SCHEDULERS, *LATENT_UPSCALERS, *PIXEL_UPSCALERS, *template_variable_names()):
         assert f"`{name}`" in text, name
     assert "## Wildcard folders" in text and "words(n)" in text
 

@@ -74,8 +74,8 @@ def render_template(template: str, target: Path, from_image: Path | None = None)
         found, checkpoint_found = image_settings(from_image)
         settings.update(found)
         if checkpoint_found:
-            checkpoint, note = checkpoint_found, f"# the model of {from_image.name}: a path, or a name found in " \
-                                                 "the checkpoint folders"
+            checkpoint, note = checkpoint_found, (f"# the model of {from_image.name}: a path, or a name found in " \
+                                                 "the checkpoint folders")
     width, height, steps = settings["width"], settings["height"], settings["steps"]
     values = {
         "title": TITLES[template], "template": template, "file": target.name, "name": toml_str(target.stem),
