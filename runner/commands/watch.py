@@ -6,11 +6,9 @@ import sys
 
 EXAMPLES = """examples:
   sdbake watch recipes/demo.toml                      re-render on every save, log to the terminal
-  sdbake watch recipes/demo.toml --serve              ... and show stages, images and previews at
-                                                      http://127.0.0.1:8765/
+  sdbake watch recipes/demo.toml --serve              ... and a live page at http://127.0.0.1:8765/
   sdbake watch r.toml --serve --port 0 --out /tmp/o   any free port (printed), outputs under /tmp/o
 """
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     watch = subparsers.add_parser(
@@ -26,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     watch.add_argument("--cache-dir", metavar="DIR", help="stage cache (default: $SDBAKE_CACHE, else "
                                                           "./.sdbake/cache)")
     watch.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    watch.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"))
+    watch.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
+                       help="model precision (default: float16 on CUDA, float32 on CPU)")
     watch.add_argument("--serve", action="store_true", help="serve a live page of stages, images and step "
                                                             "previews")
     watch.add_argument("--host", default="127.0.0.1", help="address to bind with --serve (default 127.0.0.1; "

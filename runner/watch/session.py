@@ -129,7 +129,13 @@ class WatchSession:
         images = tuple(_image_entry(report.id, path, plan.output_root)
                        for report in result.reports for _, path in report.files)
         seconds = time.perf_counter() - started
-        self._publish(state="ok", error=None, stages=rows, images=images, rendered_at=time.time(), seconds=seconds)
+        order = {row.id: n for n, row in enumerate(rows)}
+        with self._lock:    # drop previews of stages that are gone, or that ran again without making any
+            self.previews = {key: png for key, png in self.previews.items() if key[0] in order and not (
+                getattr(reports.get(key[0]), "status", None) == "ran" and key[0] not in self._preview_stages)}
+            previews = tuple(sorted(self.previews, key=lambda key: (order[key[0]], key[1], key[2])))
+        self._publish(state="ok", error=None, stages=rows, images=images, previews=previews, rendered_at=time.time(),
+                      seconds=seconds)
         ran = [row.id for row in rows if row.status == "ran"]
         self.log(f"attempt {number}: rendered in {seconds:.1f}s; ran {', '.join(ran) or 'nothing (all hits)'}")
         return True
