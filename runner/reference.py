@@ -14,8 +14,9 @@ SECTIONS = (  # ($defs name or "Recipe", heading)
     ("InterveneParams", "Stage `intervene`"), ("PasteOp", "intervene op `paste`"), ("ImageOp", "intervene op `image`"),
     ("AdjustOp", "intervene op `adjust`"), ("BlurOp", "intervene op `blur`"), ("FillOp", "intervene op `fill`"),
     ("HiresParams", "Stage `hires`"), ("InpaintParams", "Stage `inpaint`"), ("SaveParams", "Stage `save`"),
+    ("SdxlConditioning", "SDXL conditioning (`sdxl` of a sampling stage)"),
     ("CheckTolerances", "[check]"), ("Performance", "[performance]"),
-)
+)  # a definition of the schema missing here still gets a section, under its own name
 
 EXAMPLES = {
     "encode": '[[stages]]\ntype = "encode"\nprompt = "a (red:1.2) circle, [day:night:0.5], __colors__"\n'
@@ -100,7 +101,8 @@ def recipe_reference_markdown() -> str:
            "Editor setup: [editors.md](editors.md). A starting recipe: `sdbake new NAME --template hires`."), "",
            ("A stage field left unset comes from `[defaults]` where `[defaults]` has it. Paths inside a recipe "
            "resolve against the recipe's folder; save paths are relative to the output root."), ""]
-    for name, heading in SECTIONS:
+    listed = {name for name, _ in SECTIONS}
+    for name, heading in [*SECTIONS, *((name, name) for name in sorted(defs) if name not in listed)]:
         definition = schema if name == "Recipe" else defs[name]
         out += [f'<a id="{name.lower()}"></a>', f"## {heading}", ""]
         if definition.get("description") and name != "Recipe":

@@ -39,20 +39,16 @@ def test_every_template_validates_and_renders_on_the_demo_model(template, tmp_pa
         assert pixels.std() > 5, f"{path.name} is (nearly) flat"
 
 
-def test_sdxl_template_validates_and_plans_on_a_tiny_sdxl(tmp_path, tiny_sdxl):
-    # Validate and plan only: SDXL conditioning (second text encoder, size embeddings) is not in the
-    # sampling stages yet, so an SDXL render fails in the UNet for every recipe, not just this one.
-    from sdbake.runner.api import make_plan
-    from sdbake.runner.sources import load_any
+def test_sdxl_template_renders_on_a_tiny_sdxl(tmp_path, tiny_sdxl):
+    pytest.importorskip("torch")
     assert main(["new", str(tmp_path / "xl.toml"), "--template", "sdxl"]) == 0
     recipe = tmp_path / "xl.toml"
     assert 'checkpoint = "sd_xl_base_1.0.safetensors"' in recipe.read_text()
     assert main(["validate", str(recipe)]) == 0
-    folder, _ = tiny_sdxl
-    loaded = load_any(str(recipe), [f"models.base.checkpoint={folder}"])
-    plan = make_plan(loaded, output_root=tmp_path / "out", device="cpu")
-    assert [inv.stage.type for inv in plan.invocations] == ["encode", "sample", "save"]
-    assert plan.invocations[1].stage.preview_every == 5 and plan.invocations[0].stage.width == 1024
+    folder, _ = tiny_sdxl        # the template's size and steps are for a real SDXL: smaller for the tiny one
+    outputs = _render(recipe, tmp_path / "out", [f"models.base.checkpoint={folder}", "defaults.width=64",
+                                                 "defaults.height=64", "defaults.steps=4"])
+    assert [Image.open(p).size for p in outputs] == [(64, 64)]
 
 
 def test_new_inside_the_checkout_points_at_the_demo_relatively():

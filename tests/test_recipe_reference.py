@@ -36,6 +36,9 @@ def test_the_reference_names_every_field_stage_sampler_upscaler_and_variable():
         assert f"## Stage `{kind}`" in text
         for field in cls.model_fields:
             assert f"| `{field}` |" in text, (kind, field)
+    from sdbake.schemas.jsonschema import recipe_json_schema
+    for name in recipe_json_schema()["$defs"]:
+        assert f'<a id="{name.lower()}"></a>' in text, name
     for op in ("paste", "image", "adjust", "blur", "fill"):
         assert f"## intervene op `{op}`" in text
     for name in (*SAMPLERS, *SCHEDULERS, *LATENT_UPSCALERS, *PIXEL_UPSCALERS, *template_variable_names()):
