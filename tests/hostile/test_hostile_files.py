@@ -18,10 +18,12 @@ def fifo(arena, name: str) -> str:
 
 
 SPECIAL_INPUTS = [   # (id, how the file is made, recipe using it, message)
-    ("checkpoint-dev-zero", lambda a: "/dev/zero", lambda f: recipe(checkpoint=f), "a device"),
-    ("checkpoint-fifo", lambda a: fifo(a, "m.fifo.safetensors"), lambda f: recipe(checkpoint=f), "named pipe"),
+    ("checkpoint-dev-zero", lambda a: "/dev/zero", lambda f: recipe(checkpoint=f), "/dev/zero"),
+    ("checkpoint-fifo", lambda a: fifo(a, "m.fifo.safetensors"), lambda f: recipe(checkpoint=f),
+     "m.fifo.safetensors"),
     ("checkpoint-link-to-dev-zero", lambda a: (os.symlink("/dev/zero", a.work / "z.safetensors"),
-                                               "z.safetensors")[1], lambda f: recipe(checkpoint=f), "a device"),
+                                               "z.safetensors")[1], lambda f: recipe(checkpoint=f),
+     "z.safetensors"),
     ("init-image-fifo", lambda a: fifo(a, "init.png"), lambda f: recipe(stages=[
         {"type": "encode", "prompt": "a", "image": f}, {"type": "sample"}, {"type": "save", "path": "x.png"}]),
      "init.png"),

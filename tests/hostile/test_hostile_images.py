@@ -149,7 +149,7 @@ RUN_IMAGE = [
     ("template-loop-bomb", {"stages": [{"type": "encode", "prompt": "a"}, {"type": "sample"}, {
         "type": "save", "path": "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"
                                 "x.png"}]}, "loop iterations"),
-    ("checkpoint-dev-zero", {"models": {"m": {"checkpoint": "/dev/zero"}}}, "a device"),
+    ("checkpoint-dev-zero", {"models": {"m": {"checkpoint": "/dev/zero"}}}, "/dev/zero"),
     ("checkpoint-missing", {"models": {"m": {"checkpoint": "/nonexistent/model.safetensors"}}}, "not found"),
     ("absolute-save-path", {"stages": [{"type": "encode", "prompt": "a"}, {"type": "sample"},
                                        {"type": "save", "path": "/tmp/owned.png"}]}, "absolute"),
