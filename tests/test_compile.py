@@ -59,8 +59,11 @@ def test_compile_changes_the_sample_stage_key(tmp_path, tiny_model_dir):
     assert eager_keys["sample"] != compiled_keys["sample"]
 
 
-def test_prepared_unet_answers_what_the_denoiser_reads_and_is_made_once():
+def test_prepared_unet_answers_what_the_denoiser_reads_and_is_made_once(monkeypatch):
     from sdbake.runner.compile import prepare_unet
+    compiles = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiles.append(module) or real_compile(module, **kw))
     unet = small_unet()
     assert prepare_unet(unet, compile=False, channels_last=False) is unet
     prepared = prepare_unet(unet, compile=True, channels_last=False)     # torch.compile is lazy: no compile yet
@@ -68,8 +71,10 @@ def test_prepared_unet_answers_what_the_denoiser_reads_and_is_made_once():
     assert prepare_unet(unet, compile=True, channels_last=False) is prepared     # stages share it
     assert prepared.dtype == torch.float32 and prepared.device == unet.device
     assert prepared.config.in_channels == 4
+    assert compiles == [unet]
     other = small_unet()
     assert prepare_unet(other, compile=True, channels_last=False) is not prepared     # kept per UNet object
+    assert compiles == [unet, other]
 
 
 def test_channels_last_is_set_and_undone_on_the_shared_unet():
