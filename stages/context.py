@@ -16,7 +16,7 @@ class StageContext:
     device: str
     dtype: Any                                        # torch.dtype of the models
     model: Callable[[str], Any]                       # [models] entry name -> loaded model (LoRAs applied)
-    upscaler_model: Callable[[Path], Any] = None      # upscaler file -> loaded upscaler (the runner's registry)
+    upscaler_model: Callable[[Path], Any] | None = None   # upscaler file -> loaded upscaler (runner's registry)
     files: dict[str, Path] = field(default_factory=dict)   # param name -> resolved file it reads
     prompts: list[str] = field(default_factory=list)       # resolved prompt overrides, one per image
     negatives: list[str] = field(default_factory=list)
