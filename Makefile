@@ -34,10 +34,11 @@ $(TORCH_STAMP):
 	$(BIN)/python -m pip install -q $(TORCH_PIP)
 	touch $@
 
-# dev: what the tests need. Not the upscalers extra: spandrel pulls torchvision, and pip would
-# replace the chosen torch with the default index's build to match it.
+# dev: what the tests need, and ray, so that `make test` runs the Ray executor's tests on a local
+# loopback cluster (plain Ray: no dashboard, no torch of its own). Not the upscalers extra: spandrel
+# pulls torchvision, and pip would replace the chosen torch with the default index's build to match it.
 $(STAMP): pyproject.toml $(TORCH_STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
 # The browser test of the check report needs Chromium: install it where we can (root with apt-get);

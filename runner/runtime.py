@@ -96,6 +96,16 @@ class Runtime:
             new_state = module.run(inv.stage, state or State(), ctx)
         return new_state, ctx.side_files
 
+    @staticmethod
+    def run_batch(members: list[tuple[Runtime, Invocation, State]]) -> list[State]:
+        """Sample executions (of one plan or several) that differ only in seeds, prompts and cfg, as one
+        sampler call; each keeps the context of its own plan."""
+        from sdbake.stages.sample import run_batch
+        contexts = [runtime.context(inv) for runtime, inv, _ in members]
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return run_batch([inv.stage for _, inv, _ in members], [state for _, _, state in members], contexts)
+
     # -- cache --
     def load_state(self, store: CacheStore | None, key: str | None) -> State | None:
         if key is None:

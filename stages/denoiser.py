@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from sdbake.stages.point_rows import rows_per_point
 
 
 class Cond(NamedTuple):
@@ -40,18 +41,30 @@ def sigma_to_timestep(sigma: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Te
     return t.view(sigma.shape)
 
 
+def _run_lengths(values: list) -> list[int]:
+    sizes: list[int] = []
+    for n, value in enumerate(values):
+        if n and value == values[n - 1]:
+            sizes[-1] += 1
+        else:
+            sizes.append(1)
+    return sizes
+
+
 class Denoiser:
     """Callable D(x, sigma) for the samplers; counts its calls for A1111's prompt scheduling."""
 
-    def __init__(self, unet, model_sigmas: torch.Tensor, prediction_type: str, cfg: float,
+    def __init__(self, unet, model_sigmas: torch.Tensor, prediction_type: str, cfg: float | list[float],
                  inputs_for_call: Callable[[int], GuidedInputs], model_calls: int = 0,
                  concat: torch.Tensor | None = None,
-                 time_ids: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 time_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 points: list[int] | None = None):
         self.unet = unet
         self.unet_dtype = unet.dtype          # diffusers computes .dtype by walking every submodule
         self.log_sigmas = model_sigmas.double().log().to(unet.device)
         self.prediction_type = prediction_type
-        self.cfg = cfg
+        self.cfg = cfg                        # one scale, or one per image (points batched together)
+        self.points = points                  # batched points: which point each image belongs to
         self.inputs_for_call = inputs_for_call
         self.model_calls = model_calls
         self.concat = concat                  # 9-channel inpainting UNets: (B, 5, h, w) mask + masked image
@@ -82,10 +95,11 @@ class Denoiser:
         if sigma.numel() == 1:
             sigma = sigma.expand(batch)
         rows_x, rows_sigma, rows_context, rows_image, rows_uncond, layout = [], [], [], [], [], []
+        cfgs = self.cfg if isinstance(self.cfg, (list, tuple)) else [self.cfg] * batch
         for i in range(batch):
-            entry = {"uncond": None, "conds": []}
+            entry = {"uncond": None, "conds": [], "cfg": cfgs[i]}
             # At cfg 1 the guided result is the cond itself (when the AND weights sum to 1): skip uncond.
-            if self.cfg != 1.0 or sum(weight for _, weight in inputs.conds[i]) != 1.0:
+            if cfgs[i] != 1.0 or sum(weight for _, weight in inputs.conds[i]) != 1.0:
                 entry["uncond"] = len(rows_x)
                 rows_x.append(x[i]); rows_sigma.append(sigma[i]); rows_context.append(inputs.uncond[i])
                 rows_image.append(i); rows_uncond.append(True)
@@ -95,7 +109,8 @@ class Denoiser:
                 rows_image.append(i); rows_uncond.append(False)
             layout.append(entry)
         concat = self.concat[rows_image] if self.concat is not None else None
-        outputs = self._run_rows(torch.stack(rows_x), torch.stack(rows_sigma), rows_context, concat, rows_uncond)
+        outputs = self._run_rows(torch.stack(rows_x), torch.stack(rows_sigma), rows_context, concat, rows_uncond,
+                                 [self.points[i] for i in rows_image] if self.points else None)
         results = []
         for entry in layout:
             if entry["uncond"] is None:
@@ -106,7 +121,7 @@ class Denoiser:
             uncond = outputs[entry["uncond"]]
             guided = uncond.clone()
             for row, weight in entry["conds"]:
-                guided = guided + (outputs[row] - uncond) * (weight * self.cfg)
+                guided = guided + (outputs[row] - uncond) * (weight * entry["cfg"])
             results.append(guided)
         return torch.stack(results)
 
@@ -119,7 +134,8 @@ class Denoiser:
         return {"text_embeds": torch.stack([c.pooled for c in conds]), "time_ids": time_ids}
 
     def _run_rows(self, xs: torch.Tensor, sigmas: torch.Tensor, conds: list[Cond],
-                  concat: torch.Tensor | None, uncond_flags: list[bool]) -> list[torch.Tensor]:
+                  concat: torch.Tensor | None, uncond_flags: list[bool],
+                  row_points: list[int] | None = None) -> list[torch.Tensor]:
         # One batch when every context has the same token length (the usual case); prompts of
         # different chunk counts run as one batch per length.
         lengths = sorted({c.context.shape[0] for c in conds})
@@ -128,7 +144,10 @@ class Denoiser:
             rows = [i for i, c in enumerate(conds) if c.context.shape[0] == length]
             context = torch.stack([conds[i].context for i in rows])
             added = self._added([conds[i] for i in rows], [uncond_flags[i] for i in rows])
-            out = self._model(xs[rows], sigmas[rows], context, concat[rows] if concat is not None else None, added)
+            sizes = _run_lengths([row_points[i] for i in rows]) if row_points else [len(rows)]
+            with rows_per_point(self.unet, sizes):
+                out = self._model(xs[rows], sigmas[rows], context, concat[rows] if concat is not None else None,
+                                  added)
             for j, row in enumerate(rows):
                 outputs[row] = out[j]
         return outputs

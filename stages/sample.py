@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import SampleParams
+from sdbake.stages.conditioning import pack_memo, unpack_memo
 from sdbake.stages.context import StageContext
-from sdbake.stages.sampler_run import guidance, run_sampler, sampling_setup
+from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup
 from sdbake.stages.state import Position, State
 
 
@@ -40,6 +41,11 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
     g = guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl)
     x, carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise, carry=carry,
                                         model_calls=model_calls)
+    return _result(p, state, ctx, x, carry, model_calls, setup, noise, g)
+
+
+def _result(p: SampleParams, state: State, ctx: StageContext, x, carry, model_calls, setup, noise,
+            g: Guidance) -> State:
     finished = p.end == p.steps
     record = {"stage": ctx.stage_id, "type": "sample", "Steps": p.steps, "sampler": p.sampler,
               "scheduler": p.scheduler, "CFG scale": p.cfg, "start": p.start, "end": p.end}
@@ -52,8 +58,53 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         record["Refiner switch at"] = round(p.start / p.steps, 4)
     return state.evolve(
         latent=x.float().cpu(), latent_kind="sampled" if finished else "noisy",
-        position=None if finished else Position(p.steps, p.scheduler, p.end, float(sigmas[p.end])),
+        position=None if finished else Position(p.steps, p.scheduler, p.end, float(setup.sigmas[p.end])),
         sampler=None if finished else p.sampler, carry=None if finished else carry,
         noise=None if finished else setup.pack_noise(noise), model_calls=0 if finished else model_calls,
         image=None, image_from_latent=False, model=p.model, prompts=tuple(g.prompts), negatives=tuple(g.negatives),
         provenance=state.provenance + (record,))
+
+
+def batchable(p: SampleParams, state: State) -> bool:
+    """Whether this execution may join a batch: a whole schedule from an empty latent (no history,
+    no leftover noise to split between the images afterwards)."""
+    return state.position is None and state.latent_kind == "empty" and p.start == 0 and p.end == p.steps
+
+
+def _batch_shape(p: SampleParams, state: State) -> tuple:
+    """What every member of a batch must share: all params but the per-image ones, and the latent's
+    shape and text encoding."""
+    params = p.model_dump(exclude={"id", "cfg", "seed", "prompt", "negative"})
+    return params, tuple(state.latent.shape[1:]), state.clip_skip, state.model
+
+
+def run_batch(params: list[SampleParams], states: list[State], contexts: list[StageContext]) -> list[State]:
+    """Several executions that differ only in seeds, prompts and cfg, as one sampler call.
+
+    Each image draws from its own generator (seeded with its own seed), is guided with its own
+    point's cfg, and on CPU the size-dependent layers run per point (stages/point_rows.py), so every
+    result equals its unbatched run bit for bit; the caller stores each as its own cache entry."""
+    p, ctx = params[0], contexts[0]
+    shared = _batch_shape(p, states[0])
+    if any(not batchable(q, state) or _batch_shape(q, state) != shared for q, state in zip(params, states)):
+        raise StateError("these sample executions differ in more than seeds, prompts and cfg: they cannot "
+                         "share a batch", stage=ctx.stage_id)
+    model = ctx.model(p.model)
+    setup = sampling_setup(model, p.sampler, p.scheduler, p.steps)
+    rows = [len(state.seeds) for state in states]
+    noise = setup.new_noise([seed for state in states for seed in state.seeds], states[0].latent.shape[1:],
+                            ctx.device)
+    initial = noise.draw().to(ctx.device)
+    x = torch.zeros_like(initial) + initial * setup.sigmas[p.start]
+    own = [guidance(state, c, q.cfg, q.steps, micro=q.sdxl) for q, state, c in zip(params, states, contexts)]
+    memo: dict = {}
+    for state in states:                  # every point's texts, for this model's encoders
+        memo.update(unpack_memo(state.embeddings, model, state.clip_skip))
+    g = Guidance([t for one in own for t in one.prompts], [t for one in own for t in one.negatives],
+                 pack_memo(memo, model, states[0].clip_skip), states[0].clip_skip,
+                 [one.cfg for one, count in zip(own, rows) for _ in range(count)], p.steps, micro=own[0].micro,
+                 points=[n for n, count in enumerate(rows) for _ in range(count)] if ctx.device == "cpu" else None)
+    x, _carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise)
+    offsets = [sum(rows[:n]) for n in range(len(rows) + 1)]
+    return [_result(q, state, c, x[offsets[n]:offsets[n + 1]], None, model_calls, setup, noise, own[n])
+            for n, (q, state, c) in enumerate(zip(params, states, contexts))]

@@ -53,10 +53,11 @@ class Guidance:
     negatives: list[str]
     embeddings: Packed | None
     clip_skip: int
-    cfg: float
+    cfg: float | list[float]              # one scale, or one per image (points batched together)
     schedule_steps: int
     hires_steps: int | None = None
     micro: object = None                 # the stage's SDXL micro-conditioning table (None: A1111's defaults)
+    points: list[int] | None = None       # batched points: the point of each image (rows round as alone)
 
 
 def guidance(state: State, ctx: StageContext, cfg: float, schedule_steps: int,
@@ -123,7 +124,7 @@ def guided_denoiser(model, sampler: str, g: Guidance, x: torch.Tensor, ctx: Stag
     factor = model.vae_scale_factor
     time_ids = added_time_ids(model, x.shape[-1] * factor, x.shape[-2] * factor, g.micro)
     return Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, g.cfg, inputs,
-                    model_calls=model_calls, concat=concat, time_ids=time_ids)
+                    model_calls=model_calls, concat=concat, time_ids=time_ids, points=g.points)
 
 
 def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: int, g: Guidance, ctx: StageContext,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sdbake.runner.check.comparison import (
     FINGERPRINT_FILE,
@@ -38,6 +39,7 @@ class CheckOptions:
     min_ssim: float | None = None
     exact: bool = False
     device: str | None = None
+    executor: Any = None             # runner.executors.ExecutorOptions: compute the suite's graph first
 
     def flag_tolerances(self) -> Tolerances:
         return Tolerances(self.max_abs_diff, self.mean_abs_diff, self.min_psnr, self.min_ssim)
@@ -226,6 +228,10 @@ def run_check(sources: list[str], options: CheckOptions,
     recipes = collect_recipes(sources)
     cases: list[Case] = []
     with tempfile.TemporaryDirectory(prefix="sdbake-check-") as scratch:
+        if options.executor is not None and not options.no_cache:
+            from sdbake.runner.executors.render import precompute_suite
+            precompute_suite(recipes, options.executor, cache_dir=options.cache_dir, device=options.device,
+                             threads=None if os.environ.get("SDBAKE_THREADS") else 1)
         for index, path in enumerate(recipes):
             # each recipe renders into a fresh root, so earlier outputs never bump a file name
             for case in check_recipe(path, options, Path(scratch) / str(index)):

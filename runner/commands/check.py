@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                                        "allowed (0-255)")
     check.add_argument("--min-psnr", type=float, metavar="DB", help="smallest PSNR allowed, in dB")
     check.add_argument("--min-ssim", type=float, metavar="X", help="smallest SSIM allowed (0-1)")
+    from sdbake.runner.commands.run import add_executor_options
+    add_executor_options(check, summary=False)
     check.set_defaults(func=run_check_command)
 
 
@@ -54,6 +56,7 @@ def run_check_command(args) -> int:
     from sdbake.runner.check.junit import write_junit
     from sdbake.runner.check.report import write_report
     from sdbake.runner.check.run import CheckOptions, run_check
+    from sdbake.runner.commands.run import executor_options
 
     if args.max_abs_diff is not None and not 0 <= args.max_abs_diff <= 255:
         print("--max-abs-diff must be between 0 and 255", file=sys.stderr)
@@ -64,7 +67,8 @@ def run_check_command(args) -> int:
         return 2
     options = CheckOptions(golden=args.golden, update=args.update, no_cache=args.no_cache, cache_dir=args.cache_dir,
                            max_abs_diff=args.max_abs_diff, mean_abs_diff=args.mean_abs_diff,
-                           min_psnr=args.min_psnr, min_ssim=args.min_ssim, exact=args.exact, device=args.device)
+                           min_psnr=args.min_psnr, min_ssim=args.min_ssim, exact=args.exact, device=args.device,
+                           executor=executor_options(args))
     shown_comparisons: set[str] = set()
     result = run_check(args.sources, options, on_case=lambda case: print_case(case, shown_comparisons))
     for path in result.stale:

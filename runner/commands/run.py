@@ -22,6 +22,49 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
                         help="sweep axis, e.g. seed=1-4 or defaults.cfg=5,7 (A1111 X/Y/Z ranges)")
 
 
+def add_executor_options(parser: argparse.ArgumentParser, summary: bool = True) -> None:
+    """How a run's stage graph is computed (docs/scale.md)."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: in this process (default); ray: Ray tasks on a cluster's workers")
+    parser.add_argument("--max-batch", type=int, default=1, metavar="N",
+                        help="sample up to N points that differ only in seed/prompt/cfg in one call (default 1)")
+    parser.add_argument("--ray-address", metavar="auto|ray://HOST:PORT",
+                        help="an existing Ray cluster (default: start a local one on the loopback interface)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="Ray worker actors (default: one per GPU, or per CPU thread budget)")
+    if summary:
+        parser.add_argument("--json", action="store_true", help="print the run's summary as JSON on stdout")
+
+
+def executor_options(args):
+    """The ExecutorOptions the flags ask for, or None for today's point-by-point run."""
+    from sdbake.runner.executors import ExecutorOptions
+    from sdbake.schemas.errors import SdbakeError
+    if args.max_batch < 1:
+        raise SdbakeError(f"--max-batch {args.max_batch}: must be 1 or more")
+    if args.executor == "local" and args.max_batch == 1 and not getattr(args, "json", False) \
+            and args.ray_address is None:
+        return None
+    if args.no_cache:
+        raise SdbakeError(f"--executor {args.executor} with --max-batch/--json meets its workers in the stage cache: "
+                          "it cannot run with --no-cache")
+    if args.ray_address and args.executor != "ray":
+        raise SdbakeError("--ray-address needs --executor ray")
+    return ExecutorOptions(executor=args.executor, max_batch=args.max_batch, ray_address=args.ray_address,
+                           workers=args.workers, quiet=getattr(args, "quiet", False),
+                           allow_pickle=getattr(args, "allow_pickle", False))
+
+
+def report_farm(farm, args) -> None:
+    """The summary table on stderr (and the JSON summary on stdout with --json)."""
+    import json
+    if not args.quiet:
+        for line in farm.progress.table():
+            print(line, file=sys.stderr)
+    if args.json:
+        print(json.dumps(farm.summary, indent=1, sort_keys=True))
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run", help="render a recipe (or re-render an image made by sdbake)",
@@ -41,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--compile", action="store_true", help="torch.compile the UNet")
     run.add_argument("--no-half-vae", action="store_true", help="decode in float32 even on fp16/bf16 runs")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress or per-stage lines on stderr")
+    add_executor_options(run)
     run.set_defaults(func=run_command)
 
     plan = subparsers.add_parser(
@@ -88,13 +132,17 @@ def run_command(args) -> int:
     from sdbake.runner.execute import RunOptions, execute
 
     sweep = _sweep_source(args)
+    farm_options = executor_options(args)
     if sweep is not None:
         from sdbake.runner.sweep.run import run_sweep
         result = run_sweep(args.recipe, output_root=_output_root(args, sweep.recipe), cache_dir=args.cache_dir,
                            no_cache=args.no_cache, overrides=args.overrides, cli_matrix=args.matrix,
-                           device=args.device, dtype=args.dtype, quiet=args.quiet)
-        for path in result.paths:
-            print(path)
+                           device=args.device, dtype=args.dtype, quiet=args.quiet, executor=farm_options)
+        if not args.json:
+            for path in result.paths:
+                print(path)
+        if result.farm is not None:
+            report_farm(result.farm, args)
         return 0
 
     from sdbake.runner.sources import IMAGE_SUFFIXES
@@ -110,6 +158,13 @@ def run_command(args) -> int:
             raise LockError(f"{len(problems)} difference(s) from the lock file", file=args.recipe)
     options = RunOptions(no_cache=args.no_cache, refresh=set(args.refresh), until=args.until,
                          allow_pickle=args.allow_pickle, quiet=args.quiet)
+    if farm_options is not None:
+        if args.until or args.refresh:
+            from sdbake.schemas.errors import SdbakeError
+            raise SdbakeError(f"--executor {args.executor}: --until and --refresh run with the local executor only")
+        from sdbake.runner.executors import run_graph
+        from sdbake.runner.graph import StageGraph
+        report_farm(run_graph(StageGraph.build([plan]), store, farm_options), args)
     result = execute(plan, None if args.no_cache else store, options)
     written = [(status, path) for report in result.reports for status, path in report.files]
     for status, path in written:

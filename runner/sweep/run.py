@@ -34,6 +34,7 @@ class SweepResult:
     sweep: Sweep
     runs: list[PointRun]
     grids: list[Path] = field(default_factory=list)
+    farm: Any = None                  # runner.executors.GraphRun when an executor walked the sweep's graph
 
     @property
     def images(self) -> list[Path]:
@@ -54,6 +55,7 @@ class SweepPlan:
     shared: list[str]                 # ids of the stages whose key is the same in every point
     cached: int | None = None         # how many of the needed keys the cache holds already
     keys: list[list[str]] = field(default_factory=list)      # per point (run order), per stage
+    details: list[str] = field(default_factory=list)        # the graph's critical path, stages per model
 
     def lines(self) -> list[str]:
         saved = self.naive - self.needed
@@ -62,7 +64,7 @@ class SweepPlan:
                 f"shared by every point: {', '.join(self.shared) or 'none'}"]
         if self.cached is not None:
             text.append(f"already cached: {self.cached} of {self.needed}")
-        return text
+        return text + self.details
 
 
 def _as_sweep(source: SweepSource, overrides: list[str], cli_matrix: list[str] | dict) -> Sweep:
@@ -98,7 +100,9 @@ def plan_sweep(source: SweepSource, *, overrides: list[str] = (), cli_matrix: li
     from sdbake.runner.cache import CacheStore, default_cache_root
     store = CacheStore(Path(cache_dir) if cache_dir is not None else default_cache_root())
     cached = sum(1 for key in distinct if store.has(key))
-    return SweepPlan(len(sweep.points), stage_count, len(distinct), len(keys) * stage_count, shared, cached, keys)
+    from sdbake.runner.graph import StageGraph
+    return SweepPlan(len(sweep.points), stage_count, len(distinct), len(keys) * stage_count, shared, cached, keys,
+                     StageGraph.build(plans).detail_lines())
 
 
 def _final_image(point: Point, result: Any) -> Path:
@@ -112,10 +116,13 @@ def _final_image(point: Point, result: Any) -> Path:
 def run_sweep(source: SweepSource, *, output_root: Path | str | None = None, cache_dir: Path | str | None = None,
               no_cache: bool = False, overrides: list[str] = (), cli_matrix: list[str] | dict = (),
               device: str | None = None, dtype: str | None = None, threads: int | None = None,
-              quiet: bool = True, on_point: Callable[[int, int, Point, Any], None] | None = None) -> SweepResult:
+              quiet: bool = True, on_point: Callable[[int, int, Point, Any], None] | None = None,
+              executor: Any = None) -> SweepResult:
     """Render every point in run order, then write the grids (unless `save_grid = false`).
 
-    `on_point(done, total, point, run_result)` is called after each point (progress, tests)."""
+    `on_point(done, total, point, run_result)` is called after each point (progress, tests). With
+    `executor` (runner.executors.ExecutorOptions) the points' merged stage graph is computed first
+    by that executor (batched, or on a Ray cluster); the points then find every stage cached."""
     from sdbake.runner.api import render
     sweep = _as_sweep(source, overrides, cli_matrix)
     for point in sweep.points:
@@ -124,6 +131,8 @@ def run_sweep(source: SweepSource, *, output_root: Path | str | None = None, cac
                               file=sweep.label)
     plans = point_plans(sweep, output_root, device, dtype, threads)          # everything checked first
     root = plans[0].output_root if plans else Path(output_root or "outputs")
+    if executor is not None and not no_cache:
+        return _run_with_executor(sweep, plans, root, cache_dir, executor, on_point)
     runs = []
     for done, point in enumerate(sweep.points, start=1):
         result = render(point.loaded, output_root=root, cache_dir=cache_dir, no_cache=no_cache, device=device,
@@ -132,6 +141,21 @@ def run_sweep(source: SweepSource, *, output_root: Path | str | None = None, cac
         if on_point is not None:
             on_point(done, len(sweep.points), point, result)
     outcome = SweepResult(sweep, runs)
+    if sweep.save_grid and sweep.axes:
+        outcome.grids = write_grids(sweep, runs, root)
+    return outcome
+
+
+def _run_with_executor(sweep: Sweep, plans: list, root: Path, cache_dir, executor, on_point) -> SweepResult:
+    from sdbake.runner.cache import CacheStore, default_cache_root
+    from sdbake.runner.executors.render import render_plans
+    store = CacheStore(Path(cache_dir) if cache_dir else default_cache_root())
+    farm, results = render_plans(plans, store, executor)
+    runs = [PointRun(point, result, _final_image(point, result)) for point, result in zip(sweep.points, results)]
+    for done, run in enumerate(runs, start=1):
+        if on_point is not None:
+            on_point(done, len(runs), run.point, run.result)
+    outcome = SweepResult(sweep, runs, farm=farm)
     if sweep.save_grid and sweep.axes:
         outcome.grids = write_grids(sweep, runs, root)
     return outcome
