@@ -28,12 +28,13 @@ def cluster():
     """One local cluster for the module: 2 CPUs on 127.0.0.1, no dashboard."""
     if ray.is_initialized():
         ray.shutdown()
-    os.environ["SDBAKE_THREADS"] = "1"        # the workers inherit it: one thread each, as the plans say
+    # the workers inherit this process's environment, where conftest.py pins SDBAKE_THREADS=1 (the
+    # thread count is in the plans' numerics)
+    assert os.environ.get("SDBAKE_THREADS") == "1"
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              logging_level="warning")
     yield ray
     ray.shutdown()
-    os.environ.pop("SDBAKE_THREADS", None)
 
 
 def ray_options(**changes) -> ExecutorOptions:
