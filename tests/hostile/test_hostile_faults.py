@@ -236,3 +236,16 @@ def test_a_spandrel_that_fails_to_import_with_any_error_is_treated_as_absent(mon
     monkeypatch.delitem(sys.modules, "spandrel", raising=False)
     monkeypatch.setattr(builtins, "__import__", broken)
     assert upscaler._spandrel() is None
+
+
+def test_a_read_only_cache_still_runs_a_miss_and_says_it_could_not_store_it(arena, baked):
+    arena.write("r.toml", baked["text"])
+    with tmpfs(arena.cache, "8m"):
+        shutil.copytree(baked["cache"], arena.cache, dirs_exist_ok=True)
+        from sdbake.runner.cache import CacheStore
+        (save,) = [e for e in CacheStore(arena.cache).entries() if e.info["stage"]["id"] == "save"]
+        shutil.rmtree(save.folder)                      # the save stage misses
+        remount_read_only(arena.cache)
+        ran = arena.sdbake("run", "r.toml", code=0, max_s=120)
+        assert "save: ran" in ran.err and "stage save not stored in the cache" in ran.err
+        assert (arena.out / "baked.png").read_bytes() == baked["png"]

@@ -176,3 +176,23 @@ def test_diff_of_two_hostile_images_is_one_line_with_exit_2(arena):
     arena.write("a.png", sdbake_png("[]"))
     arena.write("b.png", sdbake_png(deep_json(50_000)))
     arena.sdbake("diff", "a.png", "b.png", code=2, expect="a.png", max_s=10)
+
+
+def test_run_image_writes_under_the_output_root_not_where_the_image_says(arena, baked):
+    # The baked render's own PNG, its embedded recipe given an output_dir pointing into the sentinel
+    # tree; served from the baked cache (hits, no torch). The arena's snapshot proves the sentinel tree
+    # untouched; the image lands under ./outputs.
+    from hostile_helpers import bring_baked_cache
+    from PIL import Image
+    bring_baked_cache(arena, baked)
+    with Image.open(io.BytesIO(baked["png"])) as image:
+        document = json.loads(image.text["sdbake"])
+        parameters = image.text["parameters"]
+        pixels = image.convert("RGB")
+        pixels.load()
+    document["recipe"]["output_dir"] = str(arena.sentinel / "home" / "renders")
+    from sdbake.stages.output.metadata import encode_image
+    arena.write("downloaded.png", encode_image(pixels, "png", parameters, json.dumps(document)))
+    ran = arena.sdbake("run", "downloaded.png", code=0, max_s=30)
+    assert "output_dir is ignored" in ran.err and "reproduced" in ran.out
+    assert [p.name for p in arena.out.iterdir()] == ["baked.png"]
