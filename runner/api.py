@@ -1,33 +1,35 @@
-"""The run machinery as functions, for `check`, sweeps, benchmarks and tests (the CLI uses the same)."""
+"""The run machinery as functions, for `check`, sweeps, benchmarks and tests (the CLI uses the same).
+
+Keyword options are those of `PlanOptions` (output_root, device, dtype, threads, compile,
+no_half_vae, now) and, for `render`, of `RunOptions` (no_cache, refresh, until, allow_pickle, quiet).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from sdbake.runner.cache import CacheStore, default_cache_root
-from sdbake.runner.execute import RunOptions, RunResult, execute
-from sdbake.runner.numerics import Numerics
-from sdbake.runner.plan import Plan, build_plan
-from sdbake.runner.preflight import preflight
+from sdbake.runner.console import RunOptions
+from sdbake.runner.execute import RunResult, execute
+from sdbake.runner.plan import Plan
+from sdbake.runner.planning import PlanOptions, plan_recipe, split_options
 from sdbake.runner.sources import load_any
 from sdbake.schemas.loader import LoadedRecipe
 
 
-def make_plan(loaded: LoadedRecipe, *, output_root: Path | str | None = None, device: str | None = None,
-              dtype: str | None = None, threads: int | None = None) -> Plan:
-    recipe = loaded.recipe
-    root = Path(output_root) if output_root else Path(recipe.output_dir) if recipe.output_dir else Path("outputs")
-    numerics = Numerics.choose(device, dtype, threads, compile=recipe.performance.compile,
-                               channels_last=recipe.performance.channels_last)
-    preflight(loaded, root)             # what the run would trip over, before hashing or loading models
-    return build_plan(loaded, numerics, root)
+def make_plan(loaded: LoadedRecipe, **options) -> Plan:
+    """The plan of a loaded recipe (keyword options: see the module's docstring)."""
+    (plan_options,) = split_options(options, PlanOptions)
+    return plan_recipe(loaded, plan_options)
 
 
-def render(source: str | Path | LoadedRecipe, *, overrides: list[str] = (), output_root: Path | str | None = None,
-           cache_dir: Path | str | None = None, no_cache: bool = False, device: str | None = None,
-           dtype: str | None = None, threads: int | None = None, until: str | None = None,
-           quiet: bool = True) -> RunResult:
+def cache_store(cache_dir: Path | str | None = None) -> CacheStore:
+    return CacheStore(Path(cache_dir) if cache_dir else default_cache_root())
+
+
+def render(source: str | Path | LoadedRecipe, *, overrides: list[str] = (), cache_dir: Path | str | None = None,
+           **options) -> RunResult:
     """Render a recipe (file, image or loaded recipe); returns per-stage reports and written files."""
+    plan_options, run_options = split_options({"quiet": True, **options}, PlanOptions, RunOptions)
     loaded = source if isinstance(source, LoadedRecipe) else load_any(str(source), list(overrides))
-    plan = make_plan(loaded, output_root=output_root, device=device, dtype=dtype, threads=threads)
-    store = None if no_cache else CacheStore(Path(cache_dir) if cache_dir else default_cache_root())
-    return execute(plan, store, RunOptions(no_cache=no_cache, until=until, quiet=quiet))
+    plan = plan_recipe(loaded, plan_options)
+    return execute(plan, None if run_options.no_cache else cache_store(cache_dir), run_options)

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "sdbake.runner.commands.models",
     "sdbake.runner.commands.watch",
     "sdbake.runner.commands.new",
+    "sdbake.runner.commands.pack",
 ]
 
 

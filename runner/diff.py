@@ -17,7 +17,7 @@ from typing import Any
 
 from sdbake.runner.numerics import Numerics
 from sdbake.runner.plan import NOT_IN_KEY, Plan, build_plan, canonical_dict_of, key_of, wildcard_dirs
-from sdbake.schemas.canonical import canonical_dict, canonical_json
+from sdbake.schemas.canonical import canonical_dict
 from sdbake.schemas.errors import SdbakeError
 from sdbake.schemas.loader import LoadedRecipe
 
@@ -26,7 +26,7 @@ from sdbake.schemas.loader import LoadedRecipe
 RECIPE_FIELDS_APART = {"stages", "defaults", "models"}
 # Key-document entries that are reported per stage (the rest are params, chain, or recipe-wide).
 KEY_INPUTS = {"files": "input files", "loras": "LoRA files", "prompts": "resolved prompts",
-              "negatives": "resolved negatives", "outputs": "output paths", "schedule_steps": "prompt schedules",
+              "negatives": "resolved negatives", "outputs": "output paths",
               "version": "stage code version"}
 WILDCARD_SUFFIXES = (".txt", ".yaml", ".yml", ".json")
 FIXED_TIME = datetime(2000, 1, 1)     # both plans render date templates alike
@@ -229,17 +229,19 @@ def wildcard_diffs(a: LoadedRecipe, b: LoadedRecipe) -> list[WildcardDiff]:
 # -- consequence: which stages a re-run reuses ------------------------------------------------------
 
 def estimated_keys(loaded: LoadedRecipe) -> list[tuple[str, str]]:
-    """(stage id, key) from the recipe alone, chained like real keys (model paths stand in for hashes)."""
+    """(stage id, key) from the recipe alone, chained like real keys (model paths stand in for hashes);
+    a save's key holds the stages before it (its prefix), not the stages after it."""
     recipe = loaded.recipe
-    recipe_hash = key_of({"recipe": canonical_json(recipe, indent=None)})
     models = canonical_dict(recipe)["models"]
-    keys, state_key = [], None
+    keys, state_key, prefix = [], None, []
     for stage in recipe.stages:
         params = {k: v for k, v in canonical_dict_of(stage).items() if k not in NOT_IN_KEY}
         document = {"stage": stage.type, "params": params, "input": state_key,
                     "model": models.get(getattr(stage, "model", None) or "")}
         if stage.type == "save":
-            document["recipe"] = recipe_hash
+            document["recipe"] = key_of({"name": recipe.name, "stages": prefix + [params]})
+        else:
+            prefix.append(params)
         key = key_of(document)
         keys.append((stage.id, key))
         state_key = state_key if stage.type == "save" and state_key else key
@@ -284,7 +286,7 @@ def apply_consequence(diff: RecipeDiff, a: LoadedRecipe, b: LoadedRecipe, numeri
             if stage.inputs and stage.status == "same":
                 stage.status = "changed"
         if stage.outcome == "re-run" and stage.status == "same":
-            stage.reason = ("its input stage re-runs" if upstream_reruns else "the embedded recipe changed"
+            stage.reason = ("its input changed" if upstream_reruns else "the embedded recipe changed"
                             if stage.type == "save" else "its model or numerics changed")
         if stage.type != "save":    # a save passes its input state through unchanged
             upstream_reruns = upstream_reruns or stage.outcome == "re-run"

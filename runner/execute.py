@@ -59,11 +59,22 @@ def materialize(plan: Plan, inv: Invocation, files: dict[str, bytes] | None, ent
     return written
 
 
+def _remember_inputs(plan: Plan, store: CacheStore, console: Console) -> None:
+    """Keep the plan's input files in the cache's input store, so `run IMAGE` finds them later."""
+    from sdbake.runner.inputs import remember_inputs
+    try:
+        remember_inputs(plan, store.root)
+    except OSError as err:             # a read-only cache still serves hits
+        console.warn(f"input files not kept in the cache: {err}")
+
+
 def execute(plan: Plan, store: CacheStore | None, options: RunOptions) -> RunResult:
     console = Console(options.quiet)
     if store is not None:
         store.warn = console.warn
     invocations = _ordered_until(plan, options.until)
+    if store is not None and not options.no_cache:
+        _remember_inputs(plan, store, console)
     reports: list[StageReport] = []
     runtime = None                    # torch-side helpers, created at the first miss
     state = None

@@ -47,6 +47,8 @@ def lock_document(plan: Plan, outputs: list[Path] | None = None) -> dict:
         "models": models, "prompts": prompts,
         "stages": {inv.id: inv.key for inv in plan.invocations},
     }
+    if plan.random_seed is not None:      # `seed = -1` drew it: `run --locked` uses it again
+        document["random_seed"] = plan.random_seed
     if outputs:
         root = plan.output_root
         document["outputs"] = {_relative(p, root): hashlib.sha256(p.read_bytes()).hexdigest() for p in outputs}
@@ -111,3 +113,15 @@ def lock_differences(locked: dict, current: dict) -> list[str]:
             problems.append(f"stage {stage}: resolved prompts differ from the lock "
                             f"({old_prompts.get(stage)} -> {new_prompts.get(stage)})")
     return problems
+
+
+def check_locked(plan: Plan, recipe_path: Path, label: str = "") -> None:
+    """`--locked`: refuse a plan whose model files or resolved prompts differ from RECIPE.lock."""
+    import sys
+
+    from sdbake.schemas.errors import LockError
+    problems = lock_differences(read_lock(lock_path(recipe_path)), lock_document(plan))
+    if problems:
+        for line in problems:
+            print(f"{recipe_path}{label}: {line}", file=sys.stderr)
+        raise LockError(f"{len(problems)} difference(s) from the lock file", file=str(recipe_path))

@@ -8,18 +8,15 @@ import warnings
 import torch
 from sdbake.runner.cache import CacheStore
 from sdbake.runner.console import Console, RunOptions
+from sdbake.runner.kinds import KINDS
 from sdbake.runner.plan import Invocation, Plan
 from sdbake.runner.previews import preview_sink
-from sdbake.schemas.canonical import canonical_json
 from sdbake.schemas.errors import CacheError, SdbakeError
 from sdbake.stages.context import StageContext
 from sdbake.stages.state import State, pack, unpack
 
 from sdbake import __version__
 
-# The module whose `run` a stage kind executes.
-STAGE_MODULES = {"encode": "sdbake.stages.encode", "sample": "sdbake.stages.sample", "intervene": "sdbake.stages.intervene",
-                 "hires": "sdbake.stages.hires", "inpaint": "sdbake.stages.inpaint", "save": "sdbake.stages.save"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -35,7 +32,6 @@ class Runtime:
             raise SdbakeError(f"device {numerics.device} requested but torch sees no CUDA device")
         self.device = numerics.device
         self.dtype = DTYPES[numerics.dtype]
-        self.stage_keys = {inv.id: inv.key for inv in plan.invocations}
 
     # -- models --
     def model(self, inv: Invocation, entry_name: str):
@@ -78,18 +74,16 @@ class Runtime:
         return StageContext(
             stage_id=inv.id, device=self.device, dtype=self.dtype,
             model=lambda name: self.model(inv, name), upscaler_model=self.upscaler_model,
-            files=inv.files, prompts=list(inv.prompts),
-            negatives=list(inv.negatives), schedule_steps=inv.schedule_steps, outputs=inv.outputs,
-            model_info=self.model_info(inv), recipe_json=canonical_json(self.plan.recipe, indent=None),
+            files=inv.files, prompts=list(inv.prompts), negatives=list(inv.negatives), outputs=inv.outputs,
+            model_info=self.model_info(inv), embedded=inv.embedded,
             recipe_folder=self.plan.loaded.folder, progress=self.console.progress, warn=self.console.warn,
             vae_fp32=self.plan.numerics.vae_fp32,
-            extra={"stage_keys": self.stage_keys, "output_root": self.plan.output_root,
-                   "embedding_files": self.plan.embedding_files, "memo_models": inv.memo_models},
+            extra={"output_root": self.plan.output_root, "embedding_files": self.plan.embedding_files},
             preview_every=getattr(inv.stage, "preview_every", None) or 0,
             on_preview=preview_sink(self.plan, inv, self.options.on_preview))
 
     def run_stage(self, inv: Invocation, state: State | None) -> tuple[State, dict[str, bytes]]:
-        module = importlib.import_module(STAGE_MODULES[inv.stage.type])
+        module = importlib.import_module(KINDS[inv.stage.type].run_module)
         ctx = self.context(inv)
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("default")

@@ -1,16 +1,19 @@
 """Where a recipe can come from: a TOML/YAML file, an image carrying an `sdbake` chunk, or `REV:path`."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from sdbake.schemas.errors import RecipeError
+from sdbake.schemas.errors import InputFileError, RecipeError
 from sdbake.schemas.loader import LoadedRecipe, load_recipe, load_text
 
 IMAGE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_EMBEDDED_BYTES = 4 << 20       # a recipe is a few KB; a bigger chunk is not one sdbake wrote
 # A git revision as `git rev-parse` reads it: no option-like start, no spaces or control characters.
 _GIT_REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./~^@{}+-]*")
@@ -42,18 +45,80 @@ def embedded_document(image: Path) -> dict:
     return parse_embedded(sdbake_json, image)
 
 
-def load_image_recipe(image: Path, overrides: list[str] = ()) -> LoadedRecipe:
+@dataclass(frozen=True)
+class InputSearch:
+    """Where `run IMAGE` looks for the files the image's recipe read (after the image's own folder)."""
+    inputs: Path | None = None          # --inputs DIR
+    recipe_dir: Path | None = None      # --recipe-dir DIR: the original recipe's folder (relative paths)
+    cache_root: Path | None = None      # the cache, whose input store keeps every input file it saw
+
+
+def load_image_recipe(image: Path, overrides: list[str] = (), search: InputSearch | None = None) -> LoadedRecipe:
+    """The recipe prefix that made the image, for this image alone: its seed, its resolved prompts, and
+    its input files found by content hash."""
     document = embedded_document(image)
-    recipe = dict(document["recipe"])
+    search = search or InputSearch()
+    # Relative paths in the embedded recipe resolve against the original recipe's folder when given,
+    # else the image's folder; a file not there is found by its hash.
+    folder = Path(search.recipe_dir or image.parent).resolve()
+    recipe, found = image_recipe(document, image, folder, search)
+    loaded = load_text(json.dumps(recipe), "yaml", label=f"{image}[sdbake]", folder=folder, overrides=overrides)
+    resolved = document.get("resolved", {})
+    if not isinstance(resolved, dict) or not all(
+            isinstance(texts, dict) and all(isinstance(t, list) and all(isinstance(x, str) for x in t)
+                                            for t in texts.values()) for texts in resolved.values()):
+        raise RecipeError("the embedded resolved prompts are damaged (want stage id -> lists of texts)",
+                          file=str(image))
+    loaded.found, loaded.resolved = found, resolved
+    return loaded
+
+
+def image_recipe(document: dict, image: Path, folder: Path, search: InputSearch) -> tuple[dict, dict[str, Path]]:
+    """The image's recipe prefix, and where the files it read were found by hash."""
+    recipe = copy.deepcopy(document["recipe"])
     # A downloaded image must not choose where sdbake writes: its output_dir is dropped, and the
     # run writes under --out or the current output root (DESIGN.md section 4, save).
     if recipe.pop("output_dir", None) is not None:
         print(f"warning: {image}: the embedded recipe's output_dir is ignored; writing under --out or "
               "./outputs", file=sys.stderr)
-    # Relative paths in the embedded recipe resolve against the image's folder.
-    folder = image.parent.resolve()
-    return load_text(json.dumps(recipe), "yaml", label=f"{image}[sdbake]", folder=folder,
-                     overrides=overrides)
+    if "resolved" not in document:       # an image made before images recorded their inputs
+        return recipe, {}
+    try:
+        return recipe, _found_inputs(document, recipe, image, folder, search)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        raise RecipeError(f"the embedded record of input files is damaged ({type(err).__name__}: {err})",
+                          file=str(image)) from None
+
+
+def _found_inputs(document: dict, recipe: dict, image: Path, folder: Path, search: InputSearch) -> dict[str, Path]:
+    """File name as the recipe writes it -> the file with the recorded sha256, wherever it was found."""
+    from sdbake.runner.inputs import InputStore, find_by_hash, model_by_hash
+    found: dict[str, Path] = {}
+    stages = {stage["id"]: stage for stage in recipe["stages"]}
+    store = InputStore(search.cache_root) if search.cache_root else None
+    folders = [image.parent, search.inputs, search.recipe_dir]
+    for stage_id, files in document.get("files", {}).items():
+        for param, sha256 in files.items():
+            if param == "upscaler":      # a model: found by name in the upscaler folders
+                continue
+            if not SHA256.fullmatch(str(sha256)):
+                raise ValueError(f"{stage_id}.{param}: `{sha256}` is not a sha256")
+            path = param.split(".")
+            holder = stages[stage_id]
+            for part in path[:-1]:
+                holder = holder[int(part)] if isinstance(holder, list) else holder[part]
+            path_found = find_by_hash(sha256, holder[path[-1]], folders, store)
+            if path_found is None:
+                raise InputFileError(f"stage {stage_id}: {param} `{holder[path[-1]]}` (sha256 {sha256[:12]}) is not "
+                                     "next to the image, in --inputs, under --recipe-dir or in the cache's input "
+                                     "store", file=str(image))
+            found[holder[path[-1]]] = path_found.resolve()
+    for name, identity in document.get("models", {}).items():
+        entry = recipe["models"].get(name)
+        located = model_by_hash(entry["checkpoint"], identity["checkpoint"], folder) if entry else None
+        if located is not None:
+            found[entry["checkpoint"]] = located
+    return found
 
 
 def load_git_revision(spec: str, overrides: list[str] = ()) -> LoadedRecipe:
@@ -74,10 +139,14 @@ def load_git_revision(spec: str, overrides: list[str] = ()) -> LoadedRecipe:
     return load_text(text, fmt, label=spec, folder=Path(path).parent.resolve(), overrides=overrides)
 
 
-def load_any(source: str, overrides: list[str] = ()) -> LoadedRecipe:
+def load_any(source: str, overrides: list[str] = (), search: InputSearch | None = None) -> LoadedRecipe:
     path = Path(source)
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return load_image_recipe(path, overrides)
+        return load_image_recipe(path, overrides, search)
+    from sdbake.runner.bundle import is_bundle, load_bundle
+    if is_bundle(source):
+        from sdbake.runner.cache import default_cache_root
+        return load_bundle(path, list(overrides), (search and search.cache_root) or default_cache_root())
     if not path.exists() and ":" in source and not source.startswith(("/", ".")):
         return load_git_revision(source, overrides)
     return load_recipe(path, overrides)

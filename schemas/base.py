@@ -23,7 +23,7 @@ def _scheduler_label(value: str) -> str:
 
 SamplerName = Annotated[str, AfterValidator(_sampler_label)]
 SchedulerName = Annotated[str, AfterValidator(_scheduler_label)]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Seed = Annotated[int, Field(ge=-1, le=2**63 - 1, description="-1: pick one at plan time (recorded)")]
 Size = Annotated[int, Field(ge=64, le=8192, multiple_of=8)]
 Steps = Annotated[int, Field(ge=1, le=1000)]
 Cfg = Annotated[float, Field(ge=0.0, le=100.0)]
@@ -58,3 +58,7 @@ class StageBase(Strict):
     id: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
                            description="default: the type, or type-N when the type repeats")
     description: str | None = None
+
+    def files_read(self) -> list[tuple[tuple, str, str]]:
+        """(param path, file name as written, what it is) for each input file this stage reads."""
+        return []

@@ -30,6 +30,12 @@ class LoadedRecipe:
     path: Path                      # the recipe file (or a label such as "image.png[sdbake]")
     folder: Path                    # where relative paths inside the recipe resolve
     positions: Positions = field(default_factory=dict)
+    # file name as the recipe writes it -> the file found elsewhere by its content hash (`run IMAGE`,
+    # bundles): the recipe keeps its own words, so what it embeds stays the same
+    found: dict[str, Path] = field(default_factory=dict)
+    # stage id -> {"prompts": [...], "negatives": [...]}: the prompts an image's batch used, wildcards
+    # already expanded (`run IMAGE` renders them, not the templates)
+    resolved: dict[str, dict] = field(default_factory=dict)
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> LoadedRecipe:

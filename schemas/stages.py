@@ -39,6 +39,9 @@ class EncodeParams(StageBase):
     batch_size: BatchSize | None = None
     clip_skip: ClipSkip | None = None
 
+    def files_read(self) -> list[tuple[tuple, str, str]]:
+        return [(("image",), self.image, "init image")] if self.image else []
+
 
 class SamplingStage(StageBase):
     """What every stage that runs a sampler may set for itself (else it comes from [defaults])."""
@@ -125,6 +128,14 @@ class InterveneParams(StageBase):
     cfg: Cfg | None = None
     sdxl: SdxlConditioning | None = None
 
+    def files_read(self) -> list[tuple[tuple, str, str]]:
+        found = [((name,), getattr(self, name), name) for name in ("image", "mask") if getattr(self, name)]
+        for n, op in enumerate(self.ops):
+            for name in ("image", "mask"):
+                if getattr(op, name, None):
+                    found.append((("ops", n, name), getattr(op, name), f"{op.op} {name}"))
+        return found
+
 
 LATENT_UPSCALERS = ("latent-nearest-exact", "latent-nearest", "latent-bilinear", "latent-bicubic",
                     "latent-bilinear-antialiased", "latent-bicubic-antialiased")
@@ -182,6 +193,9 @@ class InpaintParams(SamplingStage):
         if not all(0.0 < v <= 1.0 for v in values):
             raise ValueError(f"must be in (0, 1] (got {denoise})")
         return denoise
+
+    def files_read(self) -> list[tuple[tuple, str, str]]:
+        return [(("mask",), self.mask, "mask")] if self.mask else []
 
     @model_validator(mode="after")
     def _has_mask(self):

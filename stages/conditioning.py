@@ -39,7 +39,14 @@ def negative_schedule(negative: str, steps: int, hires_steps: int | None = None)
     return schedule(negative, steps, hires_steps)
 
 
+# Encode cannot know the step counts of the stages after it (its key must not depend on them): it
+# encodes the texts a schedule of this many steps switches between, and the sampling stages encode
+# whatever text their own schedules add (a switch at step 200, say). 150 is A1111's largest UI value.
+KNOWN_TEXT_STEPS = 150
+
+
 def texts_of(prompts: list[str], negatives: list[str], pairs: list[list]) -> list[str]:
+    """Every text the prompts' schedules use, for each [steps, hires_steps] pair."""
     texts: set[str] = set()
     for steps, hires in pairs:
         for prompt in prompts:
@@ -48,6 +55,10 @@ def texts_of(prompts: list[str], negatives: list[str], pairs: list[list]) -> lis
         for negative in negatives:
             texts.update(text for _, text in negative_schedule(negative, steps, hires))
     return sorted(texts)
+
+
+def known_texts(prompts: list[str], negatives: list[str]) -> list[str]:
+    return texts_of(prompts, negatives, [[KNOWN_TEXT_STEPS, None]])
 
 
 def text_encoders(model, clip_skip: int, embedding_files: dict | None = None) -> list:

@@ -20,10 +20,9 @@ class StageContext:
     files: dict[str, Path] = field(default_factory=dict)   # param name -> resolved file it reads
     prompts: list[str] = field(default_factory=list)       # resolved prompt overrides, one per image
     negatives: list[str] = field(default_factory=list)
-    schedule_steps: list[list] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)        # save: rendered paths relative to the root
     model_info: dict = field(default_factory=dict)          # model_name, model_hash, loras ... for infotext
-    recipe_json: str = ""                                   # canonical recipe, embedded by save
+    embedded: list[dict] = field(default_factory=list)      # save: per image, the recipe prefix and inputs
     recipe_folder: Path | None = None
     progress: Callable[[int, int], None] = lambda done, total: None
     warn: Callable[[str], None] = print

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 from sdbake.schemas.stages import EncodeParams
-from sdbake.stages.conditioning import encode_texts, pack_memo, texts_of
+from sdbake.stages.conditioning import encode_texts, known_texts, pack_memo
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import open_image, pil_to_tensor
 from sdbake.stages.state import State
@@ -14,16 +14,12 @@ from sdbake.stages.vae import VaeOptions, vae_encode
 def run(p: EncodeParams, state: State, ctx: StageContext) -> State:
     model = ctx.model(p.model)
     seeds = tuple(p.seed + i for i in range(p.batch_size))
-    texts = texts_of(ctx.prompts, ctx.negatives, ctx.schedule_steps)
-    embeddings = None
-    # every model the following stages sample with (SDXL base -> refiner) gets its own encoders' memo
-    for name in [p.model, *ctx.extra.get("memo_models", ())]:
-        encoding_model = model if name == p.model else ctx.model(name)
-        if encoding_model.family == "sdxl" and p.clip_skip > 1:
-            ctx.warn(f"clip_skip {p.clip_skip} does not apply to SDXL ({name}): as A1111, its encoders always use "
-                     "their penultimate layer")
-        memo = encode_texts(encoding_model, texts, p.clip_skip, {}, ctx.extra.get("embedding_files"))
-        embeddings = pack_memo(memo, encoding_model, p.clip_skip, embeddings)
+    texts = known_texts(ctx.prompts, ctx.negatives)
+    if model.family == "sdxl" and p.clip_skip > 1:
+        ctx.warn(f"clip_skip {p.clip_skip} does not apply to SDXL ({p.model}): as A1111, its encoders always use "
+                 "their penultimate layer")
+    memo = encode_texts(model, texts, p.clip_skip, {}, ctx.extra.get("embedding_files"))
+    embeddings = pack_memo(memo, model, p.clip_skip)
     factor = model.vae_scale_factor
     if p.image:
         init = open_image(ctx.files["image"], "init image")

@@ -10,7 +10,7 @@ from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import LATENT_UPSCALERS, HiresParams
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import pil_to_tensor, to_pil
-from sdbake.stages.sampler_run import guidance, run_sampler, sampling_setup
+from sdbake.stages.sampler_run import guidance, run_sampler, sampling_setup, with_memo
 from sdbake.stages.state import State
 from sdbake.stages.upscale import A1111_NAMES, upscale_latent, upscale_pil, upscale_with_model
 from sdbake.stages.vae import vae_decode, vae_encode, vae_options
@@ -47,7 +47,8 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
     noise = setup.new_noise(state.seeds, latent.shape[1:], ctx.device)
     x = latent + noise.draw().to(ctx.device) * setup.sigmas[start]
     base_steps = next((r["Steps"] for r in reversed(state.provenance) if r["type"] == "sample"), p.steps)
-    g = guidance(state, ctx, p.cfg, base_steps, hires_steps=p.steps, micro=p.sdxl)
+    g = with_memo(guidance(state, ctx, p.cfg, base_steps, hires_steps=p.steps, micro=p.sdxl), model, p.sampler,
+                  ctx)
     x, _, _ = run_sampler(setup, model, x, start, total, g, ctx, noise=noise)
     record = {"stage": ctx.stage_id, "type": "hires", "Hires upscale": p.scale if not (p.width or p.height)
               else None, "Hires resize": f"{width}x{height}" if (p.width or p.height) else None,
@@ -60,5 +61,5 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
     return state.evolve(latent=x.float().cpu(), latent_kind="sampled", position=None, carry=None, noise=None,
                         sampler=None, model_calls=0, image=None, width=width, height=height, model=p.model,
                         vae_tiled=p.tiled,
-                        prompts=tuple(g.prompts), negatives=tuple(g.negatives),
+                        prompts=tuple(g.prompts), negatives=tuple(g.negatives), embeddings=g.embeddings,
                         provenance=state.provenance + ({k: v for k, v in record.items() if v is not None},))

@@ -19,7 +19,7 @@ from sdbake.schemas.stages import InpaintParams
 from sdbake.stages.colorfix import color_correct
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import draw_rects, mask_to_tensor, pil_to_tensor, read_mask, to_pil
-from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup
+from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup, with_memo
 from sdbake.stages.state import State
 from sdbake.stages.vae import VaeOptions, vae_decode, vae_encode, vae_options
 
@@ -110,7 +110,7 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
     pixels = state.image if state.image is not None else vae_decode(model, state.latent.to(ctx.device), options,
                                                                     warn=ctx.warn)[0]
     original = pixels.clone()
-    g = guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl)
+    g = with_memo(guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl), model, p.sampler, ctx)
     box = crop_box(feathered_pil, p.padding, size[0] / size[1]) if p.area == "masked" else None
     schedule = loop_denoise(p.denoise, p.loops, p.curve)
     for loop, denoise in enumerate(schedule):
@@ -132,7 +132,8 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
               "Inpaint area": "Only masked" if p.area == "masked" else None}
     return state.evolve(latent=latent, latent_kind="sampled", position=None, carry=None, noise=None,
                         sampler=None, model_calls=0, image=pixels.float().cpu(), image_from_latent=False,
-                        model=p.model, provenance=state.provenance + ({k: v for k, v in record.items()
+                        model=p.model, embeddings=g.embeddings,
+                        provenance=state.provenance + ({k: v for k, v in record.items()
                                                                        if v is not None},))
 
 

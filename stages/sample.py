@@ -6,7 +6,7 @@ from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import SampleParams
 from sdbake.stages.conditioning import pack_memo, unpack_memo
 from sdbake.stages.context import StageContext
-from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup
+from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup, with_memo
 from sdbake.stages.state import Position, State
 
 
@@ -38,7 +38,7 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         base = state.latent.to(ctx.device) if state.latent_kind != "empty" else torch.zeros_like(initial)
         x = base + initial * sigmas[p.start]
         carry, model_calls = None, 0
-    g = guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl)
+    g = with_memo(guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl), model, p.sampler, ctx)
     x, carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise, carry=carry,
                                         model_calls=model_calls)
     return _result(p, state, ctx, x, carry, model_calls, setup, noise, g)
@@ -62,6 +62,7 @@ def _result(p: SampleParams, state: State, ctx: StageContext, x, carry, model_ca
         sampler=None if finished else p.sampler, carry=None if finished else carry,
         noise=None if finished else setup.pack_noise(noise), model_calls=0 if finished else model_calls,
         image=None, image_from_latent=False, model=p.model, prompts=tuple(g.prompts), negatives=tuple(g.negatives),
+        embeddings=g.embeddings,
         provenance=state.provenance + (record,))
 
 
@@ -96,7 +97,8 @@ def run_batch(params: list[SampleParams], states: list[State], contexts: list[St
                             ctx.device)
     initial = noise.draw().to(ctx.device)
     x = torch.zeros_like(initial) + initial * setup.sigmas[p.start]
-    own = [guidance(state, c, q.cfg, q.steps, micro=q.sdxl) for q, state, c in zip(params, states, contexts)]
+    own = [with_memo(guidance(state, c, q.cfg, q.steps, micro=q.sdxl), model, q.sampler, c)
+           for q, state, c in zip(params, states, contexts)]
     memo: dict = {}
     for state in states:                  # every point's texts, for this model's encoders
         memo.update(unpack_memo(state.embeddings, model, state.clip_skip))

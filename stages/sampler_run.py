@@ -4,6 +4,7 @@ inpaint (and intervene, for the clean estimate D(x_k)); the sampler functions ar
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,7 @@ from sdbake.stages.conditioning import (
     encode_texts,
     guided_inputs,
     negative_schedule,
+    pack_memo,
     prompt_schedules,
     unpack_memo,
 )
@@ -97,6 +99,17 @@ def prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, steps, 
     for negative in negatives:
         texts.update(text for _, text in negative_schedule(negative, steps, hires_steps))
     return encode_texts(model, sorted(texts), clip_skip, memo, embedding_files)
+
+
+def with_memo(g: Guidance, model, sampler: str, ctx: StageContext) -> Guidance:
+    """`g` with every text its prompt schedules use in this model's memo: encode knows only the texts
+    it can see without a step count, and only its own model's encoders (a refiner stage after an SDXL
+    base encodes with its own), so a sampling stage encodes the rest and its output state keeps them."""
+    memo = prepare_embeddings(model, g.prompts, g.negatives, g.embeddings, g.clip_skip,
+                              schedule_length(sampler, g.schedule_steps),
+                              schedule_length(sampler, g.hires_steps) if g.hires_steps else None,
+                              ctx.extra.get("embedding_files"))
+    return dataclasses.replace(g, embeddings=pack_memo(memo, model, g.clip_skip, g.embeddings))
 
 
 def whole_image_conditioning(model, x: torch.Tensor, options: VaeOptions) -> torch.Tensor:

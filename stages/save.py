@@ -67,8 +67,7 @@ def run(p: SaveParams, state: State, ctx: StageContext) -> State:
             params["VAE fp32 retry"] = "True"      # recorded, as A1111 logs its revert to float32
         infotext = format_infotext(prompt, negative, params)
         # No absolute paths of this machine: the same recipe rendered in another folder gives the same bytes.
-        embedded = json.dumps({"recipe": json.loads(ctx.recipe_json), "seed": state.seeds[index], "batch_index": index, "prompt": prompt,
-                               "negative": negative, "stage_keys": ctx.extra.get("stage_keys", {})},
+        embedded = json.dumps({**ctx.embedded[index], "prompt": prompt, "negative": negative},
                               sort_keys=True, ensure_ascii=False)
         ctx.emit_file(relative, encode_image(picture, _format(p, relative), infotext, embedded, quality=p.quality))
     return state       # unchanged: a save passes its input through (the cache chains its input key)

@@ -47,7 +47,7 @@ def test_plan_shows_hit_or_miss_with_key_prefixes_and_why_a_miss_misses(capsys, 
     recipe = write(tmp_path, "p.toml", five_stages(tiny_model_dir))
     before = plan_lines(capsys, recipe)
     assert list(before) == ["encode", "sample-1", "sample-2", "hires", "save"]
-    assert all(" MISS " in line and "(never run)" in line for line in before.values())
+    assert all(" MISS " in line and "(never ran)" in line for line in before.values())
 
     assert sdbake(capsys, "run", recipe, "--out", tmp_path / "out")[0] == 0
     keys = {inv.id: inv.key for inv in make_plan(load_recipe(recipe), threads=1).invocations}
@@ -58,8 +58,8 @@ def test_plan_shows_hit_or_miss_with_key_prefixes_and_why_a_miss_misses(capsys, 
     write(tmp_path, "p.toml", five_stages(tiny_model_dir, denoise=0.7))
     edited = plan_lines(capsys, recipe)
     assert all(" HIT " in edited[s] for s in ("encode", "sample-1", "sample-2"))
-    assert " MISS " in edited["hires"] and edited["hires"].endswith("(changed: params.denoise)")
-    assert " MISS " in edited["save"] and "an earlier stage changed" in edited["save"]
+    assert " MISS " in edited["hires"] and edited["hires"].endswith("(changed: denoise)")
+    assert " MISS " in edited["save"] and edited["save"].endswith("(its input changed)")
 
 
 def test_plan_and_a_fully_cached_run_import_neither_torch_nor_diffusers(env, tmp_path, tiny_model_dir):

@@ -17,9 +17,9 @@ FAKE_CHECKPOINT = b"sdbake golden-key checkpoint: these bytes are hashed, never 
 FAKE_CHECKPOINT_SHA256 = "bd1b4094a3e3c26dcbd6451a7f96fbfa04b1d0b50b264b3cf5084971757a55ee"
 
 GOLDEN_KEYS = {
-    "encode": "33e6613eb634aabeafe0997e894b154a7610fa3b805bec51d973f0495632e00d",
-    "sample": "2d17f219808f1a5e6deb189703a851d6b1c7c90bae3eb850feb5b09bb4028158",
-    "save": "7d260f3bb080970bab0ca33c19c5da0403e68e7522106ebff86a741c923de413",
+    "encode": "af2e1e936243892fe7016a26416e06d288a809b8ae02ea6d511a73bc80ef42fe",
+    "sample": "c881d6146f1bb31c5c1e7cc4ef80fc5e42493314ed99902f662fc7a2fd34eeb7",
+    "save": "a0c9e7a96d10c6351a5c19762cdbd0b7cb14fa71c51887c6d597bf68305a4ba5",
 }
 
 RECIPE = """version = 1

@@ -195,10 +195,10 @@ def test_explain_miss_names_the_changed_inputs(tmp_path):
     same = SimpleNamespace(id="hires", key=KEY, inputs=old)
     assert explain_miss(store, "r", same) == "entry evicted"
     edited = SimpleNamespace(id="hires", key=OTHER_KEY, inputs=dict(old, params={"denoise": 0.6, "steps": 4}))
-    assert explain_miss(store, "r", edited) == "changed: params.denoise"
+    assert explain_miss(store, "r", edited) == "changed: denoise"
     upstream = SimpleNamespace(id="hires", key=OTHER_KEY, inputs=dict(old, input="k2"))
-    assert explain_miss(store, "r", upstream) == "an earlier stage changed"
-    assert explain_miss(store, "r", SimpleNamespace(id="new", key=KEY, inputs={})) == "never run"
+    assert explain_miss(store, "r", upstream) == "its input changed"
+    assert explain_miss(store, "r", SimpleNamespace(id="new", key=KEY, inputs={})) == "never ran"
 
 
 def test_cache_root_is_the_user_cache_folder_or_the_environment(tmp_path, monkeypatch, isolated_env):

@@ -298,3 +298,21 @@ def test_embedding_that_does_not_fit_moves_to_the_next_chunk(tokenizer, text_mod
     assert [chunk.length for chunk in chunks] == [73, 4]
     assert chunks[1].embeddings == [(1, "fourvec", 4)]
     assert CHUNK_LENGTH == 75
+
+
+def test_a_sampling_stage_encodes_and_keeps_the_scheduled_texts_encode_could_not_know(clip, encoder):
+    """Encode's key holds no step count, so its memo has the texts of a 150-step schedule; a stage
+    whose schedule switches later encodes the missing text itself and its output state keeps it."""
+    from sdbake.stages.conditioning import known_texts
+    from sdbake.stages.sampler_run import Guidance, with_memo
+    prompt = "[red:blue:200]"                    # switches at step 200: never within 150 steps
+    assert known_texts([prompt], [""]) == ["", "red"]
+    encoded = pack_memo(encode_texts(clip, known_texts([prompt], [""]), 1, {}), 1)
+    g = Guidance([prompt], [""], encoded, 1, 5.0, schedule_steps=300)
+    ctx = SimpleNamespace(extra={})
+    memo = unpack_memo(with_memo(g, clip, "euler", ctx).embeddings, 1)
+    assert sorted(memo) == ["", "blue", "red"]
+    assert torch.equal(memo["blue"], encode_text(encoder, "blue"))
+    assert torch.equal(memo["red"], unpack_memo(encoded, 1)["red"])       # what encode made is kept as is
+    for_call = guided_inputs([prompt], [""], 300, None, memo, "cpu", torch.float32)
+    assert torch.equal(for_call(250).conds[0][0][0], memo["blue"])

@@ -51,14 +51,14 @@ def test_validate_invalid_recipe_exits_1_with_file_line_col(tmp_path):
 
 
 def test_validate_reports_every_file_and_exits_1_if_any_fails(tmp_path):
-    bad = write(tmp_path, "bad.toml", 'version = 1\nname = "b"\n[[stages]]\ntype = "encode"\nwidth = 100\nseed = -1\n')
+    bad = write(tmp_path, "bad.toml", 'version = 1\nname = "b"\n[[stages]]\ntype = "encode"\nwidth = 100\nseed = -2\n')
     broken = write(tmp_path, "broken.yaml", "version: [1\n")
     result = sdbake("validate", EXAMPLES[0], bad, broken)
     assert result.returncode == 1
     assert result.stdout == f"{EXAMPLES[0]}: ok\n"
     assert result.stderr.splitlines() == [
         f"{bad}:5:1: stages[0].width: must be a multiple of 8 (got 100)",
-        f"{bad}:6:1: stages[0].seed: must be >= 0 (got -1)",
+        f"{bad}:6:1: stages[0].seed: must be >= -1 (got -2)",
         f"{broken}:2:1: invalid YAML: expected ',' or ']', but got '<stream end>'",
     ]
 

@@ -217,7 +217,7 @@ def test_all_errors_of_a_file_are_listed_at_once_in_file_order():
     text = Y + """stages:
   - type: encode
     widht: 64
-    seed: -1
+    seed: -2
   - type: sample
     cfg: 200
     sampler: nope

@@ -139,18 +139,18 @@ def test_a_z_axis_writes_one_grid_per_z_value(tmp_path, tiny_model_dir, monkeypa
     """Grid composition alone: each point 'renders' a flat colour made from its coordinates."""
     import json
 
-    import sdbake.runner.api
+    import sdbake.runner.execute
     from sdbake.runner.execute import RunResult, StageReport
 
-    def flat_render(loaded, output_root=None, **options):
-        d = loaded.recipe.defaults
-        path = output_root / "out" / f"{d.seed}-{d.cfg}-{d.steps}.png"
+    def flat_execute(plan, store, options):
+        d = plan.recipe.defaults
+        path = plan.output_root / "out" / f"{d.seed}-{d.cfg}-{d.steps}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (64, 64), (d.seed * 40, int(d.cfg * 20), d.steps * 30)).save(path)
         return RunResult([StageReport("encode", "ran"), StageReport("sample", "ran"),
                           StageReport("save", "ran", files=[("written", path)])])
 
-    monkeypatch.setattr(sdbake.runner.api, "render", flat_render)
+    monkeypatch.setattr(sdbake.runner.execute, "execute", flat_execute)
     recipe = write_recipe(tmp_path, tiny_model_dir, 'seed = "1-3"\ncfg = "5, 7"\nsteps = "2, 3"')
     outcome = run_sweep(recipe, output_root=tmp_path / "out")
     assert len(outcome.images) == 12

@@ -18,6 +18,10 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="output root (default: the recipe's output_dir, else "
                                                      "./outputs)")
     parser.add_argument("--cache-dir", metavar="DIR", help=cache_dir_help())
+    parser.add_argument("--inputs", metavar="DIR", type=Path,
+                        help="RECIPE is an image: also look here for the files its recipe read (by content hash)")
+    parser.add_argument("--recipe-dir", metavar="DIR", type=Path,
+                        help="RECIPE is an image: the folder of the recipe that made it (its relative paths)")
     parser.add_argument("--matrix", action="append", default=[], metavar="KEY=VALUES",
                         help="sweep axis, e.g. seed=1-4 or defaults.cfg=5,7 (A1111 X/Y/Z ranges)")
 
@@ -72,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  sdbake run recipes/demo.toml --out outputs       render; a second run is all cache hits\n"
                "  sdbake run recipes/demo.toml --set defaults.seed=7 --until sample-1\n"
                "  sdbake run recipes/demo.toml --matrix seed=1-4 --matrix defaults.cfg=5,7   a sweep, with a grid\n"
-               "  sdbake run outputs/demo/1234.png                 re-render an image from its embedded recipe")
+               "  sdbake run outputs/demo/1234.png                 re-render an image from its embedded recipe\n"
+               "  sdbake run demo.tar.gz                           render a bundle written by `sdbake pack`")
     add_recipe_options(run)
     run.add_argument("--until", metavar="STAGE_ID", help="stop after this stage")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the stage cache")
@@ -96,48 +101,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.set_defaults(func=plan_command)
 
 
-def prepare(args):
+def options_from_args(args):
+    """The CLI's options as the plan builder and the executor take them (the API's are the same)."""
+    from sdbake.runner.console import RunOptions
+    from sdbake.runner.planning import PlanOptions
+    plan = PlanOptions(output_root=args.out, device=args.device, dtype=args.dtype,
+                       compile=getattr(args, "compile", False), no_half_vae=getattr(args, "no_half_vae", False),
+                       random_seed=_locked_seed(args) if getattr(args, "locked", False) else None)
+    run = RunOptions(no_cache=getattr(args, "no_cache", False), refresh=set(getattr(args, "refresh", [])),
+                     until=getattr(args, "until", None), allow_pickle=getattr(args, "allow_pickle", False),
+                     quiet=getattr(args, "quiet", False))
+    return plan, run
+
+
+def _locked_seed(args) -> int | None:
+    """With --locked, a `seed = -1` takes the seed the lock recorded instead of a new one."""
+    from sdbake.runner.lock import lock_path, read_lock
+    return read_lock(lock_path(Path(args.recipe))).get("random_seed")
+
+
+def prepare(args, loaded=None):
     """Recipe -> plan and cache store, importing no torch."""
-    from sdbake.runner.cache import CacheStore, default_cache_root
-    from sdbake.runner.numerics import Numerics
-    from sdbake.runner.plan import build_plan
-    from sdbake.runner.preflight import preflight
-    from sdbake.runner.sources import load_any
-
-    loaded = load_any(args.recipe, args.overrides)
-    recipe = loaded.recipe
-    output_root = _output_root(args, recipe)
-    numerics = Numerics.choose(args.device, args.dtype, compile=getattr(args, "compile", False)
-                               or recipe.performance.compile, vae_fp32=getattr(args, "no_half_vae", False),
-                               channels_last=recipe.performance.channels_last)
-    preflight(loaded, output_root)      # what the run would trip over, before hashing or loading models
-    plan = build_plan(loaded, numerics, output_root)
-    store = CacheStore(Path(args.cache_dir) if args.cache_dir else default_cache_root())
-    return plan, store
+    from sdbake.runner.api import cache_store
+    from sdbake.runner.planning import plan_recipe
+    store = cache_store(args.cache_dir)
+    loaded = loaded or load_source(args, store.root)
+    return plan_recipe(loaded, options_from_args(args)[0]), store
 
 
-def _sweep_source(args):
-    """The recipe as loaded when it (or --matrix) declares sweep axes, else None."""
-    from sdbake.runner.sources import load_any
-    from sdbake.runner.sweep.matrix import has_matrix
-    loaded = load_any(args.recipe, args.overrides)
-    return loaded if has_matrix(loaded, args.matrix) else None
+def load_source(args, cache_root: Path):
+    from sdbake.runner.sources import InputSearch, load_any
+    search = InputSearch(getattr(args, "inputs", None), getattr(args, "recipe_dir", None), cache_root)
+    return load_any(args.recipe, args.overrides, search)
 
 
-def _output_root(args, recipe) -> Path:
-    return Path(args.out) if args.out else Path(recipe.output_dir) if recipe.output_dir else Path("outputs")
+def _load(args):
+    """The recipe, loaded once; and its sweep when it (or --matrix) declares axes, else None."""
+    from sdbake.runner.api import cache_store
+    from sdbake.runner.sweep.matrix import has_matrix, load_sweep
+    loaded = load_source(args, cache_store(args.cache_dir).root)
+    return loaded, load_sweep(loaded, args.overrides, args.matrix) if has_matrix(loaded, args.matrix) else None
 
 
 def run_command(args) -> int:
-    from sdbake.runner.execute import RunOptions, execute
+    from sdbake.runner.execute import execute
 
-    sweep = _sweep_source(args)
+    loaded, sweep = _load(args)
+    plan_options, run_options = options_from_args(args)
     farm_options = executor_options(args)
     if sweep is not None:
         from sdbake.runner.sweep.run import run_sweep
-        result = run_sweep(args.recipe, output_root=_output_root(args, sweep.recipe), cache_dir=args.cache_dir,
-                           no_cache=args.no_cache, overrides=args.overrides, cli_matrix=args.matrix,
-                           device=args.device, dtype=args.dtype, quiet=args.quiet, executor=farm_options)
+        result = run_sweep(sweep, plan_options, run_options, cache_dir=args.cache_dir,
+                           locked=Path(args.recipe) if args.locked else None, executor=farm_options)
         if not args.json:
             for path in result.paths:
                 print(path)
@@ -146,18 +161,11 @@ def run_command(args) -> int:
         return 0
 
     from sdbake.runner.sources import IMAGE_SUFFIXES
-    plan, store = prepare(args)
+    plan, store = prepare(args, loaded)
     from_image = Path(args.recipe) if Path(args.recipe).suffix.lower() in IMAGE_SUFFIXES else None
     if args.locked:
-        from sdbake.runner.lock import lock_differences, lock_document, lock_path, read_lock
-        from sdbake.schemas.errors import LockError
-        problems = lock_differences(read_lock(lock_path(Path(args.recipe))), lock_document(plan))
-        if problems:
-            for line in problems:
-                print(f"{args.recipe}: {line}", file=sys.stderr)
-            raise LockError(f"{len(problems)} difference(s) from the lock file", file=args.recipe)
-    options = RunOptions(no_cache=args.no_cache, refresh=set(args.refresh), until=args.until,
-                         allow_pickle=args.allow_pickle, quiet=args.quiet)
+        from sdbake.runner.lock import check_locked
+        check_locked(plan, Path(args.recipe))
     if farm_options is not None:
         if args.until or args.refresh:
             from sdbake.schemas.errors import SdbakeError
@@ -165,7 +173,7 @@ def run_command(args) -> int:
         from sdbake.runner.executors import run_graph
         from sdbake.runner.graph import StageGraph
         report_farm(run_graph(StageGraph.build([plan]), store, farm_options), args)
-    result = execute(plan, None if args.no_cache else store, options)
+    result = execute(plan, None if args.no_cache else store, run_options)
     written = [(status, path) for report in result.reports for status, path in report.files]
     for status, path in written:
         print(f"{status}\t{path}")
@@ -178,16 +186,14 @@ def run_command(args) -> int:
 def plan_command(args) -> int:
     from sdbake.runner.explain import explain_miss
 
-    sweep = _sweep_source(args)
+    loaded, sweep = _load(args)
     if sweep is not None:
         from sdbake.runner.sweep.run import plan_sweep
-        for line in plan_sweep(args.recipe, overrides=args.overrides, cli_matrix=args.matrix,
-                               output_root=_output_root(args, sweep.recipe), cache_dir=args.cache_dir,
-                               device=args.device, dtype=args.dtype).lines():
+        for line in plan_sweep(sweep, options_from_args(args)[0], cache_dir=args.cache_dir).lines():
             print(line)
         return 0
 
-    plan, store = prepare(args)
+    plan, store = prepare(args, loaded)
     print(f"recipe {plan.recipe.name}: {len(plan.invocations)} stages, cache {store.root}")
     for inv in plan.invocations:
         hit = store.has(inv.key)
@@ -198,4 +204,3 @@ def plan_command(args) -> int:
                 line += f"  ({why})"
         print(line)
     return 0
-

@@ -26,7 +26,7 @@ SweepSource = Sweep | LoadedRecipe | str | Path
 class PointRun:
     point: Point
     result: Any                       # runner.execute.RunResult
-    image: Path                       # the point's final image (first image of its last save stage)
+    image: Path | None                # the point's final image (first image of its last save stage)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class SweepResult:
 
     @property
     def paths(self) -> list[Path]:
-        return self.images + self.grids
+        return [image for image in self.images if image is not None] + self.grids
 
 
 @dataclass
@@ -71,27 +71,38 @@ def _as_sweep(source: SweepSource, overrides: list[str], cli_matrix: list[str] |
     return source if isinstance(source, Sweep) else load_sweep(source, overrides, cli_matrix)
 
 
-def point_plans(sweep: Sweep, output_root: Path | str | None = None, device: str | None = None,
-                dtype: str | None = None, threads: int | None = None) -> list:
+def _options(plan_options, run_options, keywords: dict):
+    """Options objects, or keyword options (those of PlanOptions and RunOptions) to build them from."""
+    from sdbake.runner.console import RunOptions
+    from sdbake.runner.planning import PlanOptions, split_options
+    if keywords and (plan_options is not None or run_options is not None):
+        raise TypeError("give options objects or keyword options, not both")
+    built_plan, built_run = split_options({"quiet": True, **keywords}, PlanOptions, RunOptions)
+    return plan_options or built_plan, run_options or built_run
+
+
+def point_plans(sweep: Sweep, options=None, locked: Path | None = None) -> list:
     """The plan of every point (model, input file and save path problems surface here, with the point)."""
-    from sdbake.runner.api import make_plan
+    from sdbake.runner.planning import plan_recipe
     plans = []
     for point in sweep.points:
         try:
-            plans.append(make_plan(point.loaded, output_root=output_root, device=device, dtype=dtype,
-                                   threads=threads))
+            plan = plan_recipe(point.loaded, options)
+            if locked is not None:
+                from sdbake.runner.lock import check_locked
+                check_locked(plan, locked, f" [{point.describe()}]")
+            plans.append(plan)
         except SdbakeError as err:
             raise type(err)(f"sweep point [{point.describe()}]: {err.message}", file=err.file, line=err.line,
                             column=err.column, stage=err.stage) from None
     return plans
 
 
-def plan_sweep(source: SweepSource, *, overrides: list[str] = (), cli_matrix: list[str] | dict = (),
-               output_root: Path | str | None = None, cache_dir: Path | str | None = None,
-               device: str | None = None, dtype: str | None = None, threads: int | None = None) -> SweepPlan:
+def plan_sweep(source: SweepSource, plan_options=None, *, overrides: list[str] = (),
+               cli_matrix: list[str] | dict = (), cache_dir: Path | str | None = None, **options) -> SweepPlan:
     """Points, stage executions needed vs naive, and the stages every point shares."""
     sweep = _as_sweep(source, overrides, cli_matrix)
-    plans = point_plans(sweep, output_root, device, dtype, threads)
+    plans = point_plans(sweep, _options(plan_options, None, options)[0])
     keys = [[inv.key for inv in plan.invocations] for plan in plans]
     distinct = {key for point_keys in keys for key in point_keys}
     stage_count = len(keys[0]) if keys else 0
@@ -105,43 +116,50 @@ def plan_sweep(source: SweepSource, *, overrides: list[str] = (), cli_matrix: li
                      StageGraph.build(plans).detail_lines())
 
 
-def _final_image(point: Point, result: Any) -> Path:
+def _final_image(point: Point, result: Any) -> Path | None:
     save_ids = [stage.id for stage in point.loaded.recipe.stages if stage.type == "save"]
     for report in reversed(result.reports):
         if report.id in save_ids and report.files:
             return Path(report.files[0][1])
-    raise RecipeError(f"sweep point [{point.describe()}]: the run wrote no image")
+    return None
 
 
-def run_sweep(source: SweepSource, *, output_root: Path | str | None = None, cache_dir: Path | str | None = None,
-              no_cache: bool = False, overrides: list[str] = (), cli_matrix: list[str] | dict = (),
-              device: str | None = None, dtype: str | None = None, threads: int | None = None,
-              quiet: bool = True, on_point: Callable[[int, int, Point, Any], None] | None = None,
-              executor: Any = None) -> SweepResult:
+def run_sweep(source: SweepSource, plan_options=None, run_options=None, *, cache_dir: Path | str | None = None,
+              overrides: list[str] = (), cli_matrix: list[str] | dict = (), locked: Path | None = None,
+              on_point: Callable[[int, int, Point, Any], None] | None = None, executor: Any = None,
+              **options) -> SweepResult:
     """Render every point in run order, then write the grids (unless `save_grid = false`).
 
-    `on_point(done, total, point, run_result)` is called after each point (progress, tests). With
-    `executor` (runner.executors.ExecutorOptions) the points' merged stage graph is computed first
-    by that executor (batched, or on a Ray cluster); the points then find every stage cached."""
-    from sdbake.runner.api import render
+    Options are PlanOptions and RunOptions (or their fields as keywords), applied to every point;
+    `locked` is the recipe whose lock file every point must match. `on_point(done, total, point,
+    run_result)` is called after each point (progress, tests). With `executor`
+    (runner.executors.ExecutorOptions) the points' merged stage graph is computed first by that
+    executor (batched, or on a Ray cluster); the points then find every stage cached."""
+    from sdbake.runner.api import cache_store
+    from sdbake.runner.execute import execute
+    plan_options, run_options = _options(plan_options, run_options, options)
     sweep = _as_sweep(source, overrides, cli_matrix)
     for point in sweep.points:
         if not any(stage.type == "save" for stage in point.loaded.recipe.stages):
             raise RecipeError("a sweep needs a `save` stage: its images are the cells of the grid",
                               file=sweep.label)
-    plans = point_plans(sweep, output_root, device, dtype, threads)          # everything checked first
-    root = plans[0].output_root if plans else Path(output_root or "outputs")
-    if executor is not None and not no_cache:
+    plans = point_plans(sweep, plan_options, locked)          # everything checked first
+    root = plans[0].output_root if plans else Path(plan_options.output_root or "outputs")
+    if executor is not None and not run_options.no_cache:
         return _run_with_executor(sweep, plans, root, cache_dir, executor, on_point)
+    store = None if run_options.no_cache else cache_store(cache_dir)
     runs = []
-    for done, point in enumerate(sweep.points, start=1):
-        result = render(point.loaded, output_root=root, cache_dir=cache_dir, no_cache=no_cache, device=device,
-                        dtype=dtype, threads=threads, quiet=quiet)
-        runs.append(PointRun(point, result, _final_image(point, result)))
+    for done, (point, plan) in enumerate(zip(sweep.points, plans), start=1):
+        result = execute(plan, store, run_options)
+        image = _final_image(point, result)
+        if image is None and run_options.until is None:
+            raise RecipeError(f"sweep point [{point.describe()}]: the run wrote no image")
+        runs.append(PointRun(point, result, image))
         if on_point is not None:
             on_point(done, len(sweep.points), point, result)
     outcome = SweepResult(sweep, runs)
-    if sweep.save_grid and sweep.axes:
+    # with --until a point may stop before its save: no grid then, as there is no image to put in it
+    if sweep.save_grid and sweep.axes and all(run.image is not None for run in runs):
         outcome.grids = write_grids(sweep, runs, root)
     return outcome
 

@@ -1,0 +1,14 @@
+"""encode's plan: keyed by its prompts (resolved per image), model, seeds, size, clip skip, init image
+and the wildcard files and embeddings its prompts read. Never by later stages: the sampling stages
+encode any scheduled text its memo lacks."""
+from __future__ import annotations
+
+from sdbake.runner.kinds.common import PlanContext
+from sdbake.runner.kinds.prompts import plan_prompts
+
+
+def plan(stage, inv, document: dict, ctx: PlanContext) -> None:
+    seeds = [stage.seed + i for i in range(stage.batch_size)]
+    plan_prompts(stage.prompt, stage.negative, seeds, inv, document, ctx)
+    ctx.carried.update(prompts=inv.prompts, negatives=inv.negatives, seeds=seeds, width=stage.width,
+                       height=stage.height, model=inv.model)
