@@ -39,7 +39,7 @@ SPECIFIC = {
     "image": ["paste.png"], "mask": ["mask2.png"], "curve": ["lazy"], "area": ["masked"], "on_exists": ["skip"],
     "loras": [[{"name": "lora.safetensors", "weight": 0.5}]], "rects": [[[0, 0, 16, 16]]],
     "ops": [[{"op": "blur", "radius": 3.0}]], "rect": [[0, 0, 32, 32]], "denoise": [0.4, [0.5, 0.3]],
-    "width": [96], "height": [96], "tiled": [True], "start": [1], "end": [3],
+    "width": [96], "height": [96], "tiled": [True], "start": [1], "end": [3], "sdxl": [{"crop": [8, 8]}],
 }
 
 

@@ -307,12 +307,12 @@ def test_a_sampling_stage_encodes_and_keeps_the_scheduled_texts_encode_could_not
     from sdbake.stages.sampler_run import Guidance, with_memo
     prompt = "[red:blue:200]"                    # switches at step 200: never within 150 steps
     assert known_texts([prompt], [""]) == ["", "red"]
-    encoded = pack_memo(encode_texts(clip, known_texts([prompt], [""]), 1, {}), 1)
+    encoded = pack_memo(encode_texts(clip, known_texts([prompt], [""]), 1, {}), clip, 1)
     g = Guidance([prompt], [""], encoded, 1, 5.0, schedule_steps=300)
     ctx = SimpleNamespace(extra={})
-    memo = unpack_memo(with_memo(g, clip, "euler", ctx).embeddings, 1)
+    memo = unpack_memo(with_memo(g, clip, "euler", ctx).embeddings, clip, 1)
     assert sorted(memo) == ["", "blue", "red"]
-    assert torch.equal(memo["blue"], encode_text(encoder, "blue"))
-    assert torch.equal(memo["red"], unpack_memo(encoded, 1)["red"])       # what encode made is kept as is
+    assert torch.equal(memo["blue"].context, encode_text(encoder, "blue"))
+    assert torch.equal(memo["red"].context, unpack_memo(encoded, clip, 1)["red"].context)   # encode's, kept
     for_call = guided_inputs([prompt], [""], 300, None, memo, "cpu", torch.float32)
-    assert torch.equal(for_call(250).conds[0][0][0], memo["blue"])
+    assert torch.equal(for_call(250).conds[0][0][0].context, memo["blue"].context)
