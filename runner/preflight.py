@@ -80,7 +80,7 @@ def find_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> lis
             models += _upscaler(loaded, where, stage)
         for field in ("prompt", "negative"):
             text = getattr(stage, field, None)
-            if text:
+            if text and stage.id not in loaded.resolved:     # resolved prompts read no wildcard file
                 prompts += _prompt_problems(loaded, where + (field,), text)
     sizes, outputs = _output_problems(loaded, output_root, now)
     return (_as(ModelError, models) + _as(InputFileError, inputs) + _as(PromptError, prompts)
@@ -103,6 +103,8 @@ def _near_files(path: Path, wanted: str) -> str:
 
 
 def _resolve(loaded: LoadedRecipe, name: str) -> Path:
+    if name in loaded.found:              # found elsewhere by its content hash (run IMAGE, bundles)
+        return loaded.found[name]
     path = Path(name).expanduser()
     return path if path.is_absolute() else loaded.folder / path
 
@@ -159,7 +161,7 @@ def _model_file(loaded: LoadedRecipe, where: tuple, name: str, kind: str, folder
     """A checkpoint / VAE / LoRA / upscaler named by path or by a name in the model folders."""
     from sdbake.runner.models.search import list_folder, load_search_config, resolve_model_file
     try:
-        path = resolve_model_file(name, kind, loaded.folder)
+        path = loaded.found.get(name) or resolve_model_file(name, kind, loaded.folder)
     except SdbakeError as err:
         known = [p.name for f in load_search_config().folders[kind] for p in list_folder(f, kind)]
         direct = _resolve(loaded, name)
@@ -261,7 +263,7 @@ def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> 
     """Hires sizes, then save/preview templates rendered as the plan will and output collisions."""
     import hashlib
 
-    from sdbake.runner.plan import _resolve_prompts
+    from sdbake.runner.kinds.common import resolve_prompts
     from sdbake.schemas.canonical import canonical_json
     recipe = loaded.recipe
     recipe_hash = hashlib.sha256(canonical_json(recipe, indent=None).encode()).hexdigest()
@@ -274,9 +276,13 @@ def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> 
             current["model"] = _ModelLabel(loaded, stage.model)
         if isinstance(stage, EncodeParams):
             seeds = [stage.seed + i for i in range(stage.batch_size)]
+            pinned = loaded.resolved.get(stage.id)    # a recipe from an image brings its prompts
             try:
-                current.update(prompts=_resolve_prompts(stage.prompt, seeds, loaded),
-                               negatives=_resolve_prompts(stage.negative, seeds, loaded))
+                if pinned:
+                    current.update(prompts=pinned.get("prompts", []), negatives=pinned.get("negatives", []))
+                else:
+                    current.update(prompts=resolve_prompts(stage.prompt, seeds, loaded),
+                                   negatives=resolve_prompts(stage.negative, seeds, loaded))
             except SdbakeError:
                 current.update(prompts=[stage.prompt] * len(seeds), negatives=[stage.negative] * len(seeds))
             current.update(seeds=seeds, width=stage.width, height=stage.height)
@@ -297,7 +303,7 @@ def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> 
 
 
 def _template_problems(loaded, where, template, stage, current, recipe_hash, now, output_root) -> list[Problem]:
-    from sdbake.runner.plan import template_variables
+    from sdbake.runner.kinds.common import template_variables
     from sdbake.stages.output.names import safe_relative_path
     from sdbake.stages.output.templates import render_path
     problems: list[Problem] = []

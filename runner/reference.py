@@ -84,7 +84,7 @@ def _table(definition: dict, required: set[str]) -> list[str]:
 
 
 def template_variable_names() -> list[str]:
-    from sdbake.runner.plan import template_variables
+    from sdbake.runner.kinds.common import template_variables
     current = {"prompts": [""], "negatives": [""], "seeds": [0], "width": 0, "height": 0}
     recipe = type("R", (), {"name": ""})()
     return sorted(template_variables(current, recipe, "", "0" * 64, datetime(2000, 1, 1), 0))
