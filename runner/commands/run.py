@@ -139,8 +139,16 @@ def _load(args):
     """The recipe, loaded once; and its sweep when it (or --matrix) declares axes, else None."""
     from sdbake.runner.api import cache_store
     from sdbake.runner.sweep.matrix import has_matrix, load_sweep
+    from sdbake.schemas.errors import SdbakeError
     loaded = load_source(args, cache_store(args.cache_dir).root)
-    return loaded, load_sweep(loaded, args.overrides, args.matrix) if has_matrix(loaded, args.matrix) else None
+    if not has_matrix(loaded, args.matrix):
+        return loaded, None
+    try:
+        return loaded, load_sweep(loaded, args.overrides, args.matrix)
+    except SdbakeError as err:
+        if err.file is None and not getattr(err, "errors", None):      # say which recipe the sweep is from
+            err.file = args.recipe
+        raise
 
 
 def run_command(args) -> int:
