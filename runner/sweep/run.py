@@ -81,8 +81,13 @@ def _options(plan_options, run_options, keywords: dict):
     return plan_options or built_plan, run_options or built_run
 
 
-def point_plans(sweep: Sweep, options=None, locked: Path | None = None) -> list:
-    """The plan of every point (model, input file and save path problems surface here, with the point)."""
+def point_plans(sweep: Sweep, output_root: Path | str | None = None, *, options=None, locked: Path | None = None,
+                **keywords) -> list:
+    """The plan of every point (model, input file and save path problems surface here, with the point).
+    `options` is a PlanOptions, or give its fields as keywords (output_root, device, threads, ...)."""
+    if options is None:
+        from sdbake.runner.planning import PlanOptions, split_options
+        (options,) = split_options({"output_root": output_root, **keywords}, PlanOptions)
     from sdbake.runner.planning import plan_recipe
     plans = []
     for point in sweep.points:
@@ -102,7 +107,7 @@ def plan_sweep(source: SweepSource, plan_options=None, *, overrides: list[str] =
                cli_matrix: list[str] | dict = (), cache_dir: Path | str | None = None, **options) -> SweepPlan:
     """Points, stage executions needed vs naive, and the stages every point shares."""
     sweep = _as_sweep(source, overrides, cli_matrix)
-    plans = point_plans(sweep, _options(plan_options, None, options)[0])
+    plans = point_plans(sweep, options=_options(plan_options, None, options)[0])
     keys = [[inv.key for inv in plan.invocations] for plan in plans]
     distinct = {key for point_keys in keys for key in point_keys}
     stage_count = len(keys[0]) if keys else 0
@@ -143,7 +148,7 @@ def run_sweep(source: SweepSource, plan_options=None, run_options=None, *, cache
         if not any(stage.type == "save" for stage in point.loaded.recipe.stages):
             raise RecipeError("a sweep needs a `save` stage: its images are the cells of the grid",
                               file=sweep.label)
-    plans = point_plans(sweep, plan_options, locked)          # everything checked first
+    plans = point_plans(sweep, options=plan_options, locked=locked)          # everything checked first
     root = plans[0].output_root if plans else Path(plan_options.output_root or "outputs")
     if executor is not None and not run_options.no_cache:
         return _run_with_executor(sweep, plans, root, cache_dir, executor, on_point)
