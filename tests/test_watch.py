@@ -163,6 +163,7 @@ def test_watch_page_follows_edits_and_errors_in_chromium(watch, chromium, tmp_pa
     rows = statuses(edited)
     assert rows["encode"] == rows["sample"] == "HIT" and rows["hires"] == "ran" and rows["save-2"] == "ran"
     assert base.stat().st_mtime_ns == base_stat.st_mtime_ns            # the base image is left as it was
+    assert rows["save-1"] == "HIT" and not (watch.out / "base-1.png").exists()
     assert edited["previews"] == [["sample", 3, 0], ["sample", 6, 0]]  # a hit keeps its stage's previews
     new_final = next(path for stage, path, _ in edited["images"] if stage == "save-2")
     assert (watch.out / new_final).read_bytes() != final_bytes
