@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import torch
-from dataset import make_dataset
 from diffusers import AutoencoderKL
-from train_vae import CROP, random_crops, to_tensor
+from train_vae import training_pixels
 
 
 def finetune_decoder(vae, steps: int, seed: int, log, batch_size: int = 32, full_every: int = 3):
@@ -31,11 +30,7 @@ def finetune_decoder(vae, steps: int, seed: int, log, batch_size: int = 32, full
     optimizer = torch.optim.AdamW(parameters, lr=5e-4, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-4, total_steps=steps, pct_start=0.05)
     history, started = [], time.time()
-    for step in range(steps):
-        pictures, _ = make_dataset(batch_size, seed=seed * 1_000_003 + step)
-        pixels = to_tensor(pictures)
-        if step % full_every != 0:
-            pixels = random_crops(pixels, CROP, rng)
+    for step, pixels in training_pixels(steps, seed, batch_size, full_every, rng):
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.mode()
         error = vae.decode(latents).sample - pixels

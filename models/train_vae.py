@@ -25,6 +25,14 @@ def random_crops(batch: torch.Tensor, size: int, rng: random.Random) -> torch.Te
     return torch.stack(crops)
 
 
+def training_pixels(steps: int, seed: int, batch_size: int, full_every: int, rng: random.Random):
+    """Yield (step, pixels): a fresh synthetic batch per step, cropped to CROP except every full_every-th."""
+    for step in range(steps):
+        pictures, _ = make_dataset(batch_size, seed=seed * 1_000_003 + step)
+        pixels = to_tensor(pictures)
+        yield step, pixels if step % full_every == 0 else random_crops(pixels, CROP, rng)
+
+
 def vae_loss(vae, pixels: torch.Tensor, sampled: bool) -> tuple[torch.Tensor, float]:
     posterior = vae.encode(pixels).latent_dist
     # Decoding posterior samples teaches the decoder to average over the latent noise (blurred
@@ -46,11 +54,7 @@ def train_vae(steps: int, seed: int, log, sampled: bool = False, start=None, bat
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.05)
     history, started = [], time.time()
-    for step in range(steps):
-        pictures, _ = make_dataset(batch_size, seed=seed * 1_000_003 + step)
-        pixels = to_tensor(pictures)
-        if step % full_every != 0:
-            pixels = random_crops(pixels, CROP, rng)
+    for step, pixels in training_pixels(steps, seed, batch_size, full_every, rng):
         loss, rec = vae_loss(vae, pixels, sampled)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
