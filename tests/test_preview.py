@@ -68,6 +68,7 @@ def test_preview_fields_change_no_stage_key():
     plain, previewed = keys(PLAIN), keys(PREVIEWED)
     assert plain["encode"] == previewed["encode"]
     assert plain["sample"] == previewed["sample"]
+    assert plain["save"] == previewed["save"]           # the image does not embed the preview fields
 
 
 def test_previews_leave_a_split_run_bit_exact(tmp_path, tiny_model_dir):

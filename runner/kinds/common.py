@@ -23,6 +23,14 @@ def canonical_dict_of(stage) -> dict:
     return json.loads(json.dumps(stage.model_dump(mode="json", exclude_none=True), sort_keys=True))
 
 
+# Step previews change no pixel: an image does not embed them, so turning them on keeps every save a hit.
+PREVIEW_FIELDS = ("preview_every", "preview_dir")
+
+
+def _embeddable(stage) -> dict:
+    return {k: v for k, v in canonical_dict_of(stage).items() if k not in PREVIEW_FIELDS}
+
+
 def error_at(loaded: LoadedRecipe, path: tuple, message: str, cls=InputFileError) -> SdbakeError:
     line, col = nearest(loaded.positions, path) or (None, None)
     return cls(message, file=str(loaded.path), line=line, column=col)
@@ -46,7 +54,7 @@ class PlanContext:
         other save stages and everything after: editing those does not change this prefix."""
         from sdbake.schemas.canonical import canonical_dict
         whole = canonical_dict(self.loaded.recipe)
-        stages = [canonical_dict_of(inv.stage) for inv in self.prefix] + [canonical_dict_of(stage)]
+        stages = [_embeddable(inv.stage) for inv in self.prefix] + [_embeddable(stage)]
         used = sorted({s["model"] for s in stages if s.get("model")} & set(whole["models"]))
         return {"version": whole["version"], "name": whole["name"], "performance": whole["performance"],
                 "models": {name: whole["models"][name] for name in used}, "stages": stages}
