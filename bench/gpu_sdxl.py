@@ -75,35 +75,19 @@ def switch_step(settings) -> int:
 
 
 def recipe_text(base: Path, refiner: Path, settings) -> str:
-    return f'''version = 1
-name = "gpu-bench-sdxl"
-[models.base]
-checkpoint = "{base}"
-[models.refiner]
-checkpoint = "{refiner}"
-[defaults]
-model = "base"
-seed = 1
-width = {settings.sdxl_size}
-height = {settings.sdxl_size}
-steps = {settings.steps}
-sampler = "euler"
-scheduler = "normal"
-cfg = {settings.cfg}
-[[stages]]
-type = "encode"
-prompt = "{PROMPT}"
-negative = "{NEGATIVE}"
-[[stages]]
-type = "sample"
-end = {switch_step(settings)}
-[[stages]]
-type = "sample"
-model = "refiner"
-[[stages]]
-type = "save"
-path = "sdxl.png"
-'''
+    """Base to the switch step, refiner to the end, on one schedule (as diffusers' denoising_end/start)."""
+    import tomli_w
+    recipe = {
+        "version": 1, "name": "gpu-bench-sdxl",
+        "models": {"base": {"checkpoint": str(base)}, "refiner": {"checkpoint": str(refiner)}},
+        "defaults": {"model": "base", "seed": 1, "width": settings.sdxl_size, "height": settings.sdxl_size,
+                     "steps": settings.steps, "sampler": "euler", "scheduler": "normal", "cfg": settings.cfg},
+        "stages": [{"type": "encode", "prompt": PROMPT, "negative": NEGATIVE},
+                   {"type": "sample", "end": switch_step(settings)},
+                   {"type": "sample", "model": "refiner"},
+                   {"type": "save", "path": "sdxl.png"}],
+    }
+    return tomli_w.dumps(recipe)
 
 
 def diffusers_call(base, refiner, settings, png_dir: Path):

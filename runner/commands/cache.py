@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from sdbake.runner.commands import add_actions, add_command
 from sdbake.runner.locations import cache_dir_help
 
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
@@ -21,23 +22,19 @@ def parse_size(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    cache = subparsers.add_parser(
-        "cache", help="list, verify, garbage-collect or clear the stage cache",
-        epilog="examples:\n  sdbake cache ls\n  sdbake cache gc --max-size 20G\n"
-               "  sdbake cache --cache-dir /mnt/shared/sdbake verify")
+    cache = add_command(subparsers, "cache", None, "list, verify, garbage-collect or clear the stage cache",
+                        ["sdbake cache ls", "sdbake cache gc --max-size 20G",
+                         "sdbake cache --cache-dir /mnt/shared/sdbake verify"])
     cache.add_argument("--cache-dir", metavar="DIR", help=cache_dir_help())
-    actions = cache.add_subparsers(dest="action", metavar="ACTION", required=True, help="what to do")
-    actions.add_parser("ls", help="entries with stage, size and last use",
-                       epilog="example:\n  sdbake cache ls").set_defaults(func=run_ls)
-    actions.add_parser("verify", help="check every entry's checksums; evict corrupt ones",
-                       epilog="example:\n  sdbake cache verify").set_defaults(func=run_verify)
-    gc = actions.add_parser("gc", help="evict least-recently-used entries",
-                            epilog="examples:\n  sdbake cache gc --max-size 2G\n  sdbake cache gc --older-than 30")
+    actions = add_actions(cache, "action", "what to do")
+    add_command(actions, "ls", run_ls, "entries with stage, size and last use", ["sdbake cache ls"])
+    add_command(actions, "verify", run_verify, "check every entry's checksums; evict corrupt ones",
+                ["sdbake cache verify"])
+    gc = add_command(actions, "gc", run_gc, "evict least-recently-used entries",
+                     ["sdbake cache gc --max-size 2G", "sdbake cache gc --older-than 30"])
     gc.add_argument("--max-size", type=parse_size, metavar="SIZE", help="keep at most this much (e.g. 2G)")
     gc.add_argument("--older-than", type=float, metavar="DAYS", help="evict entries unused for DAYS days")
-    gc.set_defaults(func=run_gc)
-    actions.add_parser("clear", help="remove every entry",
-                       epilog="example:\n  sdbake cache clear").set_defaults(func=run_clear)
+    add_command(actions, "clear", run_clear, "remove every entry", ["sdbake cache clear"])
 
 
 def _store(args, action: str):

@@ -5,20 +5,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from sdbake.runner.commands import add_command
 from sdbake.runner.locations import cache_dir_help
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    check = subparsers.add_parser(
-        "check", help="render recipes and compare with golden images (HTML report, JUnit XML)",
-        description="Each output pairs with <golden>/<recipe name>/<output path>; the goldens' numerics "
-                    "fingerprint (device, CPU ISA or GPU, torch, dtype, threads) is in <golden>/<recipe name>/"
-                    "fingerprint.json. On the same fingerprint pixels must be equal; elsewhere they must meet "
-                    "the tolerances: defaults max abs diff <= 8, mean abs diff <= 0.5, PSNR >= 45 dB, "
-                    "SSIM >= 0.995, overridden by the recipe's [check] table, then by the flags below "
-                    "(which also force a tolerance comparison). Exit 1 if any case fails.",
-        epilog="examples:\n  sdbake check recipes/ --golden tests/golden --report check-report --junit junit.xml\n"
-               "  sdbake check recipes/demo.toml --golden tests/golden --update   accept new renders")
+    check = add_command(
+        subparsers, "check", run_check_command,
+        "render recipes and compare with golden images (HTML report, JUnit XML)",
+        ["sdbake check recipes/ --golden tests/golden --report check-report --junit junit.xml",
+         "sdbake check recipes/demo.toml --golden tests/golden --update   accept new renders"],
+        description="Each output pairs with <golden>/<recipe name>/<output path>; the goldens' numerics fingerprint "
+                    "(device, CPU ISA or GPU, torch, dtype, threads) is in <golden>/<recipe name>/fingerprint.json. "
+                    "On the same fingerprint pixels must be equal; elsewhere they must meet the tolerances: "
+                    "defaults max abs diff <= 8, mean abs diff <= 0.5, PSNR >= 45 dB, SSIM >= 0.995, overridden by "
+                    "the recipe's [check] table, then by the flags below (which also force a tolerance "
+                    "comparison). Exit 1 if any case fails.")
     check.add_argument("sources", nargs="*", default=["recipes"], metavar="RECIPE|DIR",
                        help="recipe files, or folders whose recipe files are checked (default: recipes)")
     check.add_argument("--golden", required=True, type=Path, metavar="DIR", help="the golden images")
@@ -36,7 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--min-ssim", type=float, metavar="X", help="smallest SSIM allowed (0-1)")
     from sdbake.runner.commands.run import add_executor_options
     add_executor_options(check, summary=False)
-    check.set_defaults(func=run_check_command)
 
 
 def print_case(case, shown_comparisons: set[str]) -> None:

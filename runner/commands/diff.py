@@ -10,22 +10,21 @@ import json
 import os
 import sys
 
+from sdbake.runner.commands import add_command, add_overrides
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    diff = subparsers.add_parser(
-        "diff", help="compare two recipes stage by stage (files, images made by sdbake, or REV:path)",
-        description="A and B may be recipe files (TOML or YAML), images carrying an sdbake recipe, or "
-                    "git revisions written REV:path. Exit 0 when identical, 1 when different, 2 on error.",
-        epilog="examples:\n  sdbake diff HEAD:recipes/demo.toml recipes/demo.toml\n"
-               "  sdbake diff outputs/a.png outputs/b.png --format json")
+    diff = add_command(
+        subparsers, "diff", run_diff, "compare two recipes stage by stage (files, images made by sdbake, or REV:path)",
+        ["sdbake diff HEAD:recipes/demo.toml recipes/demo.toml", "sdbake diff outputs/a.png outputs/b.png --format json"],
+        description="A and B may be recipe files (TOML or YAML), images carrying an sdbake recipe, or git revisions "
+                    "written REV:path. Exit 0 when identical, 1 when different, 2 on error.")
     diff.add_argument("a", metavar="A", help="the old side: a recipe, an image made by sdbake, or REV:path")
     diff.add_argument("b", metavar="B", help="the new side, as A")
     diff.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     diff.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                       help="colour the text output (auto: only on a terminal, and never with NO_COLOR set)")
-    diff.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a value on both sides")
-    diff.set_defaults(func=run_diff)
+    add_overrides(diff, "override a value on both sides")
 
 
 def wants_colour(choice: str, stream=sys.stdout) -> bool:

@@ -6,21 +6,18 @@ import hashlib
 import tempfile
 from pathlib import Path
 
+from sdbake.runner.commands import add_command
 from sdbake.runner.commands.run import add_recipe_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    lock = subparsers.add_parser(
-        "lock", help="render and write RECIPE.lock (models, prompts, keys, outputs)",
-        epilog="examples:\n  sdbake lock recipes/demo.toml        writes recipes/demo.toml.lock\n"
-               "  sdbake run recipes/demo.toml --locked   later: refuse changed models or prompts")
+    lock = add_command(subparsers, "lock", run_lock, "render and write RECIPE.lock (models, prompts, keys, outputs)",
+                       ["sdbake lock recipes/demo.toml        writes recipes/demo.toml.lock",
+                        "sdbake run recipes/demo.toml --locked   later: refuse changed models or prompts"])
     add_recipe_options(lock)
-    lock.set_defaults(func=run_lock)
-    verify = subparsers.add_parser(
-        "verify", help="re-render without the cache and compare outputs to the lock",
-        epilog="example:\n  sdbake verify recipes/demo.toml   exit 1 and a list when anything differs")
+    verify = add_command(subparsers, "verify", run_verify, "re-render without the cache and compare outputs to "
+                         "the lock", ["sdbake verify recipes/demo.toml   exit 1 and a list when anything differs"])
     add_recipe_options(verify)
-    verify.set_defaults(func=run_verify)
 
 
 def run_lock(args) -> int:

@@ -5,23 +5,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from sdbake.runner.commands import add_actions, add_command
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "models", help="hash model files, list the model search folders",
-        epilog="examples:\n  sdbake models hash models/demo/unet/diffusion_pytorch_model.safetensors\n"
-               "  sdbake models ls --kind loras")
-    actions = parser.add_subparsers(dest="models_command", metavar="ACTION", help="what to do")
-    hash_parser = actions.add_parser("hash", help="print sha256, A1111 short hash and path of weight files",
-                                     epilog="example:\n  sdbake models hash ~/webui/models/Stable-diffusion/*.safetensors")
+    models = add_command(subparsers, "models", None, "hash model files, list the model search folders",
+                         ["sdbake models hash models/demo/unet/diffusion_pytorch_model.safetensors",
+                          "sdbake models ls --kind loras"])
+    actions = add_actions(models, "models_command", "what to do")
+    hash_parser = add_command(actions, "hash", hash_handler, "print sha256, A1111 short hash and path of weight files",
+                              ["sdbake models hash ~/webui/models/Stable-diffusion/*.safetensors"])
     hash_parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="weight files")
-    hash_parser.set_defaults(func=hash_handler)
-    ls_parser = actions.add_parser("ls", help="list the files in the configured model folders",
-                                   epilog="examples:\n  sdbake models ls\n  sdbake models ls --kind checkpoints")
+    ls_parser = add_command(actions, "ls", ls_handler, "list the files in the configured model folders",
+                            ["sdbake models ls", "sdbake models ls --kind checkpoints"])
     ls_parser.add_argument("--kind", default=None,
                            help="only this kind (checkpoints, vae, loras, embeddings, upscalers, wildcards)")
-    ls_parser.set_defaults(func=ls_handler)
-    parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
 
 
 def hash_handler(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from sdbake.runner.commands import add_command
+
 TEMPLATES = ("txt2img", "split", "intervene", "hires", "inpaint", "sweep", "sdxl")
 TITLES = {
     "txt2img": "Text to image: encode, sample, save.",
@@ -17,11 +19,11 @@ TITLES = {
     "sweep": "A sweep: every combination of two seeds and two CFG scales, and a labelled grid.",
     "sdxl": "Text to image on an SDXL checkpoint.",
 }
-EXAMPLES = """examples:
-  sdbake new portrait                          portrait.toml: txt2img on the demo model
-  sdbake new tune --template hires             a base image and a hires pass
-  sdbake new again.toml --from out/1-cat.png   the prompt, seed, sampler, size ... of an image
-"""
+EXAMPLES = [
+    'sdbake new portrait                          portrait.toml: txt2img on the demo model',
+    'sdbake new tune --template hires             a base image and a hires pass',
+    'sdbake new again.toml --from out/1-cat.png   the prompt, seed, sampler, size ... of an image',
+]
 DEMO_SETTINGS = {"prompt": "a large red circle in the center, blue background", "negative": "", "seed": 1,
                  "steps": 12, "sampler": "dpmpp_2m", "scheduler": "karras", "cfg": 6.0, "width": 64,
                  "height": 64}
@@ -30,21 +32,22 @@ SDXL_SETTINGS = dict(DEMO_SETTINGS, prompt="a lighthouse on a cliff at dusk, det
 SDXL_CHECKPOINT = "sd_xl_base_1.0.safetensors"
 FALLBACK_CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
 
+DESCRIPTION = ("Write NAME (.toml added when missing): a commented recipe that validates and renders as it is, "
+               "on the demo model in models/demo (SDXL: a checkpoint name to find in your model folders), or "
+               "with the prompt, seed, steps, sampler, CFG, size and model of --from IMAGE (its sdbake recipe, "
+               "else its A1111 infotext). Refuses to overwrite a file.")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    new = subparsers.add_parser(
-        "new", help="write a commented starting recipe (txt2img, split, intervene, hires, inpaint, sweep, sdxl)",
-        description="Write NAME (.toml added when missing): a commented recipe that validates and renders as "
-                    "it is, on the demo model in models/demo (SDXL: a checkpoint name to find in your model "
-                    "folders), or with the prompt, seed, steps, sampler, CFG, size and model of --from IMAGE "
-                    "(its sdbake recipe, else its A1111 infotext). Refuses to overwrite a file.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    new = add_command(
+        subparsers, "new", new_command,
+        "write a commented starting recipe (txt2img, split, intervene, hires, inpaint, sweep, sdxl)",
+        EXAMPLES, description=DESCRIPTION)
     new.add_argument("name", metavar="NAME", help="the recipe file to write (its stem is the recipe's name)")
     new.add_argument("--template", "-t", choices=TEMPLATES, default="txt2img", help="what the recipe does "
                                                                                       "(default txt2img)")
     new.add_argument("--from", dest="from_image", metavar="IMAGE", help="take the settings and model of this "
                                                                         "image (made by sdbake or A1111)")
-    new.set_defaults(func=new_command)
 
 
 def new_command(args) -> int:

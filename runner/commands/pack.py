@@ -4,25 +4,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sdbake.runner.commands import add_command, add_overrides
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pack = subparsers.add_parser(
-        "pack", help="bundle a recipe (or an image's recipe) with its input files, to run elsewhere",
-        description="Writes the recipe and every file it reads (init images, masks, paste images, wildcard "
-                    "files, embeddings) into one .tar.gz; models are listed by name and sha256, not packed, "
-                    "and found by hash in the model folders of the machine that runs the bundle.",
-        epilog="examples:\n"
-               "  sdbake pack recipes/demo.toml -o demo.tar.gz      then, elsewhere: sdbake run demo.tar.gz\n"
-               "  sdbake pack outputs/demo/1-base.png -o base.tar.gz   one image's recipe prefix and inputs")
+    pack = add_command(
+        subparsers, "pack", run_pack, "bundle a recipe (or an image's recipe) with its input files, to run elsewhere",
+        ["sdbake pack recipes/demo.toml -o demo.tar.gz      then, elsewhere: sdbake run demo.tar.gz",
+         "sdbake pack outputs/demo/1-base.png -o base.tar.gz   one image's recipe prefix and inputs"],
+        description="Writes the recipe and every file it reads (init images, masks, paste images, wildcard files, "
+                    "embeddings) into one .tar.gz; models are listed by name and sha256, not packed, and found by "
+                    "hash in the model folders of the machine that runs the bundle.")
     pack.add_argument("recipe", metavar="RECIPE|IMAGE", help="a recipe file, or an image made by sdbake")
     pack.add_argument("-o", "--output", required=True, type=Path, metavar="BUNDLE.tar.gz",
                       help="the bundle to write (.tar.gz or .tgz)")
-    pack.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a recipe value before packing")
+    add_overrides(pack, "override a recipe value before packing")
     pack.add_argument("--inputs", metavar="DIR", type=Path, help="IMAGE: also look here for its files")
     pack.add_argument("--recipe-dir", metavar="DIR", type=Path, help="IMAGE: the folder of its recipe")
     pack.add_argument("--cache-dir", metavar="DIR", help="the cache whose input store is searched")
-    pack.set_defaults(func=run_pack)
 
 
 def run_pack(args) -> int:

@@ -6,53 +6,48 @@ import json
 import sys
 from pathlib import Path
 
+from sdbake.runner.commands import add_actions, add_command
+
 PROMPT_HELP = "the prompt, in A1111's syntax (quote it for the shell)"
 
 SHIPPED_TOKENIZER = Path(__file__).resolve().parents[1] / "configs" / "clip_tokenizer"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "prompt", help="show how a prompt is scheduled, weighted, tokenized, expanded",
-        epilog="examples:\n  sdbake prompt schedule \"a [cat:dog:0.5]\" --steps 20\n"
-               "  sdbake prompt weights \"(red:1.3) circle\"\n  sdbake prompt expand \"a {red|blue} circle\" --count 4")
-    actions = parser.add_subparsers(dest="prompt_command", metavar="ACTION", help="what to show")
+    prompt = add_command(subparsers, "prompt", None, "show how a prompt is scheduled, weighted, tokenized, expanded",
+                         ['sdbake prompt schedule "a [cat:dog:0.5]" --steps 20', 'sdbake prompt weights "(red:1.3) circle"',
+                          'sdbake prompt expand "a {red|blue} circle" --count 4'])
+    actions = add_actions(prompt, "prompt_command", "what to show")
 
-    schedule_parser = actions.add_parser("schedule", help="prompt editing and alternation per step (A1111 rules)",
-                                         epilog="example:\n  sdbake prompt schedule \"a [cat:dog:10] on a [sofa|bed]\"")
-    schedule_parser.add_argument("prompt", help=PROMPT_HELP)
-    schedule_parser.add_argument("--steps", type=int, default=20, help="sampler steps (first pass)")
-    schedule_parser.add_argument("--hires-steps", type=int, default=None, help="steps of the hires pass")
-    schedule_parser.add_argument("--json", action="store_true", help="print JSON")
-    schedule_parser.set_defaults(func=schedule_handler)
+    schedule = add_command(actions, "schedule", schedule_handler, "prompt editing and alternation per step (A1111 rules)",
+                           ['sdbake prompt schedule "a [cat:dog:10] on a [sofa|bed]"'])
+    schedule.add_argument("prompt", help=PROMPT_HELP)
+    schedule.add_argument("--steps", type=int, default=20, help="sampler steps (first pass)")
+    schedule.add_argument("--hires-steps", type=int, default=None, help="steps of the hires pass")
+    schedule.add_argument("--json", action="store_true", help="print JSON")
 
-    weights_parser = actions.add_parser("weights", help="emphasis weights and BREAKs (A1111 rules)",
-                                        epilog="example:\n  sdbake prompt weights \"((red)) circle BREAK [blue] sky\"")
-    weights_parser.add_argument("prompt", help=PROMPT_HELP)
-    weights_parser.add_argument("--json", action="store_true", help="print JSON")
-    weights_parser.set_defaults(func=weights_handler)
+    weights = add_command(actions, "weights", weights_handler, "emphasis weights and BREAKs (A1111 rules)",
+                          ['sdbake prompt weights "((red)) circle BREAK [blue] sky"'])
+    weights.add_argument("prompt", help=PROMPT_HELP)
+    weights.add_argument("--json", action="store_true", help="print JSON")
 
-    tokens_parser = actions.add_parser("tokens", help="CLIP token ids and strings per 75-token chunk",
-                                       epilog="example:\n  sdbake prompt tokens \"a photo of a cat\" --model models/demo")
-    tokens_parser.add_argument("prompt", help=PROMPT_HELP)
-    tokens_parser.add_argument("--model", type=Path, default=None,
-                               help="a diffusers model folder whose tokenizer/ to use (default: SD1.x CLIP)")
-    tokens_parser.add_argument("--steps", type=int, default=20, help="steps for scheduling edits in the prompt")
-    tokens_parser.set_defaults(func=tokens_handler)
+    tokens = add_command(actions, "tokens", tokens_handler, "CLIP token ids and strings per 75-token chunk",
+                         ['sdbake prompt tokens "a photo of a cat" --model models/demo'])
+    tokens.add_argument("prompt", help=PROMPT_HELP)
+    tokens.add_argument("--model", type=Path, default=None,
+                        help="a diffusers model folder whose tokenizer/ to use (default: SD1.x CLIP)")
+    tokens.add_argument("--steps", type=int, default=20, help="steps for scheduling edits in the prompt")
 
-    expand_parser = actions.add_parser("expand", help="resolve wildcards and {a|b} variants",
-                                       epilog="examples:\n  sdbake prompt expand \"a __colours__ {circle|square}\" "
-                                              "--wildcards wildcards/ --seed 3 --count 4\n"
-                                              "  sdbake prompt expand \"a {red|blue} {circle|square}\" --combinatorial")
-    expand_parser.add_argument("prompt", help=PROMPT_HELP)
-    expand_parser.add_argument("--seed", type=int, default=0, help="image seed (image i uses seed + i)")
-    expand_parser.add_argument("--count", type=int, default=1, help="number of images to expand for")
-    expand_parser.add_argument("--wildcards", type=Path, nargs="+", default=[], metavar="DIR",
-                               help="wildcard folders, searched before the configured ones")
-    expand_parser.add_argument("--combinatorial", action="store_true",
-                               help="list every expansion (at most --count when given) instead of seeded picks")
-    expand_parser.set_defaults(func=expand_handler)
-    parser.set_defaults(func=lambda args: (parser.print_help(sys.stderr), 2)[1])
+    expand = add_command(actions, "expand", expand_handler, "resolve wildcards and {a|b} variants",
+                         ['sdbake prompt expand "a __colours__ {circle|square}" --wildcards wildcards/ --seed 3 --count 4',
+                          'sdbake prompt expand "a {red|blue} {circle|square}" --combinatorial'])
+    expand.add_argument("prompt", help=PROMPT_HELP)
+    expand.add_argument("--seed", type=int, default=0, help="image seed (image i uses seed + i)")
+    expand.add_argument("--count", type=int, default=1, help="number of images to expand for")
+    expand.add_argument("--wildcards", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="wildcard folders, searched before the configured ones")
+    expand.add_argument("--combinatorial", action="store_true",
+                        help="list every expansion (at most --count when given) instead of seeded picks")
 
 
 def _warn(warnings) -> None:

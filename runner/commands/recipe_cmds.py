@@ -5,46 +5,43 @@ import argparse
 import json
 import sys
 
+from sdbake.runner.commands import add_command, add_overrides
+
 SET_HELP = "override a recipe value before checking, e.g. stages.hires.denoise=0.5 (repeatable)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    validate = subparsers.add_parser(
-        "validate", help="check recipe files; print every error as file:line:col",
-        description="Checks the schema, then everything a run would meet that needs no torch: model, LoRA, "
-                    "image and mask files, save templates, colours, upscalers, wildcards, embeddings, sizes "
-                    "and output collisions.",
-        epilog="examples:\n  sdbake validate recipes/*.toml\n  sdbake validate recipes/   every recipe in a folder\n"
-               "  sdbake validate recipes/demo.toml --set defaults.steps=0   would this override be valid?")
+    validate = add_command(
+        subparsers, "validate", run_validate, "check recipe files; print every error as file:line:col",
+        ["sdbake validate recipes/*.toml", "sdbake validate recipes/   every recipe in a folder",
+         "sdbake validate recipes/demo.toml --set defaults.steps=0   would this override be valid?"],
+        description="Checks the schema, then everything a run would meet that needs no torch: model, LoRA, image "
+                    "and mask files, save templates, colours, upscalers, wildcards, embeddings, sizes and output "
+                    "collisions.")
     validate.add_argument("files", nargs="+", metavar="FILE", help="recipe files, or folders of recipe files")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                          help=SET_HELP)
+    add_overrides(validate, SET_HELP)
     validate.add_argument("--out", metavar="DIR", help="output root that run would use (default: the recipe's "
                                                        "output_dir, else ./outputs), for output collisions")
-    validate.set_defaults(func=run_validate)
 
-    canonical = subparsers.add_parser(
-        "canonical", help="print the normalized recipe (defaults filled, keys sorted)",
-        epilog="examples:\n  sdbake canonical recipes/demo.yaml --format toml\n"
-               "  git config diff.sdbake.textconv \"sdbake canonical\"   semantic git diff of recipes")
+    canonical = add_command(
+        subparsers, "canonical", run_canonical, "print the normalized recipe (defaults filled, keys sorted)",
+        ["sdbake canonical recipes/demo.yaml --format toml",
+         "git config diff.sdbake.textconv \"sdbake canonical\"   semantic git diff of recipes"])
     canonical.add_argument("file", metavar="FILE", help="a recipe file, or an image made by sdbake")
     canonical.add_argument("--format", choices=("toml", "yaml", "json"), default="toml",
                            help="output format (default: toml)")
-    canonical.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                           help=SET_HELP)
-    canonical.set_defaults(func=run_canonical)
+    add_overrides(canonical, SET_HELP)
 
-    schema = subparsers.add_parser("schema", help="print the recipe JSON Schema (for editors), or write it to a file",
-                                   description="Print the JSON Schema of recipes. Editors' TOML and YAML language "
-                                               "servers use it for completion, hover and checks: see docs/editors.md.",
-                                   epilog="examples:\n  sdbake schema --write            ./sdbake.schema.json, for your "
-                                          "editor\n  sdbake schema --markdown         the field reference (docs/recipes.md)",
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    schema = add_command(
+        subparsers, "schema", run_schema, "print the recipe JSON Schema (for editors), or write it to a file",
+        ["sdbake schema --write            ./sdbake.schema.json, for your editor",
+         "sdbake schema --markdown         the field reference (docs/recipes.md)"],
+        description="Print the JSON Schema of recipes. Editors' TOML and YAML language servers use it for "
+                    "completion, hover and checks: see docs/editors.md.")
     schema.add_argument("--write", nargs="?", const="sdbake.schema.json", metavar="PATH",
                         help="write it to PATH (default ./sdbake.schema.json) instead of printing it")
     schema.add_argument("--markdown", action="store_true", help="the field reference as Markdown instead "
                                                                 "(docs/recipes.md is this output)")
-    schema.set_defaults(func=run_schema)
 
 
 def run_validate(args) -> int:

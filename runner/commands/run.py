@@ -5,19 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from sdbake.runner.locations import cache_dir_help
+from sdbake.runner.commands import add_command, add_overrides, add_render_options
 
 
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", metavar="RECIPE", help="a recipe file, or an image made by sdbake")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value, e.g. stages.hires.denoise=0.5")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
-                        help="model precision (default: float16 on CUDA, float32 on CPU)")
-    parser.add_argument("--out", metavar="DIR", help="output root (default: the recipe's output_dir, else "
-                                                     "./outputs)")
-    parser.add_argument("--cache-dir", metavar="DIR", help=cache_dir_help())
+    add_overrides(parser)
+    add_render_options(parser)
     parser.add_argument("--inputs", metavar="DIR", type=Path,
                         help="RECIPE is an image: also look here for the files its recipe read (by content hash)")
     parser.add_argument("--recipe-dir", metavar="DIR", type=Path,
@@ -70,14 +64,12 @@ def report_farm(farm, args) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    run = subparsers.add_parser(
-        "run", help="render a recipe (or re-render an image made by sdbake)",
-        epilog="examples:\n"
-               "  sdbake run recipes/demo.toml --out outputs       render; a second run is all cache hits\n"
-               "  sdbake run recipes/demo.toml --set defaults.seed=7 --until sample-1\n"
-               "  sdbake run recipes/demo.toml --matrix seed=1-4 --matrix defaults.cfg=5,7   a sweep, with a grid\n"
-               "  sdbake run outputs/demo/1234.png                 re-render an image from its embedded recipe\n"
-               "  sdbake run demo.tar.gz                           render a bundle written by `sdbake pack`")
+    run = add_command(subparsers, "run", run_command, "render a recipe (or re-render an image made by sdbake)",
+                      ["sdbake run recipes/demo.toml --out outputs       render; a second run is all cache hits",
+                       "sdbake run recipes/demo.toml --set defaults.seed=7 --until sample-1",
+                       "sdbake run recipes/demo.toml --matrix seed=1-4 --matrix defaults.cfg=5,7   a sweep, with a grid",
+                       "sdbake run outputs/demo/1234.png                 re-render an image from its embedded recipe",
+                       "sdbake run demo.tar.gz                           render a bundle written by `sdbake pack`"])
     add_recipe_options(run)
     run.add_argument("--until", metavar="STAGE_ID", help="stop after this stage")
     run.add_argument("--no-cache", action="store_true", help="neither read nor write the stage cache")
@@ -90,15 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--no-half-vae", action="store_true", help="decode in float32 even on fp16/bf16 runs")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress or per-stage lines on stderr")
     add_executor_options(run)
-    run.set_defaults(func=run_command)
 
-    plan = subparsers.add_parser(
-        "plan", help="show each stage's cache key and HIT/MISS, and why it misses",
-        epilog="examples:\n  sdbake plan recipes/demo.toml\n"
-               "  sdbake plan recipes/demo.toml --set stages.sample-2.cfg=5   what an edit would re-run\n"
-               "  sdbake plan recipes/demo.toml --matrix seed=1-8           a sweep's shared stages")
+    plan = add_command(subparsers, "plan", plan_command, "show each stage's cache key and HIT/MISS, and why it misses",
+                       ["sdbake plan recipes/demo.toml",
+                        "sdbake plan recipes/demo.toml --set stages.sample-2.cfg=5   what an edit would re-run",
+                        "sdbake plan recipes/demo.toml --matrix seed=1-8           a sweep's shared stages"])
     add_recipe_options(plan)
-    plan.set_defaults(func=plan_command)
 
 
 def options_from_args(args):

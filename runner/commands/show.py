@@ -10,16 +10,15 @@ import argparse
 import json
 from pathlib import Path
 
+from sdbake.runner.commands import add_command
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    show = subparsers.add_parser(
-        "show", help="print the recipe or infotext embedded in an image",
-        epilog="examples:\n  sdbake show outputs/demo/1234.png\n"
-               "  sdbake show a1111-image.png --format infotext")
+    show = add_command(subparsers, "show", run_show, "print the recipe or infotext embedded in an image",
+                       ["sdbake show outputs/demo/1234.png", "sdbake show a1111-image.png --format infotext"])
     show.add_argument("image", metavar="IMAGE", help="a PNG, WebP or JPEG made by sdbake or A1111")
     show.add_argument("--format", choices=("recipe", "infotext", "json"), default=None,
                       help="recipe (TOML, the default for sdbake images), infotext, or json (all fields)")
-    show.set_defaults(func=run_show)
 
 
 def escape_controls(text: str) -> str:

@@ -4,28 +4,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXAMPLES = """examples:
-  sdbake watch recipes/demo.toml                      re-render on every save, log to the terminal
-  sdbake watch recipes/demo.toml --serve              ... and a live page at http://127.0.0.1:8765/
-  sdbake watch r.toml --serve --port 0 --out /tmp/o   any free port (printed), outputs under /tmp/o
-"""
+from sdbake.runner.commands import add_command, add_overrides, add_render_options
+
+HELP = "re-render a recipe on every save (only the stages that changed), with an optional live page"
+DESCRIPTION = ("Render RECIPE, then render it again whenever it or a file it reads (init images, masks, edits, "
+               "wildcards, embeddings) is saved. The stage cache makes a re-render run only the stages whose "
+               "inputs changed. An invalid recipe shows its error (file:line:col) and the last good render "
+               "stays.")
+EXAMPLES = [
+    'sdbake watch recipes/demo.toml                      re-render on every save, log to the terminal',
+    'sdbake watch recipes/demo.toml --serve              ... and a live page at http://127.0.0.1:8765/',
+    'sdbake watch r.toml --serve --port 0 --out /tmp/o   any free port (printed), outputs under /tmp/o',
+]
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    watch = subparsers.add_parser(
-        "watch", help="re-render a recipe on every save (only the stages that changed), with an optional live page",
-        description="Render RECIPE, then render it again whenever it or a file it reads (init images, masks, "
-                    "edits, wildcards, embeddings) is saved. The stage cache makes a re-render run only the "
-                    "stages whose inputs changed. An invalid recipe shows its error (file:line:col) and the "
-                    "last good render stays.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    watch = add_command(subparsers, "watch", watch_command, HELP, EXAMPLES, description=DESCRIPTION)
     watch.add_argument("recipe", metavar="RECIPE", help="a recipe file (TOML or YAML)")
-    watch.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a recipe value, e.g. stages.hires.denoise=0.5")
-    watch.add_argument("--out", metavar="DIR", help="output root (default: the recipe's output_dir, else ./outputs)")
-    watch.add_argument("--cache-dir", metavar="DIR", help="stage cache (default: $SDBAKE_CACHE, else "
-                                                          "./.sdbake/cache)")
-    watch.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    watch.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
-                       help="model precision (default: float16 on CUDA, float32 on CPU)")
+    add_overrides(watch)
+    add_render_options(watch)
     watch.add_argument("--serve", action="store_true", help="serve a live page of stages, images and step "
                                                             "previews")
     watch.add_argument("--host", default="127.0.0.1", help="address to bind with --serve (default 127.0.0.1; "
@@ -35,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     watch.add_argument("--poll", type=float, default=0.5, metavar="SECONDS", help="how often to look for "
                                                                                    "changes (default 0.5)")
     watch.add_argument("--quiet", "-q", action="store_true", help="log one line per render, not per stage")
-    watch.set_defaults(func=watch_command)
 
 
 def watch_command(args) -> int:
