@@ -28,12 +28,19 @@ def path_sha256(path: Path) -> str:
 @dataclass(frozen=True)
 class LoraFile:
     path: Path
-    weight: float
+    weight: float                       # text encoders, and the UNet unless unet_weight is set
     sha256: str
+    unet_weight: float | None = None    # a prompt tag's `<lora:name:te:unet>`
+    tag: str | None = None              # the name a prompt tag gave it (A1111's `Lora hashes` label)
 
     @property
     def name(self) -> str:
         return self.path.stem
+
+    @property
+    def weights(self) -> tuple[Path, float, float]:
+        """(file, text encoder weight, UNet weight), as runner.models.lora.apply_loras takes them."""
+        return self.path, self.weight, self.weight if self.unet_weight is None else self.unet_weight
 
 
 @dataclass

@@ -25,6 +25,7 @@ from sdbake.runner.kinds.common import (
     key_of,
     wildcard_dirs,
 )
+from sdbake.runner.kinds.lora_tags import plan_lora_tags
 from sdbake.runner.modelfiles import LoraFile, ModelFiles, resolve_loras, resolve_model
 from sdbake.runner.models.hashing import sha256_file
 from sdbake.runner.numerics import Numerics
@@ -139,6 +140,7 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
             document["loras"] = [[l.sha256, l.weight] for l in inv.loras]
         inv.inputs = document
         KINDS[stage.type].plan(stage, inv, document, ctx)
+        plan_lora_tags(stage, inv, document, ctx)
         texts = inv.prompts + inv.negatives
         inv.embeddings = embeddings_used(loaded, texts) if texts else {}
         if inv.embeddings:

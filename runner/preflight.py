@@ -82,6 +82,8 @@ def find_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> lis
             text = getattr(stage, field, None)
             if text and stage.id not in loaded.resolved:     # resolved prompts read no wildcard file
                 prompts += _prompt_problems(loaded, where + (field,), text)
+                if field == "prompt":                        # A1111 reads no tags in a negative prompt
+                    models += _lora_tag_problems(loaded, where + (field,), text)
     sizes, outputs = _output_problems(loaded, output_root, now)
     return (_as(ModelError, models) + _as(InputFileError, inputs) + _as(PromptError, prompts)
             + _as(RecipeError, sizes) + _as(OutputError, outputs))
@@ -239,6 +241,26 @@ def _prompt_problems(loaded: LoadedRecipe, where: tuple, text: str) -> list[Prob
         if name not in stems:
             problems.append((where, (f"embedding `{name}` not found in: {', '.join(str(f) for f in folders)}"
                                     f"{did_you_mean(name, stems)}")))
+    return problems
+
+
+def _lora_tag_problems(loaded: LoadedRecipe, where: tuple, text: str) -> list[Problem]:
+    """`<lora:name:w>` tags that do not parse, or name no LoRA file (did-you-mean over the LoRA folders'
+    file names); `<hypernet:...>` and other kinds are refused."""
+    from sdbake.runner.models.search import list_folder, load_search_config, resolve_model_file
+    from sdbake.stages.prompts.extra_networks import EXTRA_NETWORK_TAG, lora_tags
+    problems: list[Problem] = []
+    for match in EXTRA_NETWORK_TAG.finditer(text):
+        try:
+            tags = lora_tags(match.group(0))
+        except PromptError as err:
+            problems.append((where, err.message))
+            continue
+        try:
+            resolve_model_file(tags[0].name, "loras", loaded.folder)
+        except SdbakeError as err:
+            stems = [p.stem for f in load_search_config().folders["loras"] for p in list_folder(f, "loras")]
+            problems.append((where, f"{match.group(0)}: {err.message}{did_you_mean(tags[0].name, stems)}"))
     return problems
 
 

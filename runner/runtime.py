@@ -9,6 +9,7 @@ import torch
 from sdbake.runner.cache import CacheStore
 from sdbake.runner.console import Console, RunOptions
 from sdbake.runner.kinds import KINDS
+from sdbake.runner.kinds.lora_tags import lora_hashes
 from sdbake.runner.plan import Invocation, Plan
 from sdbake.runner.previews import preview_sink
 from sdbake.schemas.errors import CacheError, SdbakeError
@@ -45,8 +46,7 @@ class Runtime:
         spec = ModelSpec(checkpoint=files.checkpoint, vae=files.vae, device=self.device, dtype=self.dtype,
                          allow_pickle=self.options.allow_pickle, config=files.config)
         loaded = default_registry().get(spec)
-        loras = [(l.path, l.weight) for l in files.loras] + [(l.path, l.weight) for l in inv.loras]
-        apply_loras(loaded, loras, warn=self.console.warn)
+        apply_loras(loaded, [l.weights for l in files.loras + inv.loras], warn=self.console.warn)
         from sdbake.runner.compile import prepare_unet
         # Called on every lookup, options off included: that also undoes channels_last left by an earlier run.
         unet = prepare_unet(loaded.unet, compile=self.plan.numerics.compile,
@@ -62,11 +62,10 @@ class Runtime:
         files = self.plan.models.get(name) if name else None
         if files is None:
             return {"version": __version__}
-        loras = files.loras + inv.loras
         return {"model_name": files.model_name, "model_hash": files.model_hash,
                 "vae_name": files.vae.stem if files.vae else None,
                 "vae_hash": files.vae_sha256[:10] if files.vae_sha256 else None,
-                "lora_hashes": ", ".join(f"{l.name}: {l.sha256[:12]}" for l in loras) or None,
+                "lora_hashes": lora_hashes(self.plan.invocations[:inv.index + 1]),
                 "version": __version__}
 
     # -- stages --

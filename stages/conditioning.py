@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from sdbake.stages.denoiser import Cond, GuidedInputs
+from sdbake.stages.prompts.extra_networks import strip_tags
 from sdbake.stages.prompts.parser import schedule, split_and
 from sdbake.stages.state import Packed
 
@@ -31,8 +32,9 @@ DEFAULT_NEGATIVE_AESTHETIC_SCORE = 2.5
 
 
 def prompt_schedules(prompt: str, steps: int, hires_steps: int | None = None) -> list[tuple[float, Schedule]]:
-    """[(AND weight, [(end_at_call, text), ...]), ...] for one prompt."""
-    return [(weight, schedule(text, steps, hires_steps)) for text, weight in split_and(prompt)]
+    """[(AND weight, [(end_at_call, text), ...]), ...] for one prompt. Its `<lora:...>` tags are cut out
+    first, as A1111 does before AND and scheduling (the runner applies the LoRAs they name)."""
+    return [(weight, schedule(text, steps, hires_steps)) for text, weight in split_and(strip_tags(prompt))]
 
 
 def negative_schedule(negative: str, steps: int, hires_steps: int | None = None) -> Schedule:
@@ -101,9 +103,12 @@ def encode_texts(model, texts: list[str], clip_skip: int, memo: Memo,
 
 
 def memo_id(model, clip_skip: int) -> str:
-    """Which encoders a memo belongs to: the model's file hashes (a LoRA on the model entry rides
-    along, as it is active whenever that model encodes), and clip skip where it applies."""
-    digest = hashlib.sha256("\n".join(sha for _, sha in model.files).encode()).hexdigest()[:16]
+    """Which encoders a memo belongs to: the model's file hashes, the LoRAs active on its text
+    encoders (a stage whose prompt or `loras` name another set encodes its texts again), and clip
+    skip where it applies."""
+    parts = [sha for _, sha in model.files]
+    parts += [f"lora {path} {te!r}" for path, te, _unet in getattr(model, "active_loras", ()) if te]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return f"{model.family}:{digest}:{clip_skip if model.family != 'sdxl' else 1}"
 
 

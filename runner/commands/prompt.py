@@ -56,9 +56,10 @@ def _warn(warnings) -> None:
 
 
 def schedule_handler(args: argparse.Namespace) -> int:
+    from sdbake.stages.prompts.extra_networks import strip_tags
     from sdbake.stages.prompts.parser import schedule_with_warnings, split_and
     parts, warnings = [], []
-    for text, weight in split_and(args.prompt):
+    for text, weight in split_and(strip_tags(args.prompt)):   # CLIP never sees <lora:...> tags
         entries, text_warnings = schedule_with_warnings(text, args.steps, args.hires_steps)
         parts.append({"text": text, "weight": weight, "schedule": [[end, scheduled] for end, scheduled in entries]})
         warnings += text_warnings
@@ -81,8 +82,9 @@ def schedule_handler(args: argparse.Namespace) -> int:
 
 
 def weights_handler(args: argparse.Namespace) -> int:
+    from sdbake.stages.prompts.extra_networks import strip_tags
     from sdbake.stages.prompts.parser import weights_with_warnings
-    pieces, warnings = weights_with_warnings(args.prompt)
+    pieces, warnings = weights_with_warnings(strip_tags(args.prompt))
     _warn(warnings)
     if args.json:
         print(json.dumps([[text, weight] for text, weight in pieces], ensure_ascii=False))
@@ -109,11 +111,12 @@ def load_tokenizer(model: Path | None):
 
 
 def tokens_handler(args: argparse.Namespace) -> int:
+    from sdbake.stages.prompts.extra_networks import strip_tags
     from sdbake.stages.prompts.parser import schedule, split_and
     from sdbake.stages.prompts.tokens import CHUNK_LENGTH, preview
     tokenizer = load_tokenizer(args.model)
     texts: list[str] = []
-    for text, _ in split_and(args.prompt):
+    for text, _ in split_and(strip_tags(args.prompt)):
         texts += [scheduled for _, scheduled in schedule(text, args.steps) if scheduled not in texts]
     for text in texts:
         chunks, warnings = preview(tokenizer, text)

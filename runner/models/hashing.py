@@ -76,17 +76,61 @@ def cached_sha256(path: Path) -> str | None:
     return read_index().get(_index_key(_file_identity(Path(path))))
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, from the index when its (path, size, mtime) is unchanged, else computed and stored."""
+def _indexed(path: Path, compute, kind: str = "") -> str:
+    """`compute(path)` (a sha256), from the index when the file's (path, size, mtime) is unchanged."""
     path = Path(path)
-    key = _index_key(_file_identity(path))
+    key = kind + _index_key(_file_identity(path))
     entries = read_index()
     if key in entries:
         return entries[key]
-    sha = sha256_uncached(path)
+    sha = compute(path)
     entries = read_index()          # re-read: another process may have added entries meanwhile
     stale_prefix = key.rsplit("|", 2)[0] + "|"
     entries = {k: v for k, v in entries.items() if not k.startswith(stale_prefix)}   # older versions of it
     entries[key] = sha
     _write_index(entries)
     return sha
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, from the index when its (path, size, mtime) is unchanged, else computed and stored."""
+    return _indexed(path, sha256_uncached)
+
+
+def _safetensors_header(path: Path) -> tuple[int, dict]:
+    """The JSON header's length and content (safetensors: 8-byte little-endian length, then the JSON)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if size < 2 or size > 100 * 1024 * 1024:
+            raise ModelError("not a safetensors file (bad header length)", file=str(path))
+        try:
+            header = json.loads(f.read(size))
+        except ValueError as err:
+            raise ModelError(f"not a safetensors file (header: {err})", file=str(path)) from None
+    return size, header if isinstance(header, dict) else {}
+
+
+def _addnet_sha256(path: Path) -> str:
+    # kohya's "addnet" hash: sha256 of the tensor bytes, i.e. everything after the header
+    size, _header = _safetensors_header(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(8 + size)
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lora_short_hash(path: Path) -> str:
+    """What A1111 writes for a LoRA in `Lora hashes` (extensions-builtin/Lora/network.py): the first
+    12 hex characters of the file's `sshs_model_hash` metadata when it has one, else of its sha256,
+    taken for a .safetensors file over the bytes after the header (kohya's addnet hash)."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        return sha256_file(path)[:12]
+    metadata = _safetensors_header(path)[1].get("__metadata__") or {}
+    stored = metadata.get("sshs_model_hash") if isinstance(metadata, dict) else None
+    if isinstance(stored, str) and stored:
+        return stored[:12]
+    return _indexed(path, _addnet_sha256, kind="addnet:")[:12]

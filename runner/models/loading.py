@@ -42,7 +42,7 @@ class LoadedModel:
     tokenizer_2: Any = None                  # SDXL only
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
-    active_loras: tuple[tuple[str, float], ...] = ()   # (file, weight) pairs now injected (runner.models.lora)
+    active_loras: tuple[tuple[str, float, float], ...] = ()   # (file, te, unet) now injected (runner.models.lora)
 
     @property
     def scaling_factor(self) -> float:

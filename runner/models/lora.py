@@ -98,27 +98,48 @@ def _adapter_names(count: int) -> list[str]:
     return [f"{ADAPTER_PREFIX}{n}" for n in range(count)]
 
 
-def apply_loras(model: LoadedModel, loras: Sequence[tuple[Path, float]], *,
+def _component_weights(model: LoadedModel, te: float, unet: float) -> float | dict[str, float]:
+    """diffusers' per-adapter weight: one number when text encoders and UNet share it (A1111's
+    `<lora:name:w>`), else one per component (`<lora:name:te:unet>`)."""
+    if te == unet:
+        return te
+    weights = {"unet": unet, "text_encoder": te}
+    if model.family == "sdxl":
+        weights["text_encoder_2"] = te
+    return weights
+
+
+def _normalise(lora: tuple) -> tuple[str, float, float]:
+    if len(lora) == 2:
+        path, weight = lora
+        return str(Path(path)), float(weight), float(weight)
+    path, te, unet = lora
+    return str(Path(path)), float(te), float(unet)
+
+
+def apply_loras(model: LoadedModel, loras: Sequence[tuple], *,
                 warn: Callable[[str], None] | None = None) -> list[str]:
-    """Make exactly these (file, weight) LoRAs active on the model, replacing the previous stage's set.
+    """Make exactly these LoRAs active on the model, replacing the previous stage's set: (file, weight)
+    for text encoders and UNet alike, or (file, te_weight, unet_weight).
 
     An empty list removes all. Returns the adapter names. A LoRA that matches only some layers is
     reported through `warn` (default: a LoraWarning); one that matches none is a ModelError.
     """
-    wanted = tuple((str(Path(path)), float(weight)) for path, weight in loras)
+    wanted = tuple(_normalise(lora) for lora in loras)
     if wanted == model.active_loras:
         return _adapter_names(len(wanted))
     holder = _lora_holder(model)
-    if wanted and [p for p, _ in wanted] == [p for p, _ in model.active_loras]:
+    weights = [_component_weights(model, te, unet) for _, te, unet in wanted]
+    if wanted and [w[0] for w in wanted] == [a[0] for a in model.active_loras]:
         adapters = _adapter_names(len(wanted))        # same files, new weights: rescale only
         with _quiet_library_logs():
-            holder.set_adapters(adapters, adapter_weights=[w for _, w in wanted])
+            holder.set_adapters(adapters, adapter_weights=weights)
         model.active_loras = wanted
         return adapters
     remove_loras(model)
     adapters: list[str] = []
     try:
-        for adapter, (path, _weight) in zip(_adapter_names(len(wanted)), wanted):
+        for adapter, (path, _te, _unet) in zip(_adapter_names(len(wanted)), wanted):
             matched, in_file = _load_one(holder, model, Path(path), adapter)
             adapters.append(adapter)
             if matched < in_file:
@@ -129,7 +150,7 @@ def apply_loras(model: LoadedModel, loras: Sequence[tuple[Path, float]], *,
                     warnings.warn(message, LoraWarning, stacklevel=2)
         if adapters:
             with _quiet_library_logs():
-                holder.set_adapters(adapters, adapter_weights=[w for _, w in wanted])
+                holder.set_adapters(adapters, adapter_weights=weights)
     except BaseException:
         remove_loras(model)
         raise
