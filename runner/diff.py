@@ -25,7 +25,8 @@ from sdbake.schemas.loader import LoadedRecipe
 # every stage (its effect is reported where it lands), `stages` and `models` have their own sections.
 RECIPE_FIELDS_APART = {"stages", "defaults", "models"}
 # Key-document entries that are reported per stage (the rest are params, chain, or recipe-wide).
-KEY_INPUTS = {"files": "input files", "loras": "LoRA files", "prompts": "resolved prompts",
+KEY_INPUTS = {"files": "input files", "loras": "LoRA files", "lora_tags": "LoRA files of prompt tags",
+              "prompts": "resolved prompts",
               "negatives": "resolved negatives", "outputs": "output paths",
               "version": "stage code version"}
 WILDCARD_SUFFIXES = (".txt", ".yaml", ".yml", ".json")
