@@ -247,7 +247,8 @@ def _prompt_problems(loaded: LoadedRecipe, where: tuple, text: str) -> list[Prob
 def _lora_tag_problems(loaded: LoadedRecipe, where: tuple, text: str) -> list[Problem]:
     """`<lora:name:w>` tags that do not parse, or name no LoRA file (did-you-mean over the LoRA folders'
     file names); `<hypernet:...>` and other kinds are refused."""
-    from sdbake.runner.models.search import list_folder, load_search_config, resolve_model_file
+    from sdbake.runner.kinds.lora_tags import lora_aliases, resolve_tag_name
+    from sdbake.runner.models.search import list_folder, load_search_config
     from sdbake.stages.prompts.extra_networks import EXTRA_NETWORK_TAG, lora_tags
     problems: list[Problem] = []
     for match in EXTRA_NETWORK_TAG.finditer(text):
@@ -257,10 +258,11 @@ def _lora_tag_problems(loaded: LoadedRecipe, where: tuple, text: str) -> list[Pr
             problems.append((where, err.message))
             continue
         try:
-            resolve_model_file(tags[0].name, "loras", loaded.folder)
+            resolve_tag_name(tags[0].name, loaded.folder)
         except SdbakeError as err:
-            stems = [p.stem for f in load_search_config().folders["loras"] for p in list_folder(f, "loras")]
-            problems.append((where, f"{match.group(0)}: {err.message}{did_you_mean(tags[0].name, stems)}"))
+            names = [p.stem for f in load_search_config().folders["loras"] for p in list_folder(f, "loras")]
+            names += list(lora_aliases())
+            problems.append((where, f"{match.group(0)}: {err.message}{did_you_mean(tags[0].name, names)}"))
     return problems
 
 

@@ -230,3 +230,25 @@ def test_prompt_schedule_shows_the_text_without_tags(capsys):
     assert main(["prompt", "schedule", "a, <lora:x:1>, [cat:dog:2]", "--steps", "4"]) == 0
     out = capsys.readouterr().out
     assert "'a, , cat'" in out and "'a, , dog'" in out and "lora" not in out
+
+
+def test_a_tag_may_use_the_alias_a1111_reads_from_the_file(tmp_path, tiny_model_dir, lora_dir):
+    import torch
+    from safetensors.torch import load_file, save_file
+    from sdbake.runner.models.hashing import lora_short_hash
+    save_file(load_file(str(lora_dir / "tiny.safetensors")), str(lora_dir / "renamed.safetensors"),
+              metadata={"ss_output_name": "my_style"})
+    by_alias = render_state(recipe(tmp_path, tiny_model_dir, "alias", "a red circle <lora:my_style:0.8>"), tmp_path)
+    by_name = render_state(recipe(tmp_path, tiny_model_dir, "name", "a red circle <lora:tiny:0.8>"), tmp_path)
+    assert torch.equal(by_alias.latent, by_name.latent)
+    save_file({"x": torch.zeros(1)}, str(lora_dir / "hashed.safetensors"), metadata={"sshs_model_hash": "ab" * 32})
+    assert lora_short_hash(lora_dir / "hashed.safetensors") == "ab" * 6      # A1111 takes the stored hash
+
+
+def test_images_of_one_stage_must_name_the_same_tags(tmp_path, tiny_model_dir, lora_dir):
+    from sdbake.runner.api import make_plan
+    from sdbake.schemas.loader import load_recipe
+    text = txt2img(tiny_model_dir, steps=STEPS, batch_size=4,
+                   prompt="a {red <lora:tiny:0.5>|blue <lora:tiny:0.9>} circle")
+    with pytest.raises(PromptError, match="the images of this stage name different LoRA tags"):
+        make_plan(load_recipe(write(tmp_path, "mixed.toml", text)), threads=1)

@@ -8,6 +8,8 @@ key through the prompt; the files' content hashes go in as `lora_tags`. No torch
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from sdbake.runner.kinds.common import PlanContext
 from sdbake.runner.modelfiles import LoraFile, path_sha256
 from sdbake.schemas.errors import ModelError, PromptError, SdbakeError
@@ -36,10 +38,39 @@ def _tag_files(prompts: list[str], ctx: PlanContext) -> list[LoraFile]:
     return [_tag_file(tag, ctx, where) for tag in per_image[0]]
 
 
-def _tag_file(tag: LoraTag, ctx: PlanContext, where: str) -> LoraFile:
+def lora_aliases() -> dict[str, list[Path]]:
+    """A1111's other name for a LoRA: the `ss_output_name` its trainer wrote into a .safetensors file's
+    metadata (A1111 inserts that alias in the tags it writes, by default)."""
+    from sdbake.runner.models.hashing import safetensors_metadata
+    from sdbake.runner.models.search import list_folder, load_search_config
+    found: dict[str, list[Path]] = {}
+    for folder in load_search_config().folders["loras"]:
+        for path in list_folder(folder, "loras"):
+            if path.suffix.lower() == ".safetensors":
+                try:
+                    alias = safetensors_metadata(path).get("ss_output_name")
+                except SdbakeError:
+                    continue                 # not readable: the name lookup reports it if it is meant
+                if isinstance(alias, str) and alias and path not in found.setdefault(alias, []):
+                    found[alias].append(path)
+    return found
+
+
+def resolve_tag_name(name: str, recipe_dir: Path) -> Path:
+    """The file a tag names: a path or file name as `loras` resolves it, else a unique A1111 alias."""
     from sdbake.runner.models.search import resolve_model_file
     try:
-        path = resolve_model_file(tag.name, "loras", ctx.loaded.folder)
+        return resolve_model_file(name, "loras", recipe_dir)
+    except ModelError:
+        by_alias = lora_aliases().get(name, [])
+        if len(by_alias) == 1:
+            return by_alias[0]
+        raise
+
+
+def _tag_file(tag: LoraTag, ctx: PlanContext, where: str) -> LoraFile:
+    try:
+        path = resolve_tag_name(tag.name, ctx.loaded.folder)
     except SdbakeError as err:
         raise ctx.error(("prompt",), f"{where}: <lora:{tag.name}>: {err.message}", ModelError) from None
     if not path.is_file():

@@ -122,6 +122,12 @@ def _addnet_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def safetensors_metadata(path: Path) -> dict:
+    """The `__metadata__` table of a .safetensors file's header (empty when it has none)."""
+    metadata = _safetensors_header(Path(path))[1].get("__metadata__") or {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def lora_short_hash(path: Path) -> str:
     """What A1111 writes for a LoRA in `Lora hashes` (extensions-builtin/Lora/network.py): the first
     12 hex characters of the file's `sshs_model_hash` metadata when it has one, else of its sha256,
@@ -129,8 +135,7 @@ def lora_short_hash(path: Path) -> str:
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         return sha256_file(path)[:12]
-    metadata = _safetensors_header(path)[1].get("__metadata__") or {}
-    stored = metadata.get("sshs_model_hash") if isinstance(metadata, dict) else None
+    stored = safetensors_metadata(path).get("sshs_model_hash")
     if isinstance(stored, str) and stored:
         return stored[:12]
     return _indexed(path, _addnet_sha256, kind="addnet:")[:12]
