@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "sdbake.runner.commands.watch",
     "sdbake.runner.commands.new",
     "sdbake.runner.commands.pack",
+    "sdbake.runner.commands.export",
 ]
 
 

@@ -1,0 +1,60 @@
+"""`sdbake export RECIPE --to comfyui`: the recipe as a ComfyUI workflow (docs/interop.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser(
+        "export", help="write a recipe as a ComfyUI API-format workflow",
+        description="Writes a ComfyUI workflow (API format, core nodes only) that renders the recipe's settings. "
+                    "Each setting no ComfyUI core node expresses is a warning on stderr naming its stage; exit 0, "
+                    "or 1 with --strict (then nothing is written).",
+        epilog="examples:\n  sdbake export recipes/txt2img.toml --to comfyui -o txt2img.json\n"
+               "  sdbake export recipes/demo.toml --to comfyui --strict   fail if anything is left out")
+    export.add_argument("recipe", metavar="RECIPE", help="a recipe file, or an image made by sdbake")
+    export.add_argument("--to", choices=("comfyui",), required=True, help="the target format")
+    export.add_argument("-o", "--output", metavar="FILE", help="write the workflow here (default: stdout)")
+    export.add_argument("--strict", action="store_true", help="exit 1 and write nothing when a setting is left out")
+    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. stages.hires.denoise=0.5")
+    export.add_argument("--out", metavar="DIR", help="output root the save paths are rendered for (default: the "
+                                                     "recipe's output_dir, else ./outputs)")
+    export.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from pathlib import Path
+
+    from sdbake.runner.interop.comfy_export import export_comfyui, save_outputs
+    from sdbake.runner.planning import PlanOptions, pick_random_seed, plan_recipe
+    from sdbake.runner.sources import load_any
+    from sdbake.schemas.errors import OutputError, SdbakeError
+
+    loaded = load_any(args.recipe, args.overrides)
+    try:    # the plan renders the save paths; without the model files they fall back to recipe/stage names
+        outputs = save_outputs(plan_recipe(loaded, PlanOptions(output_root=args.out)))
+    except SdbakeError as err:
+        print(f"warning: save paths not rendered ({err.message}): SaveImage prefixes are <name>/<stage id>",
+              file=sys.stderr)
+        pick_random_seed(loaded)
+        outputs = None
+    result = export_comfyui(loaded, outputs)
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if args.strict and result.warnings:
+        print(f"{len(result.warnings)} setting(s) have no ComfyUI core equivalent (--strict): nothing written",
+              file=sys.stderr)
+        return 1
+    text = json.dumps(result.workflow, indent=2, ensure_ascii=False) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise OutputError(f"cannot write: {err.strerror or err}", file=args.output) from None
+    print(args.output)
+    return 0
