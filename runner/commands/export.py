@@ -5,24 +5,24 @@ import argparse
 import json
 import sys
 
+from sdbake.runner.commands import add_command, add_overrides
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    export = subparsers.add_parser(
-        "export", help="write a recipe as a ComfyUI API-format workflow",
+    export = add_command(
+        subparsers, "export", run_export, "write a recipe as a ComfyUI API-format workflow",
+        ["sdbake export recipes/txt2img.toml --to comfyui -o txt2img.json",
+         "sdbake export recipes/demo.toml --to comfyui --strict   fail if anything is left out"],
         description="Writes a ComfyUI workflow (API format, core nodes only) that renders the recipe's settings. "
                     "Each setting no ComfyUI core node expresses is a warning on stderr naming its stage; exit 0, "
-                    "or 1 with --strict (then nothing is written).",
-        epilog="examples:\n  sdbake export recipes/txt2img.toml --to comfyui -o txt2img.json\n"
-               "  sdbake export recipes/demo.toml --to comfyui --strict   fail if anything is left out")
+                    "or 1 with --strict (then nothing is written).")
     export.add_argument("recipe", metavar="RECIPE", help="a recipe file, or an image made by sdbake")
     export.add_argument("--to", choices=("comfyui",), required=True, help="the target format")
     export.add_argument("-o", "--output", metavar="FILE", help="write the workflow here (default: stdout)")
     export.add_argument("--strict", action="store_true", help="exit 1 and write nothing when a setting is left out")
-    export.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe value, e.g. stages.hires.denoise=0.5")
+    add_overrides(export)
     export.add_argument("--out", metavar="DIR", help="output root the save paths are rendered for (default: the "
                                                      "recipe's output_dir, else ./outputs)")
-    export.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:

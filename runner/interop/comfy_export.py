@@ -29,13 +29,20 @@ PROMPT_SYNTAX = [(re.compile(r"\[[^\[\]]*:[^\[\]]*\]"), "prompt editing [from:to
                  (re.compile(r"\bBREAK\b"), "BREAK"),
                  (re.compile(r"__[^_\s]+__|\{[^{}]*\|[^{}]*\}"), "wildcards")]
 AND = re.compile(r"\s*\bAND\b\s*")
-AND_WEIGHT = re.compile(r"^(.*?)\s*:\s*(-?\d+(?:\.\d+)?)\s*$", re.S)
+AND_WEIGHT = re.compile(r"^(.*?)\s*:\s*(-?\d+(?:\.\d+)?)\s*$", re.DOTALL)
 
 
 @dataclass
 class Export:
     workflow: dict                                  # API format: node id -> {class_type, inputs, _meta}
     warnings: list[str] = field(default_factory=list)
+
+
+def input_name(path: str) -> str:
+    """A recipe's file as ComfyUI's LoadImage names it: relative to ComfyUI's input folder, so a path
+    inside the recipe's folder keeps its subfolders and any other path keeps its file name."""
+    posix = PurePosixPath(path.replace("\\", "/"))
+    return str(posix) if not posix.is_absolute() and ".." not in posix.parts else posix.name
 
 
 def loop_denoises(denoise, loops: int, curve: str) -> list[float]:
@@ -158,7 +165,7 @@ class _Exporter:
         self.encode, self.size = stage, (stage.width, stage.height)
         self.vae = self.checkpoint(stage.model)[2]
         if stage.image:
-            image = [self.add("LoadImage", image=PurePosixPath(stage.image).name), 0]
+            image = [self.add("LoadImage", image=input_name(stage.image)), 0]
             image = [self.add("ImageScale", image=image, upscale_method="lanczos", width=stage.width,
                               height=stage.height, crop="disabled"), 0]
             self.latent = self.encoded(image)
@@ -222,7 +229,7 @@ class _Exporter:
     def mask(self, stage) -> list:
         width, height = self.size
         if stage.mask:
-            mask = [self.add("LoadImageMask", image=PurePosixPath(stage.mask).name, channel="red"), 0]
+            mask = [self.add("LoadImageMask", image=input_name(stage.mask), channel="red"), 0]
         else:
             mask = [self.add("SolidMask", value=0.0, width=width, height=height), 0]
         for x, y, w, h in stage.rects:
@@ -251,4 +258,4 @@ def save_outputs(plan) -> dict[str, list[str]]:
     return {inv.id: list(inv.outputs) for inv in plan.invocations if inv.outputs}
 
 
-__all__ = ["Export", "export_comfyui", "hires_total", "img2img_start", "loop_denoises", "save_outputs"]
+__all__ = ["Export", "export_comfyui", "hires_total", "img2img_start", "input_name", "loop_denoises", "save_outputs"]
