@@ -29,6 +29,7 @@ def run_export(args) -> int:
     from pathlib import Path
 
     from sdbake.runner.interop.comfy_export import export_comfyui, save_outputs
+    from sdbake.runner.interop.comfy_nodes import validate_workflow
     from sdbake.runner.planning import PlanOptions, pick_random_seed, plan_recipe
     from sdbake.runner.sources import load_any
     from sdbake.schemas.errors import OutputError, SdbakeError
@@ -42,6 +43,9 @@ def run_export(args) -> int:
         pick_random_seed(loaded)
         outputs = None
     result = export_comfyui(loaded, outputs)
+    problems = validate_workflow(result.workflow)
+    if problems:        # the exporter's own mistake, not the user's: show it with its traceback
+        raise RuntimeError("exported workflow fails ComfyUI's node definitions: " + "; ".join(problems))
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)
     if args.strict and result.warnings:
