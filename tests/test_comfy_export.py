@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from sdbake.runner.cli import main
-from sdbake.runner.interop.comfy_nodes import node_definitions, validate_workflow, widget_names
+from sdbake.runner.interop.comfy_nodes import node_definitions, validate_workflow
 from sdbake.schemas.names import SAMPLERS, SCHEDULERS
 from stage_helpers import recipe
 
@@ -115,8 +115,3 @@ def test_the_validator_names_each_problem_and_its_node():
         "node 3 (KSampler): input 'negative': links to node '9', which is not in the workflow",
         "node 4: unknown node class 'FreeU_V2'",
     ]
-
-
-def test_widget_order_follows_comfyui_with_its_extra_frontend_values():
-    assert widget_names("KSampler") == ["seed", "<control>", "steps", "cfg", "sampler_name", "scheduler", "denoise"]
-    assert widget_names("LoadImageMask") == ["image", "channel", "<upload>"]

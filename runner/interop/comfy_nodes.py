@@ -9,7 +9,6 @@ from pathlib import Path
 NODES_FILE = Path(__file__).with_name("comfyui_nodes.json")
 # Input types that are values typed into the node (widgets); every other type arrives through a link.
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
 
 
 @cache
@@ -28,20 +27,6 @@ def input_specs(definition: dict) -> list[tuple[str, list, bool]]:
 
 def is_widget(spec: list) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
-
-
-def widget_names(class_type: str) -> list[str]:
-    """The widget inputs of a node in the order the UI format's widgets_values lists them; the extra
-    values ComfyUI's frontend adds are named `<control>` and `<upload>`."""
-    names = []
-    for name, spec, _required in input_specs(node_definitions()[class_type]):
-        if is_widget(spec):
-            names.append(name)
-            if spec[1].get("control_after_generate"):
-                names.append("<control>")
-    if any(spec[1].get("image_upload") for _n, spec, _r in input_specs(node_definitions()[class_type])):
-        names.append("<upload>")
-    return names
 
 
 def validate_workflow(workflow: dict, definitions: dict | None = None) -> list[str]:
