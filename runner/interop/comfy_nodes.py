@@ -7,8 +7,6 @@ from functools import cache
 from pathlib import Path
 
 NODES_FILE = Path(__file__).with_name("comfyui_nodes.json")
-# Input types that are values typed into the node (widgets); every other type arrives through a link.
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 
 
 @cache
@@ -23,10 +21,6 @@ def input_specs(definition: dict) -> list[tuple[str, list, bool]]:
         for name in definition["input_order"].get(group, []):
             found.append((name, definition["input"][group][name], group == "required"))
     return found
-
-
-def is_widget(spec: list) -> bool:
-    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
 def validate_workflow(workflow: dict, definitions: dict | None = None) -> list[str]:
