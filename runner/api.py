@@ -5,6 +5,7 @@ no_half_vae, now) and, for `render`, of `RunOptions` (no_cache, refresh, until, 
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from sdbake.runner.cache import CacheStore, default_cache_root
@@ -30,6 +31,7 @@ def render(source: str | Path | LoadedRecipe, *, overrides: list[str] = (), cach
            **options) -> RunResult:
     """Render a recipe (file, image or loaded recipe); returns per-stage reports and written files."""
     plan_options, run_options = split_options({"quiet": True, **options}, PlanOptions, RunOptions)
+    plan_options = dataclasses.replace(plan_options, cache_dir=plan_options.cache_dir or cache_dir)
     loaded = source if isinstance(source, LoadedRecipe) else load_any(str(source), list(overrides))
     plan = plan_recipe(loaded, plan_options)
     return execute(plan, None if run_options.no_cache else cache_store(cache_dir), run_options)

@@ -154,7 +154,7 @@ def load_bundle(bundle: Path, overrides: list[str], cache_root: Path):
         except ValueError as err:
             raise InputFileError(f"resolved.json is not valid JSON: {err}", file=str(bundle)) from None
     for entry in loaded.recipe.models.values():
-        if entry.sha256:
+        if entry.sha256 and entry.checkpoint:       # a merge is recomputed from its inputs
             located = model_by_hash(entry.checkpoint, entry.sha256, folder)
             if located is not None:
                 loaded.found[entry.checkpoint] = located

@@ -229,8 +229,10 @@ class CacheStore:
 
     # -- write --
     def put(self, key: str, *, stage: dict, tensors: dict[str, Any] | None = None, meta: dict | None = None,
-            files: dict[str, bytes] | None = None, inputs: dict | None = None) -> Entry:
-        """Store an entry atomically; if another process stored the same key first, keep theirs."""
+            files: dict[str, bytes] | None = None, inputs: dict | None = None,
+            tensors_metadata: dict[str, str] | None = None) -> Entry:
+        """Store an entry atomically; if another process stored the same key first, keep theirs.
+        `tensors_metadata` goes into state.safetensors' header (a merged checkpoint's recipe)."""
         final = self.entry_folder(key)
         if final.is_dir() or os.path.islink(final):
             existing = self.get(key)                     # evicts a corrupt one, never recurses
@@ -244,7 +246,7 @@ class CacheStore:
         tmp = self.root / "tmp" / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
-            info = self._write_contents(tmp, key, stage, tensors, meta, files, inputs)
+            info = self._write_contents(tmp, key, stage, tensors, meta, files, inputs, tensors_metadata)
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tmp, final)
@@ -257,14 +259,16 @@ class CacheStore:
             raise
         return Entry(key, final, info)
 
-    def _write_contents(self, tmp: Path, key: str, stage: dict, tensors, meta, files, inputs) -> dict:
+    def _write_contents(self, tmp: Path, key: str, stage: dict, tensors, meta, files, inputs,
+                        tensors_metadata=None) -> dict:
         info: dict[str, Any] = {"format": ENTRY_FORMAT, "key": key, "stage": stage, "meta": meta or {},
                                 "inputs": inputs or {}, "created": time.time(), "has_tensors": bool(tensors)}
         size = 0
         if tensors:
             from safetensors.torch import save_file
             path = tmp / "state.safetensors"
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path),
+                      metadata=tensors_metadata)
             info["tensors_size"] = path.stat().st_size
             info["tensors_sha256"] = _sha256_file(path)
             size += info["tensors_size"]

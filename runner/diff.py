@@ -168,6 +168,9 @@ def _resolved_models(loaded: LoadedRecipe) -> dict[str, Any]:
     from sdbake.runner.modelfiles import resolve_model
     resolved: dict[str, Any] = {}
     for name, entry in loaded.recipe.models.items():
+        if entry.merge is not None:
+            resolved[name] = "a merge, made from its inputs"
+            continue
         try:
             resolved[name] = resolve_model(name, entry, loaded.folder)
         except SdbakeError as err:

@@ -54,9 +54,12 @@ class ModelFiles:
     loras: list[LoraFile] = field(default_factory=list)
     config: Path | None = None                  # diffusers config folder for a single-file checkpoint
     config_sha256: str | None = None
+    display_name: str | None = None             # a merge's entry name (its file is a cache entry)
 
     @property
     def model_name(self) -> str:
+        if self.display_name:
+            return self.display_name
         return self.checkpoint.stem if self.checkpoint.is_file() else self.checkpoint.name
 
     @property
@@ -81,6 +84,8 @@ def resolve_loras(refs: list[LoraRef], recipe_dir: Path) -> list[LoraFile]:
 
 
 def resolve_model(name: str, entry: ModelEntry, recipe_dir: Path) -> ModelFiles:
+    if entry.merge is not None:
+        raise ModelError(f"model `{name}` is a merge: the plan resolves it (runner/merges.py)")
     checkpoint = resolve_model_file(entry.checkpoint, "checkpoints", recipe_dir)
     vae = resolve_model_file(entry.vae, "vae", recipe_dir) if entry.vae else None
     config = (recipe_dir / entry.config) if entry.config else None

@@ -102,7 +102,7 @@ def embeddings_used(loaded: LoadedRecipe, texts: list[str]) -> dict[str, Path]:
 
 
 def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
-               now: datetime | None = None) -> Plan:
+               now: datetime | None = None, cache_dir: Path | str | None = None) -> Plan:
     recipe = loaded.recipe
     recipe_hash = hashlib.sha256(canonical_json(recipe, indent=None).encode()).hexdigest()
     models: dict[str, ModelFiles] = {}
@@ -110,6 +110,20 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
     def model_files(name: str) -> ModelFiles:
         if name not in models:
             entry = recipe.models[name]
+            if entry.merge is not None:
+                from sdbake.runner.cache import CacheStore, default_cache_root
+                from sdbake.runner.merges import resolve_merge
+                store = CacheStore(Path(cache_dir) if cache_dir else default_cache_root())
+                before = set(models)
+                try:
+                    merged = resolve_merge(name, entry, model_files, store, loaded.folder)
+                except SdbakeError as err:
+                    raise error_at(loaded, ("models", name, "merge"), err.message, type(err)) from None
+                inputs = [k for k in models if k not in before]
+                models[name] = merged
+                for input_name in inputs:          # after the merge: the first model stays the one stages use
+                    models[input_name] = models.pop(input_name)
+                return models[name]
             if entry.checkpoint in loaded.found:
                 entry = entry.model_copy(update={"checkpoint": str(loaded.found[entry.checkpoint])})
             try:

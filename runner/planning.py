@@ -25,6 +25,7 @@ class PlanOptions:
     no_half_vae: bool = False                  # decode in float32 on fp16/bf16 runs
     now: datetime | None = None                # for date templates (fixed by `diff`)
     random_seed: int | None = None             # what `seed = -1` becomes (default: drawn now)
+    cache_dir: Path | str | None = None        # where merged checkpoints are kept (default: the stage cache)
 
     def output_root_for(self, recipe) -> Path:
         if self.output_root:
@@ -62,7 +63,8 @@ def plan_recipe(loaded: LoadedRecipe, options: PlanOptions | None = None) -> Pla
     seed = pick_random_seed(loaded, options.random_seed)
     output_root = options.output_root_for(recipe)
     preflight(loaded, output_root, options.now)   # what the run would trip over, before hashing or loading models
-    plan = build_plan(loaded, options.numerics_for(recipe), output_root, now=options.now)
+    plan = build_plan(loaded, options.numerics_for(recipe), output_root, now=options.now,
+                      cache_dir=options.cache_dir)
     plan.random_seed = seed
     return plan
 

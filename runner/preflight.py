@@ -182,6 +182,8 @@ def _model_problems(loaded: LoadedRecipe) -> list[Problem]:
     problems = []
     for entry_name, entry in loaded.recipe.models.items():
         where = ("models", entry_name)
+        if entry.merge is not None:              # its inputs are entries checked on their own
+            continue
         problems += _model_file(loaded, where + ("checkpoint",), entry.checkpoint, "checkpoints", folders_ok=True)
         if entry.vae:
             problems += _model_file(loaded, where + ("vae",), entry.vae, "vae", folders_ok=True)
@@ -275,7 +277,7 @@ class _ModelLabel:
         from sdbake.runner.models.hashing import cached_sha256, short_hash
         from sdbake.runner.models.search import resolve_model_file
         try:
-            path = resolve_model_file(loaded.recipe.models[name].checkpoint, "checkpoints", loaded.folder)
+            path = resolve_model_file(loaded.recipe.models[name].checkpoint or name, "checkpoints", loaded.folder)
         except (SdbakeError, KeyError):
             path = Path(name)
         self.model_name = path.stem if path.is_file() else path.name

@@ -115,7 +115,9 @@ def _found_inputs(document: dict, recipe: dict, image: Path, folder: Path, searc
             found[holder[path[-1]]] = path_found.resolve()
     for name, identity in document.get("models", {}).items():
         entry = recipe["models"].get(name)
-        located = model_by_hash(entry["checkpoint"], identity["checkpoint"], folder) if entry else None
+        # a merge entry has no checkpoint of its own: its inputs are entries of their own
+        located = model_by_hash(entry["checkpoint"], identity["checkpoint"], folder) \
+            if entry and entry.get("checkpoint") else None
         if located is not None:
             found[entry["checkpoint"]] = located
     return found

@@ -69,6 +69,7 @@ def resolve(recipe: Recipe) -> list[Problem]:
         if counts[stage.id] > 1 and explicit_ids[index] is not None:
             problems.append((("stages", index, "id"), f"stage id `{stage.id}` is used more than once"))
     problems += _check_models(recipe)
+    problems += _check_merges(recipe)
     problems += _check_order(recipe)
     return problems
 
@@ -86,6 +87,44 @@ def _check_models(recipe: Recipe) -> list[Problem]:
         elif stage.model not in recipe.models and stage.model != recipe.defaults.model:
             problems.append((("stages", index, "model"), _unknown_model(stage.model, recipe)))
     return problems
+
+
+def _check_merges(recipe: Recipe) -> list[Problem]:
+    """Merge entries name other entries (no cycles), and their weights make sense for the method."""
+    problems: list[Problem] = []
+    for name, entry in recipe.models.items():
+        spec = entry.merge
+        if spec is None:
+            continue
+        where = ("models", name, "merge")
+        for role in ("a", "b", "c"):
+            other = getattr(spec, role)
+            if other is not None and other not in recipe.models:
+                problems.append((where + (role,), _unknown_model(other, recipe)))
+        problems += [(where + path, message) for path, message in spec.problems()]
+        cycle = _merge_cycle(recipe, name)
+        order = list(recipe.models)
+        if cycle and name == min(cycle, key=order.index):      # once per cycle, at its first entry
+            problems.append((where, f"merge cycle: {' -> '.join(cycle)}"))
+    return problems
+
+
+def _merge_cycle(recipe: Recipe, start: str) -> list[str] | None:
+    """The chain of entries from `start` back to itself through merge inputs, if there is one."""
+    stack = [(start, [start])]
+    seen = set()
+    while stack:
+        name, path = stack.pop()
+        entry = recipe.models.get(name)
+        if entry is None or entry.merge is None:
+            continue
+        for other in (entry.merge.a, entry.merge.b, entry.merge.c):
+            if other == start:
+                return path + [start]
+            if other is not None and other not in seen:
+                seen.add(other)
+                stack.append((other, path + [other]))
+    return None
 
 
 def _unknown_model(name: str, recipe: Recipe) -> str:

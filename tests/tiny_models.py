@@ -8,10 +8,10 @@ the diffusers folder of the very same weights.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
+from sdbake.runner.models.ldm_layout import ldm_state_dict, vae_to_ldm
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP_TOKENIZER_DIR = ROOT / "runner" / "configs" / "clip_tokenizer"
@@ -54,93 +54,11 @@ def save_tiny_model_dir(out: Path, seed: int = 0) -> Path:
     return out
 
 
-# --- diffusers -> LDM key layout -------------------------------------------------------------------
-
-RESNET_TO_LDM = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
-                 ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
-UNET_DIRECT = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-               "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
-               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
-
-
-def _resnet_key(rest: str) -> str:
-    for diffusers_name, ldm_name in RESNET_TO_LDM:
-        if rest.startswith(diffusers_name + "."):
-            return ldm_name + rest[len(diffusers_name):]
-    raise KeyError(rest)
-
-
-def unet_to_ldm(state_dict: dict[str, torch.Tensor], layers_per_block: int,
-                up_blocks_with_attention: set[int]) -> dict[str, torch.Tensor]:
-    per_level = layers_per_block + 1
-    out = {}
-    for key, value in state_dict.items():
-        head, _, tail = key.rpartition(".")          # tail: weight / bias
-        if head in UNET_DIRECT:
-            out[f"{UNET_DIRECT[head]}.{tail}"] = value
-        elif m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
-            i, j, rest = int(m[1]), int(m[2]), m[3]
-            out[f"input_blocks.{per_level * i + j + 1}.0.{_resnet_key(rest)}"] = value
-        elif m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
-            out[f"input_blocks.{per_level * int(m[1]) + int(m[2]) + 1}.1.{m[3]}"] = value
-        elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
-            out[f"input_blocks.{per_level * (int(m[1]) + 1)}.0.op.{m[2]}"] = value
-        elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
-            out[f"middle_block.{2 * int(m[1])}.{_resnet_key(m[2])}"] = value
-        elif m := re.match(r"mid_block\.attentions\.0\.(.*)", key):
-            out[f"middle_block.1.{m[1]}"] = value
-        elif m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
-            out[f"output_blocks.{per_level * int(m[1]) + int(m[2])}.0.{_resnet_key(m[3])}"] = value
-        elif m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
-            out[f"output_blocks.{per_level * int(m[1]) + int(m[2])}.1.{m[3]}"] = value
-        elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
-            i = int(m[1])
-            slot = 2 if i in up_blocks_with_attention else 1
-            out[f"output_blocks.{per_level * i + layers_per_block}.{slot}.conv.{m[2]}"] = value
-        else:
-            raise KeyError(f"no LDM name for UNet key {key}")
-    return out
-
-
-VAE_ATTENTION_TO_LDM = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))
-
-
-def vae_to_ldm(state_dict: dict[str, torch.Tensor], num_levels: int) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state_dict.items():
-        key_ldm = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
-        if m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key_ldm):
-            key_ldm = f"encoder.down.{m[1]}.block.{m[2]}.{m[3]}"
-        elif m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.(.*)", key_ldm):
-            key_ldm = f"encoder.down.{m[1]}.downsample.{m[2]}"
-        elif m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key_ldm):
-            key_ldm = f"decoder.up.{num_levels - 1 - int(m[1])}.block.{m[2]}.{m[3]}"
-        elif m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.*)", key_ldm):
-            key_ldm = f"decoder.up.{num_levels - 1 - int(m[1])}.upsample.{m[2]}"
-        elif m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)", key_ldm):
-            key_ldm = f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"
-        elif m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.*)", key_ldm):
-            rest = m[2]
-            for diffusers_name, ldm_name in VAE_ATTENTION_TO_LDM:
-                rest = rest.replace(diffusers_name + ".", ldm_name + ".")
-            key_ldm = f"{m[1]}.mid.attn_1.{rest}"
-            if value.ndim == 2:                # LDM's attention projections are 1x1 convolutions
-                value = value[:, :, None, None]
-        out[key_ldm] = value
-    return out
-
-
 def export_ldm_state_dict(pipe) -> dict[str, torch.Tensor]:
     """The pipeline's weights under the original single-file keys (model.diffusion_model.* ...)."""
-    unet_config = pipe.unet.config
-    with_attention = {i for i, t in enumerate(unet_config.up_block_types) if "CrossAttn" in t}
-    unet = unet_to_ldm(pipe.unet.state_dict(), unet_config.layers_per_block, with_attention)
-    vae = vae_to_ldm(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels))
-    text = {("" if k.startswith("text_model.") else "text_model.") + k: v
-            for k, v in pipe.text_encoder.state_dict().items()}
-    return {**{f"model.diffusion_model.{k}": v for k, v in unet.items()},
-            **{f"first_stage_model.{k}": v for k, v in vae.items()},
-            **{f"cond_stage_model.transformer.{k}": v for k, v in text.items()}}
+    return ldm_state_dict(pipe.unet.state_dict(), dict(pipe.unet.config), pipe.vae.state_dict(),
+                          dict(pipe.vae.config), pipe.text_encoder.state_dict())
+
 
 
 def save_tiny_single_file(out: Path, seed: int = 0) -> Path:

@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 import torch
-from tiny_models import VAE_CONFIG, clip_tokenizer, unet_to_ldm, vae_to_ldm
+from sdbake.runner.models.ldm_layout import unet_to_ldm, vae_to_ldm
+from tiny_models import VAE_CONFIG, clip_tokenizer
 
 TIME_EMBED_DIM = 8
 TEXT_WIDTH = 32               # both tiny encoders; the base UNet cross-attends to their concatenation

@@ -96,7 +96,8 @@ def options_from_args(args):
     from sdbake.runner.planning import PlanOptions
     plan = PlanOptions(output_root=args.out, device=args.device, dtype=args.dtype,
                        compile=getattr(args, "compile", False), no_half_vae=getattr(args, "no_half_vae", False),
-                       random_seed=_locked_seed(args) if getattr(args, "locked", False) else None)
+                       random_seed=_locked_seed(args) if getattr(args, "locked", False) else None,
+                       cache_dir=getattr(args, "cache_dir", None))
     run = RunOptions(no_cache=getattr(args, "no_cache", False), refresh=set(getattr(args, "refresh", [])),
                      until=getattr(args, "until", None), allow_pickle=getattr(args, "allow_pickle", False),
                      quiet=getattr(args, "quiet", False))
