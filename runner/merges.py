@@ -40,10 +40,15 @@ def cached_merge(store, recipe: dict, inputs: tuple[Path, Path, Path | None], *,
                  names: tuple[str, str, str], allow_pickle: bool = False) -> Path:
     """The merged checkpoint file in `store` for `recipe`, computed and stored when absent."""
     key = merge_key(recipe)
-    entry = store.get(key)
-    if entry is not None and entry.info.get("has_tensors"):
-        log.info("merge %s: cache hit %s", label, key[:12])
-        return entry.folder / "state.safetensors"
+    # Checked against the hash index rather than by re-reading gigabytes on every plan (the index
+    # re-hashes a file whose size or mtime changed).
+    entry = store.get(key, verify=False)
+    if entry is not None:
+        path = entry.folder / "state.safetensors"
+        if entry.info.get("has_tensors") and path.is_file() and sha256_file(path) == entry.info.get("tensors_sha256"):
+            log.info("merge %s: cache hit %s", label, key[:12])
+            return path
+        store.evict_corrupt(key, "the merged checkpoint does not match its checksum")
     log.info("merge %s: computing %s", label, key[:12])
     from sdbake.runner.models.merge import file_metadata, merge_files
     tensors = merge_files(recipe, *inputs, names=names, allow_pickle=allow_pickle)

@@ -264,3 +264,25 @@ def test_merge_entries_are_validated(tmp_path, extra, expected):
     message = str(caught.value)
     assert expected in message and len(message.splitlines()) == 1
     assert re.search(r"r\.toml:\d+:\d+: ", message), message
+
+
+def test_a_stored_merge_is_reused_and_a_damaged_one_recomputed(tiny_model_dir, tmp_path, monkeypatch):
+    from sdbake.runner.cache import CacheStore
+    from sdbake.runner.merges import cached_merge, merge_recipe
+    from sdbake.runner.models import merge
+    calls = []
+    real = merge.merge_files
+    monkeypatch.setattr(merge, "merge_files", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    warnings = []
+    store = CacheStore(tmp_path / "cache", warn=warnings.append)
+    recipe = merge_recipe("weighted_sum", 0.5, None, False, "a" * 64, "b" * 64, None)
+    inputs = (tiny_model_dir, tiny_model_dir, None)
+    first = cached_merge(store, recipe, inputs, label="mix", names=("a", "b", "c"))
+    good = first.read_bytes()
+    assert cached_merge(store, recipe, inputs, label="mix", names=("a", "b", "c")) == first and len(calls) == 1
+    damaged = bytearray(good)
+    damaged[-1] ^= 0xFF
+    first.write_bytes(bytes(damaged))
+    again = cached_merge(store, recipe, inputs, label="mix", names=("a", "b", "c"))
+    assert len(calls) == 2 and again.read_bytes() == good
+    assert any("does not match its checksum" in w for w in warnings)
