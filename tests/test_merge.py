@@ -286,3 +286,12 @@ def test_a_stored_merge_is_reused_and_a_damaged_one_recomputed(tiny_model_dir, t
     again = cached_merge(store, recipe, inputs, label="mix", names=("a", "b", "c"))
     assert len(calls) == 2 and again.read_bytes() == good
     assert any("does not match its checksum" in w for w in warnings)
+
+
+def test_a_block_weight_for_a_missing_block_is_an_error_unless_it_changes_nothing(tiny_model_dir):
+    """The tiny UNet has input blocks 0-4 only: IN07 = 0.9 would be silently ignored, so it is refused;
+    IN07 at the base alpha changes nothing and passes."""
+    from sdbake.schemas.errors import ModelError
+    with pytest.raises(ModelError, match="block weights for IN07: the models have no such UNet block"):
+        merged("weighted_sum", tiny_model_dir, tiny_model_dir, alpha=0.5, alphas={"IN07": 0.9})
+    merged("weighted_sum", tiny_model_dir, tiny_model_dir, alpha=0.5, alphas={"IN07": 0.5})

@@ -57,9 +57,12 @@ def merge_state_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], c:
                       fp16: bool = False, names: tuple[str, str, str] = ("a", "b", "c")) -> dict[str, torch.Tensor]:
     """A merged state dict; `a` is consumed (its tensors are replaced, as A1111 replaces theta_0's)."""
     block_alphas = block_alphas or {}
-    unused = set(block_alphas) - {block_of(k) for k in a if k in b}
+    # A weight that would change something but names a block these models lack (a 25-number SD1 list
+    # on an SDXL UNet) is a mistake; the same weight as the base alpha changes nothing either way.
+    present = {block_of(k) for k in a if k in b}
+    unused = sorted(block for block, weight in block_alphas.items() if block not in present and weight != alpha)
     if unused:
-        raise ModelError(f"block weights for {', '.join(sorted(unused))}: the models have no such UNet block")
+        raise ModelError(f"block weights for {', '.join(unused)}: the models have no such UNet block")
     if method == "add_difference":
         if c is None:
             raise ModelError("add_difference needs a third model")
