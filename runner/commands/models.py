@@ -110,8 +110,10 @@ def merge_handler(args: argparse.Namespace) -> int:
     except ValidationError as err:
         first = err.errors()[0]
         raise RecipeError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
-    for path, message in spec.problems():
-        raise RecipeError(f"{'.'.join(str(p) for p in path) or 'models'}: {message}")
+    problems = spec.problems()
+    if problems:
+        path, message = problems[0]
+        raise RecipeError(f"{'.'.join(str(p) for p in path) or 'merge'}: {message}")
     output: Path = args.output
     if os.path.lexists(output):
         raise OutputError("exists already; a merge never overwrites a file", file=str(output))
