@@ -295,3 +295,15 @@ def test_a_block_weight_for_a_missing_block_is_an_error_unless_it_changes_nothin
     with pytest.raises(ModelError, match="block weights for IN07: the models have no such UNet block"):
         merged("weighted_sum", tiny_model_dir, tiny_model_dir, alpha=0.5, alphas={"IN07": 0.9})
     merged("weighted_sum", tiny_model_dir, tiny_model_dir, alpha=0.5, alphas={"IN07": 0.5})
+
+
+def test_a_merge_entry_exports_to_comfyui_as_a_named_checkpoint_with_a_warning(tmp_path, capsys):
+    import json
+
+    from sdbake.runner.cli import main
+    path = write(tmp_path, "mix.toml", MERGE_RECIPE.format(a=DEMO, b=DEMO, alpha=0.3, model="mix"))
+    out = tmp_path / "workflow.json"
+    assert main(["export", str(path), "--to", "comfyui", "-o", str(out), "--out", str(tmp_path / "o")]) == 0
+    loaders = [n for n in json.loads(out.read_text()).values() if n["class_type"] == "CheckpointLoaderSimple"]
+    assert [n["inputs"]["ckpt_name"] for n in loaders] == ["mix.safetensors"]
+    assert "model mix: a checkpoint merge; write it with `sdbake models merge`" in capsys.readouterr().err

@@ -88,11 +88,16 @@ class _Exporter:
     def checkpoint(self, name: str) -> tuple[list, list, list]:
         if ("ckpt", name) not in self.cache:
             entry = self.recipe.models[name]
-            ckpt = PurePosixPath(entry.checkpoint.replace("\\", "/")).name
-            if (self.folder / entry.checkpoint).is_dir() or not PurePosixPath(ckpt).suffix:
-                self.warnings.append(f"model {name}: {entry.checkpoint} is a diffusers folder; ComfyUI's "
-                                     f"CheckpointLoaderSimple loads one file: save it as {ckpt}.safetensors")
-                ckpt += ".safetensors"
+            if entry.merge is not None:
+                ckpt = f"{name}.safetensors"
+                self.warnings.append(f"model {name}: a checkpoint merge; write it with `sdbake models merge` "
+                                     f"as {ckpt} (merge nodes are not exported)")
+            else:
+                ckpt = PurePosixPath(entry.checkpoint.replace("\\", "/")).name
+                if (self.folder / entry.checkpoint).is_dir() or not PurePosixPath(ckpt).suffix:
+                    self.warnings.append(f"model {name}: {entry.checkpoint} is a diffusers folder; ComfyUI's "
+                                         f"CheckpointLoaderSimple loads one file: save it as {ckpt}.safetensors")
+                    ckpt += ".safetensors"
             node = self.add("CheckpointLoaderSimple", f"Load Checkpoint: {name}", ckpt_name=ckpt)
             vae = [node, 2]
             if entry.vae:
