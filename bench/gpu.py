@@ -12,6 +12,7 @@ components (64px, few steps), so the script is developed and checked without a G
 
 Usage: python bench/gpu.py [--json table.json]        # CUDA, about 5 minutes on an H100
        python bench/gpu.py --tiny [--json table.json] # CPU, a few minutes
+       python bench/gpu.py --cpu-mid                  # CPU, SD1.5 UNet at 256px: per-step overhead as a ratio
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +36,7 @@ PROMPT = "a photograph of an astronaut riding a horse"
 NEGATIVE = "blurry, lowres"
 AMORTISED_IMAGES = 100            # compile time is spread over this many images in the table
 import torch
+from timing import Meter, Row, print_table
 
 
 @dataclass
@@ -59,64 +60,20 @@ class Settings:
         return str(self.dtype).removeprefix("torch.")
 
 
-@dataclass
-class Row:
-    name: str
-    batch: int
-    size: int
-    steps: int
-    seconds: float                # median wall time of one call (one batch)
-    ratio: float | None = None    # against diffusers' pipeline + PNG files at the same batch
-    tflops: float | None = None   # UNet FLOPs of the run / seconds
-    peak_gb: float | None = None
-    note: str = ""
-
-    @property
-    def per_image_s(self) -> float:
-        return self.seconds / self.batch
-
-    @property
-    def it_per_s(self) -> float:
-        return self.steps / self.seconds
-
-
-class Meter:
-    """Wall time with the device synchronised, median over repeats, peak memory of the timed calls."""
-
-    def __init__(self, settings: Settings):
-        self.cuda = settings.device.startswith("cuda")
-        self.repeats = settings.repeats
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def once(self, fn) -> tuple[float, object]:
-        self.sync()
-        started = time.perf_counter()
-        result = fn()
-        self.sync()
-        return time.perf_counter() - started, result
-
-    def measure(self, fn) -> tuple[float, float, float | None]:
-        """(first call s, median s of the next `repeats`, peak GB of those); the first pays warm-up."""
-        first_s, _ = self.once(fn)
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
-        times = [self.once(fn)[0] for _ in range(self.repeats)]
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30 if self.cuda else None
-        return first_s, statistics.median(times), peak
-
-
 # -- components -------------------------------------------------------------------------------------
 
 TINY_SIZES = {"size": 64, "steps": 8, "hires_steps": 4, "decode_size": 256, "sdxl_size": 128}
+CPU_MID_SIZES = {"size": 256, "steps": 4, "hires_steps": 0, "decode_size": 0, "sdxl_size": 0}
 FULL_SIZES = {"size": 512, "steps": 20, "hires_steps": 10, "decode_size": 2048, "sdxl_size": 1024}
 
 
 def settings_from(args) -> Settings:
+    if args.cpu_mid:
+        # Compute dominates (about a second per CFG step), so sdbake's per-step overhead shows as a ratio.
+        return Settings(False, "cpu", torch.float32, cfg=7.0, batches=(1,), repeats=args.repeats or 3, compile=False,
+                        sdxl=False, **CPU_MID_SIZES)
     if not args.tiny and not torch.cuda.is_available():
-        sys.exit("no CUDA device: run with --tiny on a CPU machine")
+        sys.exit("no CUDA device: run with --tiny or --cpu-mid on a CPU machine")
     sizes = TINY_SIZES if args.tiny else FULL_SIZES
     return Settings(args.tiny, "cpu" if args.tiny else "cuda", torch.float32 if args.tiny else torch.float16,
                     cfg=7.0, batches=(1, 4), repeats=args.repeats or (5 if args.tiny else 3),
@@ -171,14 +128,22 @@ def recipe_text(model_dir: Path, settings: Settings, batch: int, *, compile: boo
                    extra_stages=hires_stage, batch_size=batch, name="gpu-bench") + performance
 
 
-def sdbake_call(recipe_path: Path, out_root: Path, settings: Settings, results: list | None = None):
-    """One uncached render of the recipe; its RunResult is appended to `results` when given."""
+def sdbake_call(recipe_path: Path, out_root: Path, settings: Settings, results: list | None = None,
+                cold_caches: Path | None = None):
+    """One render of the recipe, uncached, or with cold_caches in a new cache folder under it per call (every
+    stage misses and is stored); its RunResult is appended to `results` when given."""
     from sdbake.runner.api import render
     from sdbake.schemas.loader import load_recipe
     threads = 1 if settings.device == "cpu" else None
+    calls = iter(range(1_000_000))
 
     def call():
-        result = render(load_recipe(recipe_path), output_root=out_root, no_cache=True, device=settings.device,
+        # A new output folder per call: every call writes (and fsyncs) its files, as diffusers' baseline
+        # writes its PNGs each time; into the same folder, sdbake would find identical files and skip them.
+        n = next(calls)
+        cache_dir = cold_caches / str(n) if cold_caches is not None else None
+        result = render(load_recipe(recipe_path), output_root=out_root / str(n),
+                        no_cache=cache_dir is None, cache_dir=cache_dir, device=settings.device,
                         dtype=settings.dtype_name, threads=threads, quiet=True)
         if results is not None:
             results.append(result)
@@ -253,21 +218,22 @@ def sd1_rows(pipe, model_dir: Path, work: Path, settings: Settings, meter: Meter
     for batch in settings.batches:
         flops = settings.steps * sd1_flops(pipe, settings, batch, settings.size)
         common = {"batch": batch, "size": settings.size, "steps": settings.steps}
-        _, plain_s, plain_peak = meter.measure(diffusers_call(pipe, settings, batch, None))
         png_dir = work / f"diffusers-{batch}"
         png_dir.mkdir()
-        _, base_s, base_peak = meter.measure(diffusers_call(pipe, settings, batch, png_dir))
-        rows.append(Row("diffusers pipeline", seconds=plain_s, ratio=plain_s / base_s, tflops=flops / plain_s / 1e12,
-                        peak_gb=plain_peak, **common))
-        rows.append(Row("diffusers pipeline + PNG", seconds=base_s, ratio=1.0, tflops=flops / base_s / 1e12,
-                        peak_gb=base_peak, **common))
         recipe = work / f"sdbake-{batch}.toml"
         recipe.write_text(recipe_text(model_dir, settings, batch), encoding="utf-8")
         results = []
         call = sdbake_call(recipe, work / f"out-{batch}", settings, results)
-        _, ours_s, ours_peak = meter.measure(call)
-        rows.append(Row("sdbake txt2img", seconds=ours_s, ratio=ours_s / base_s, tflops=flops / ours_s / 1e12,
-                        peak_gb=ours_peak, note=stage_split(results), **common))
+        timed = meter.side_by_side({"diffusers pipeline": diffusers_call(pipe, settings, batch, None),
+                                    "diffusers pipeline + PNG": diffusers_call(pipe, settings, batch, png_dir),
+                                    "sdbake txt2img": call, "sdbake txt2img, cache on": sdbake_call(
+                                        recipe, work / f"out-cached-{batch}", settings, cold_caches=work / f"cache-{batch}")})
+        base_s, base_cpu = timed["diffusers pipeline + PNG"][1], timed["diffusers pipeline + PNG"][3]
+        for name, (_, seconds, peak, cpu_s) in timed.items():
+            note = stage_split(results) + "; " if name == "sdbake txt2img" else \
+                "every stage a miss, stored in a new cache; " if name.endswith("cache on") else ""
+            rows.append(Row(name, seconds=seconds, ratio=seconds / base_s, tflops=flops / seconds / 1e12,
+                            peak_gb=peak, note=f"{note}CPU time ratio {cpu_s / base_cpu:.3f}", **common))
         if meter.cuda and batch == settings.batches[0]:
             sites = host_sync_sites(call)
             notes.append(f"host syncs in sdbake code during one render: {', '.join(sites[:12]) or 'none'}")
@@ -359,27 +325,11 @@ def device_name(settings: Settings) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread"
 
 
-def print_table(rows: list[Row], header: str, notes: list[str]) -> None:
-    print(header)
-    print(f"{'':44} {'batch':>5} {'px':>5} {'s/image':>8} {'it/s':>7} {'ratio':>6} {'TFLOP/s':>8} {'peak GB':>8}  note")
-    for r in rows:
-        ratio = f"{r.ratio:.3f}" if r.ratio is not None else "-"
-        tflops = f"{r.tflops:.3g}" if r.tflops is not None else "-"
-        peak = f"{r.peak_gb:.2f}" if r.peak_gb is not None else "-"
-        it_s = f"{r.it_per_s:.2f}" if r.steps else "-"
-        print(f"{r.name:44} {r.batch:5} {r.size:5} {r.per_image_s:8.4f} {it_s:>7} {ratio:>6} {tflops:>8} {peak:>8}  "
-              f"{r.note}")
-    print("ratio: time against diffusers' pipeline writing the same PNG files, same batch (target <= 1.02; "
-          "compiled: <= 0.67)")
-    print("TFLOP/s: UNet FLOPs only (torch.utils.flop_counter, one CFG step x steps) / wall time; "
-          "peak GB: torch.cuda.max_memory_allocated of the timed calls (all resident models included)")
-    for note in notes:
-        print(f"note: {note}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="CPU, tiny components, 64px")
+    parser.add_argument("--cpu-mid", action="store_true", help="CPU, the SD1.5 architecture (random weights) at "
+                        "256px, 4 steps, batch 1: txt2img rows only")
     parser.add_argument("--repeats", type=int, help="timed calls per row after one warm-up (default: 3 on a "
                         "GPU, 5 with --tiny)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows")
@@ -388,7 +338,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     settings = settings_from(args)
-    if settings.tiny:
+    if settings.device == "cpu":
         torch.set_num_threads(1)          # the CPUs are shared; sdbake renders with threads=1 too
     meter = Meter(settings)
     started = time.perf_counter()
@@ -408,8 +358,10 @@ def main() -> None:
         if default_registry().loads != 1:
             notes.append(f"sdbake's registry loaded {default_registry().loads} models: it did not reuse the shared "
                          "components, so sdbake ran on its own copy of the same weights")
-        rows.append(hires_row(pipe, model_dir, work, settings, meter))
-        rows.append(decode_row(pipe, settings, meter))
+        if settings.hires_steps:
+            rows.append(hires_row(pipe, model_dir, work, settings, meter))
+        if settings.decode_size:
+            rows.append(decode_row(pipe, settings, meter))
         del pipe
         if settings.sdxl:
             default_registry().clear()           # the SD1.5 modules leave the GPU before the SDXL UNet comes

@@ -6,12 +6,14 @@ re-materializes any output file that went missing, nothing else.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdbake.runner.cache import CacheStore
 from sdbake.runner.console import Console, RunOptions
+from sdbake.runner.output_files import StageFiles
 from sdbake.runner.plan import Invocation, Plan
 from sdbake.schemas.errors import SdbakeError, StateError
 
@@ -44,7 +46,7 @@ def _ordered_until(plan: Plan, until: str | None) -> list[Invocation]:
 
 
 def materialize(plan: Plan, inv: Invocation, files: dict[str, bytes] | None, entry, console) -> list:
-    """Write a stage's side files under the output root: identical files are left alone."""
+    """Write a cache hit's stored files under the output root: identical files are left alone."""
     from sdbake.stages.output.writer import write_new_file
     on_exists = getattr(inv.stage, "on_exists", "number")
     written = []
@@ -101,12 +103,21 @@ def execute(plan: Plan, store: CacheStore | None, options: RunOptions) -> RunRes
             state_key = input_key
         console.begin(inv.id)
         started = time.perf_counter()
-        new_state, side_files = runtime.run_stage(inv, state)
+        outputs = StageFiles(plan, inv)          # written while the stage runs, named once it succeeded
+        try:
+            new_state, side_files = runtime.run_stage(inv, state, on_file=outputs.emitted)
+        except BaseException:
+            outputs.discard()
+            raise
         seconds = time.perf_counter() - started
         console.line(f"{inv.id}: ran in {seconds:.2f}s")
-        if store is not None and not options.no_cache:
-            _store_or_warn(runtime, store, inv, new_state, side_files, console)
-        files = materialize(plan, inv, side_files, None, console) if side_files else []
+        with ThreadPoolExecutor(max_workers=1) as background:
+            # The cache entry (fsynced too) is written while the output files take their names.
+            stored = background.submit(_store_or_warn, runtime, store, inv, new_state, side_files, console) \
+                if store is not None and not options.no_cache else None
+            files = outputs.commit(console)
+            if stored is not None:
+                stored.result()
         reports.append(StageReport(inv.id, "ran", seconds, files))
         state, state_key = new_state, inv.state_key
         input_key = inv.state_key

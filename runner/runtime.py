@@ -69,7 +69,7 @@ class Runtime:
                 "version": __version__}
 
     # -- stages --
-    def context(self, inv: Invocation) -> StageContext:
+    def context(self, inv: Invocation, on_file=None) -> StageContext:
         return StageContext(
             stage_id=inv.id, device=self.device, dtype=self.dtype,
             model=lambda name: self.model(inv, name), upscaler_model=self.upscaler_model,
@@ -79,11 +79,13 @@ class Runtime:
             vae_fp32=self.plan.numerics.vae_fp32,
             extra={"output_root": self.plan.output_root, "embedding_files": self.plan.embedding_files},
             preview_every=getattr(inv.stage, "preview_every", None) or 0,
-            on_preview=preview_sink(self.plan, inv, self.options.on_preview))
+            on_preview=preview_sink(self.plan, inv, self.options.on_preview),
+            on_file=on_file or (lambda relative, data: None))
 
-    def run_stage(self, inv: Invocation, state: State | None) -> tuple[State, dict[str, bytes]]:
+    def run_stage(self, inv: Invocation, state: State | None, on_file=None) -> tuple[State, dict[str, bytes]]:
+        """Run one stage: its new state and the files it emitted (each also handed to on_file at once)."""
         module = importlib.import_module(KINDS[inv.stage.type].run_module)
-        ctx = self.context(inv)
+        ctx = self.context(inv, on_file)
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("default")
             new_state = module.run(inv.stage, state or State(), ctx)

@@ -31,7 +31,9 @@ class StageContext:
     extra: dict = field(default_factory=dict)
     preview_every: int = 0                                  # sampling stages: a step preview every N steps
     on_preview: Callable[[int, list], None] = lambda step, images: None   # (schedule step, PIL images)
+    on_file: Callable[[str, bytes], None] = lambda relative, data: None   # the runner starts writing it
 
     def emit_file(self, relative_path: str, data: bytes) -> None:
         """Hand a file to the runner: it writes it (never overwriting) and keeps it in the cache entry."""
         self.side_files[relative_path] = data
+        self.on_file(relative_path, data)

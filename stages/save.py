@@ -6,6 +6,8 @@ entry; this stage only makes the bytes. It passes its input state through unchan
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 from sdbake.schemas.names import a1111_sampler_label
 from sdbake.schemas.stages import SaveParams
@@ -50,24 +52,38 @@ def infotext_params(state: State, index: int, ctx: StageContext) -> dict:
     return params
 
 
+def _encoded(p: SaveParams, state: State, index: int, ctx: StageContext, picture, retried: bool,
+             relative: str) -> bytes:
+    """Image `index` as file bytes with its infotext and embedded recipe."""
+    prompt = state.prompts[index] if state.prompts else ""
+    negative = state.negatives[index] if state.negatives else ""
+    params = infotext_params(state, index, ctx)
+    if retried:
+        params["VAE fp32 retry"] = "True"      # recorded, as A1111 logs its revert to float32
+    infotext = format_infotext(prompt, negative, params)
+    # No absolute paths of this machine: the same recipe rendered in another folder gives the same bytes.
+    embedded = json.dumps({**ctx.embedded[index], "prompt": prompt, "negative": negative},
+                          sort_keys=True, ensure_ascii=False)
+    return encode_image(picture, _format(p, relative), infotext, embedded, quality=p.quality)
+
+
 def run(p: SaveParams, state: State, ctx: StageContext) -> State:
-    images, retried = state.image, False
-    if images is None:
-        if state.position is not None:
-            ctx.warn(f"saving a latent that still holds noise (step {state.position.step} of "
-                     f"{state.position.steps}); use an `intervene` preview for the clean estimate")
-        model = ctx.model(state.model)
-        images, retried = vae_decode(model, state.latent, vae_options(state, ctx), warn=ctx.warn)
-    pictures = to_pil(images)
-    for index, (picture, relative) in enumerate(zip(pictures, ctx.outputs)):
-        prompt = state.prompts[index] if state.prompts else ""
-        negative = state.negatives[index] if state.negatives else ""
-        params = infotext_params(state, index, ctx)
-        if retried:
-            params["VAE fp32 retry"] = "True"      # recorded, as A1111 logs its revert to float32
-        infotext = format_infotext(prompt, negative, params)
-        # No absolute paths of this machine: the same recipe rendered in another folder gives the same bytes.
-        embedded = json.dumps({**ctx.embedded[index], "prompt": prompt, "negative": negative},
-                              sort_keys=True, ensure_ascii=False)
-        ctx.emit_file(relative, encode_image(picture, _format(p, relative), infotext, embedded, quality=p.quality))
+    if state.image is None and state.position is not None:
+        ctx.warn(f"saving a latent that still holds noise (step {state.position.step} of "
+                 f"{state.position.steps}); use an `intervene` preview for the clean estimate")
+    model = ctx.model(state.model) if state.image is None else None
+    # Image i is encoded (PNG compression, off the GIL) in a worker while image i + 1 decodes: the batch's
+    # encodes no longer add up after its decodes. Each image decodes alone anyway (as A1111, so the batch
+    # never changes an image), and the files are emitted in order: the bytes are those of a serial save.
+    with ThreadPoolExecutor(max_workers=min(len(ctx.outputs), os.cpu_count() or 1, 8) or 1) as encoder:
+        encoded = []
+        for index, relative in enumerate(ctx.outputs):
+            if model is None:
+                images, retried = state.image[index:index + 1], False
+            else:
+                images, retried = vae_decode(model, state.latent[index:index + 1], vae_options(state, ctx),
+                                             warn=ctx.warn)
+            encoded.append(encoder.submit(_encoded, p, state, index, ctx, to_pil(images)[0], retried, relative))
+        for relative, data in zip(ctx.outputs, encoded):
+            ctx.emit_file(relative, data.result())
     return state       # unchanged: a save passes its input through (the cache chains its input key)

@@ -141,3 +141,58 @@ def test_falls_back_to_exclusive_create_without_hard_links(tmp_path, monkeypatch
     assert write_new_file(target, b"two").path.name == "a-1.png"
     assert write_new_file(target, b"one").status == "identical"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-1.png", "a.png"]
+
+
+# -- prepared writes: the bytes are made durable while a stage runs, named when it has succeeded ------------
+
+def test_a_prepared_file_is_invisible_until_committed_then_numbered_like_any_write(tmp_path):
+    from sdbake.stages.output.writer import commit_new_file, prepare_new_file
+    write_new_file(tmp_path / "a.png", b"one")
+    pending = prepare_new_file(tmp_path / "a.png", b"two", root=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".sdbake-tmp-")) == ["a.png"]
+    result = commit_new_file(pending)
+    assert (result.path.name, result.status) == ("a-1.png", "written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-1.png", "a.png"]     # no temporary file left
+
+
+def test_a_discarded_or_refused_prepared_file_leaves_nothing_behind(tmp_path):
+    from sdbake.stages.output.writer import commit_new_file, discard_pending, prepare_new_file
+    before = folder_snapshot(tmp_path)
+    discard_pending(prepare_new_file(tmp_path / "sub" / "b.png", b"never named", root=tmp_path))
+    assert folder_snapshot(tmp_path) == before and list((tmp_path / "sub").iterdir()) == []
+    write_new_file(tmp_path / "c.png", b"mine")
+    with pytest.raises(OutputError, match="already exists"):
+        commit_new_file(prepare_new_file(tmp_path / "c.png", b"other", "error", root=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["c.png"]
+    assert (tmp_path / "c.png").read_bytes() == b"mine"
+
+
+def test_a_link_planted_between_prepare_and_commit_is_refused(tmp_path):
+    from sdbake.stages.output.writer import commit_new_file, prepare_new_file
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    pending = prepare_new_file(root / "sub" / "a.png", b"bytes", root=root)
+    (root / "sub").rename(root / "moved")
+    (root / "sub").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(OutputError, match="symbolic link"):
+        commit_new_file(pending)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_failed_stage_leaves_no_output_file(tmp_path):
+    """Files emitted before a stage fails are not named: the output folder holds nothing of that run."""
+    from types import SimpleNamespace
+
+    from sdbake.runner.output_files import StageFiles
+    files = StageFiles(SimpleNamespace(output_root=tmp_path), SimpleNamespace(stage=SimpleNamespace()))
+    files.emitted("run/0.png", b"first image")
+    files.emitted("run/1.png", b"second image")
+    files.discard()                                  # what the runner does when the stage raises
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    kept = StageFiles(SimpleNamespace(output_root=tmp_path), SimpleNamespace(stage=SimpleNamespace()))
+    kept.emitted("run/1.png", b"second image")
+    kept.emitted("run/0.png", b"first image")
+    written = kept.commit(SimpleNamespace(line=lambda text: None))
+    assert [(status, path.name) for status, path in written] == [("written", "0.png"), ("written", "1.png")]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["0.png", "1.png"]

@@ -37,15 +37,27 @@ def _index_key(identity: tuple[str, int, int]) -> str:
     return f"{abs_path}|{size_bytes}|{mtime_ns}"
 
 
+# The parsed index per index file, with the stat it was parsed at: a run asks for the same few hashes at
+# every stage, and parsing the JSON each time cost more than the stage keys it served.
+_PARSED: dict[Path, tuple[tuple[int, int, int], dict[str, str]]] = {}
+
+
 def read_index() -> dict[str, str]:
     """The stored {identity key: sha256}; a missing or corrupt index reads as empty (it is rebuilt)."""
+    path = index_path()
     try:
-        entries = json.loads(index_path().read_text(encoding="utf-8"))
+        info = path.stat()
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)   # a rewrite is a rename: a new inode
+        if path in _PARSED and _PARSED[path][0] == stamp:
+            return dict(_PARSED[path][1])
+        entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(entries, dict):
         return {}
-    return {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
+    valid = {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
+    _PARSED[path] = (stamp, valid)
+    return dict(valid)
 
 
 def _write_index(entries: dict[str, str]) -> None:

@@ -35,6 +35,7 @@ bounded so a template cannot exhaust memory.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 import re
@@ -143,10 +144,16 @@ def _environment() -> SandboxedEnvironment:
 _ENV = _environment()
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(template: str):
+    """A template compiled once per process: every image of every stage renders the same few paths."""
+    return _ENV.from_string(template)
+
+
 def render_path(template: str, variables: dict) -> str:
     """Render a save-path template with the caller's variables; any failure is an OutputError."""
     try:
-        rendered = render_bounded(_ENV.from_string(template), variables)
+        rendered = render_bounded(_compiled(template), variables)
     except RecursionError:
         raise OutputError(f"save path template {template[:80]!r} nests too deep (a macro calling itself?)") \
             from None

@@ -256,10 +256,19 @@ def clean_stale_temps(folder: _Folder) -> int:
     return removed
 
 
-def write_new_file(target: Path, data: bytes, on_exists: OnExists = "number",
-                   root: Path | None = None) -> WriteResult:
-    """Write data at target, or next to it; never replace a file that holds other bytes. With root
-    (the output root), no folder between root and target may be a symbolic link at write time."""
+@dataclass
+class PendingFile:
+    """Bytes made durable in a temporary file beside their target (prepare_new_file), not yet named: the
+    slow part of a write (the fsync) can run while the next image is made; commit_new_file names it."""
+    target: Path
+    root: Path
+    data: bytes
+    on_exists: OnExists
+    temp: str | None                   # None: an identical file was there already, nothing to write
+
+
+def _placed(target: Path, root: Path | None, on_exists: OnExists) -> tuple[Path, Path, Path]:
+    """(target, output root, target relative to the root), refusing what is not inside the root."""
     if on_exists not in ("number", "skip", "error"):
         raise ValueError(f"on_exists must be 'number', 'skip' or 'error', not {on_exists!r}")
     target = Path(target)
@@ -270,16 +279,44 @@ def write_new_file(target: Path, data: bytes, on_exists: OnExists = "number",
         raise OutputError(f"{target} is not inside the output folder {root}") from None
     if not relative.parts or ".." in relative.parts:
         raise OutputError(f"{target} does not name a file inside the output folder {root}")
-    name = relative.parts[-1]
+    return target, root, relative
+
+
+def prepare_new_file(target: Path, data: bytes, on_exists: OnExists = "number",
+                     root: Path | None = None) -> PendingFile:
+    """The first half of write_new_file: the bytes in a fsynced temporary file in the target's folder."""
+    target, root, relative = _placed(target, root, on_exists)
     with _open_folder(root, relative.parts[:-1]) as folder:
         clean_stale_temps(folder)
-        for existing in _numbered_siblings(folder, name):
-            if _holds_bytes(folder, existing, data):
-                return WriteResult(target.with_name(existing), "identical")
-        if _exists(folder, name) and on_exists != "number":
-            return _refuse_existing(target, on_exists)
-        temp = _write_temp(folder, data)
+        if any(_holds_bytes(folder, existing, data) for existing in _numbered_siblings(folder, relative.parts[-1])):
+            return PendingFile(target, root, data, on_exists, None)
+        return PendingFile(target, root, data, on_exists, _write_temp(folder, data))
+
+
+def discard_pending(pending: PendingFile) -> None:
+    """Remove the temporary file of a write that will not be committed (its stage failed)."""
+    if pending.temp is not None:
+        relative = pending.target.relative_to(pending.root)
+        with _open_folder(pending.root, relative.parts[:-1]) as folder:
+            folder.unlink(pending.temp)
+
+
+def commit_new_file(pending: PendingFile) -> WriteResult:
+    """The second half: give the prepared bytes the target's name, or a numbered sibling's; never replace
+    a file that holds other bytes. The folders are opened again (a link planted meanwhile is refused)."""
+    target, root, relative = _placed(pending.target, pending.root, pending.on_exists)
+    name, data, on_exists = relative.parts[-1], pending.data, pending.on_exists
+    with _open_folder(root, relative.parts[:-1]) as folder:
+        clean_stale_temps(folder)
+        temp = pending.temp
         try:
+            for existing in _numbered_siblings(folder, name):
+                if _holds_bytes(folder, existing, data):
+                    return WriteResult(target.with_name(existing), "identical")
+            if _exists(folder, name) and on_exists != "number":
+                return _refuse_existing(target, on_exists)
+            if temp is None:
+                temp = _write_temp(folder, data)
             number = 0
             while True:
                 candidate = numbered_name(target, number).name
@@ -293,7 +330,17 @@ def write_new_file(target: Path, data: bytes, on_exists: OnExists = "number",
                     return _refuse_existing(target, on_exists)
                 number += 1
         finally:
-            folder.unlink(temp)
+            if temp is not None:
+                folder.unlink(temp)
+
+
+def write_new_file(target: Path, data: bytes, on_exists: OnExists = "number",
+                   root: Path | None = None) -> WriteResult:
+    """Write data at target, or next to it; never replace a file that holds other bytes. With root
+    (the output root), no folder between root and target may be a symbolic link at write time."""
+    target, root, _ = _placed(target, root, on_exists)
+    # An identical file costs no temporary file: a re-run of an unchanged recipe writes nothing.
+    return commit_new_file(PendingFile(target, root, data, on_exists, None))
 
 
 def _refuse_existing(target: Path, on_exists: OnExists) -> WriteResult:
