@@ -8,14 +8,7 @@ Noise: `ImageNoise` (per-image CPU generators), `BrownianNoise`, `noise_sampler_
 from .carry import Carry, carry_from_tensors, carry_to_tensors
 from .noise import BrownianNoise, ImageNoise, noise_sampler_for
 from .registry import SAMPLER_FUNCTIONS, SAMPLERS, get_sampler, is_second_order
-from .schedules import (
-                       SCHEDULERS,
-                       model_sigmas,
-                       sampler_sigmas,
-                       sigma_schedule,
-                       sigma_to_t,
-                       t_to_sigma,
-)
+from .schedules import SCHEDULERS, model_sigmas, sampler_sigmas, sigma_schedule, sigma_to_t, t_to_sigma
 
 __all__ = [
     "SAMPLERS", "SAMPLER_FUNCTIONS", "SCHEDULERS", "BrownianNoise", "Carry", "ImageNoise", "carry_from_tensors",

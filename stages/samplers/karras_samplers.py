@@ -18,7 +18,7 @@ from .stepping import (
     Denoiser,
     NoiseSampler,
     StepCallback,
-    ancestral_step,
+    ancestral_steps,
     check_sigmas,
     denoise_at,
     denoise_step,
@@ -37,49 +37,24 @@ def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
     return x, Carry(sigmas[-1])
 
 
+def _euler_down(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_down: torch.Tensor,
+                denoised: torch.Tensor) -> torch.Tensor:
+    if float(sigma_down) == 0:
+        return denoised
+    return x + derivative(x, sigma, denoised) * (sigma_down - sigma)
+
+
 def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                            noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
                            callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """Euler step down to sigma_down, then fresh noise up to the next sigma."""
-    check_sigmas(sigmas)
-    for i in range(len(sigmas) - 1):
-        denoised = denoise_step(denoise, x, sigmas, i, callback)
-        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
-        if float(sigma_down) == 0:
-            x = denoised
-        else:
-            d = derivative(x, sigmas[i], denoised)
-            x = x + d * (sigma_down - sigmas[i]) + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
-    return x, Carry(sigmas[-1])
+    return ancestral_steps(denoise, x, sigmas, noise_sampler, callback, _euler_down)
 
 
-def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
-                callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
-    """Heun's method (Karras et al. 2022, Algorithm 2): two model calls per step, Euler on the last."""
-    sigma_values = check_sigmas(sigmas)
-    for i in range(len(sigmas) - 1):
-        denoised = denoise_step(denoise, x, sigmas, i, callback)
-        d = derivative(x, sigmas[i], denoised)
-        dt = sigmas[i + 1] - sigmas[i]
-        if sigma_values[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_euler = x + d * dt
-            d_next = derivative(x_euler, sigmas[i + 1], denoise_at(denoise, x_euler, sigmas[i + 1]))
-            x = x + (d + d_next) / 2 * dt
-    return x, Carry(sigmas[-1])
-
-
-def _log_midpoint(sigma_a: torch.Tensor, sigma_b: torch.Tensor) -> torch.Tensor:
-    """The geometric mean of two sigmas, computed as DPM-Solver-2's midpoint in log sigma."""
-    return sigma_a.log().lerp(sigma_b.log(), 0.5).exp()
-
-
-def sample_dpm_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                 noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
-                 callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
-    """DPM-Solver-2-style midpoint steps in log sigma (two model calls per step), Euler on the last."""
+def _second_order_steps(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback,
+                        second_stage) -> tuple[torch.Tensor, Carry]:
+    """A model call at each sigma, then `second_stage(denoise, x, d, sigma, sigma_next)` (one more model
+    call), except on the last step to sigma 0, which is an Euler step as in k-diffusion."""
     sigma_values = check_sigmas(sigmas)
     for i in range(len(sigmas) - 1):
         denoised = denoise_step(denoise, x, sigmas, i, callback)
@@ -87,31 +62,58 @@ def sample_dpm_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
         if sigma_values[i + 1] == 0:
             x = x + d * (sigmas[i + 1] - sigmas[i])
         else:
-            sigma_mid = _log_midpoint(sigmas[i], sigmas[i + 1])
-            x_mid = x + d * (sigma_mid - sigmas[i])
-            d_mid = derivative(x_mid, sigma_mid, denoise_at(denoise, x_mid, sigma_mid))
-            x = x + d_mid * (sigmas[i + 1] - sigmas[i])
+            x = second_stage(denoise, x, d, sigmas[i], sigmas[i + 1])
     return x, Carry(sigmas[-1])
+
+
+def _heun_stage(denoise: Denoiser, x: torch.Tensor, d: torch.Tensor, sigma: torch.Tensor,
+                sigma_next: torch.Tensor) -> torch.Tensor:
+    dt = sigma_next - sigma
+    x_euler = x + d * dt
+    d_next = derivative(x_euler, sigma_next, denoise_at(denoise, x_euler, sigma_next))
+    return x + (d + d_next) / 2 * dt
+
+
+def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """Heun's method (Karras et al. 2022, Algorithm 2): two model calls per step, Euler on the last."""
+    return _second_order_steps(denoise, x, sigmas, callback, _heun_stage)
+
+
+def _log_midpoint(sigma_a: torch.Tensor, sigma_b: torch.Tensor) -> torch.Tensor:
+    """The geometric mean of two sigmas, computed as DPM-Solver-2's midpoint in log sigma."""
+    return sigma_a.log().lerp(sigma_b.log(), 0.5).exp()
+
+
+def _dpm_2_stage(denoise: Denoiser, x: torch.Tensor, d: torch.Tensor, sigma: torch.Tensor,
+                 sigma_next: torch.Tensor) -> torch.Tensor:
+    sigma_mid = _log_midpoint(sigma, sigma_next)
+    x_mid = x + d * (sigma_mid - sigma)
+    d_mid = derivative(x_mid, sigma_mid, denoise_at(denoise, x_mid, sigma_mid))
+    return x + d_mid * (sigma_next - sigma)
+
+
+def sample_dpm_2(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                 noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                 callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """DPM-Solver-2-style midpoint steps in log sigma (two model calls per step), Euler on the last."""
+    return _second_order_steps(denoise, x, sigmas, callback, _dpm_2_stage)
+
+
+def _dpm_2_down(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor, sigma_down: torch.Tensor,
+                denoised: torch.Tensor) -> torch.Tensor:
+    d = derivative(x, sigma, denoised)
+    if float(sigma_down) == 0:
+        return x + d * (sigma_down - sigma)
+    return _dpm_2_stage(denoise, x, d, sigma, sigma_down)
 
 
 def sample_dpm_2_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                            noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
                            callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """dpm_2 down to sigma_down, then fresh noise up to the next sigma."""
-    check_sigmas(sigmas)
-    for i in range(len(sigmas) - 1):
-        denoised = denoise_step(denoise, x, sigmas, i, callback)
-        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
-        d = derivative(x, sigmas[i], denoised)
-        if float(sigma_down) == 0:
-            x = x + d * (sigma_down - sigmas[i])
-        else:
-            sigma_mid = _log_midpoint(sigmas[i], sigma_down)
-            x_mid = x + d * (sigma_mid - sigmas[i])
-            d_mid = derivative(x_mid, sigma_mid, denoise_at(denoise, x_mid, sigma_mid))
-            x = x + d_mid * (sigma_down - sigmas[i])
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
-    return x, Carry(sigmas[-1])
+    return ancestral_steps(denoise, x, sigmas, noise_sampler, callback, _dpm_2_down)
 
 
 LMS_ORDER = 4

@@ -5,6 +5,8 @@ from collections.abc import Callable
 
 import torch
 
+from .carry import Carry
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]       # (x, sigma of shape [batch]) -> denoised
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (sigma, sigma_next) -> unit noise like x
 StepCallback = Callable[[int], None] | None                           # step index within the slice
@@ -35,6 +37,21 @@ def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor) -> tuple[to
     sigma_up = torch.minimum(sigma_to, (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
     sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
     return sigma_down, sigma_up
+
+
+def ancestral_steps(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sampler: NoiseSampler,
+                     callback: StepCallback, step_down) -> tuple[torch.Tensor, Carry]:
+    """k-diffusion's ancestral loop: `step_down(denoise, x, sigma, sigma_down, denoised)` takes x
+    deterministically to sigma_down, then fresh noise of std sigma_up brings it to the next sigma
+    (no draw when sigma_down is 0: the last step to sigma 0)."""
+    check_sigmas(sigmas)
+    for i in range(len(sigmas) - 1):
+        denoised = denoise_step(denoise, x, sigmas, i, callback)
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
+        x = step_down(denoise, x, sigmas[i], sigma_down, denoised)
+        if float(sigma_down) != 0:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
+    return x, Carry(sigmas[-1])
 
 
 def check_sigmas(sigmas: torch.Tensor) -> list[float]:
