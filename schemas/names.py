@@ -15,6 +15,7 @@ class SamplerInfo:
     noise: str | None = None                  # "ancestral": fresh draws from the image generators each step;
                                               # "sde": a Brownian path over the whole schedule
     discard_penultimate_sigma: bool = False   # ComfyUI's KSampler: steps + 1 sigmas, the second-to-last dropped
+    alias_of: str | None = None               # the same sampler under another ComfyUI id (its label parses to that)
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -30,12 +31,24 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "dpmpp_2m_sde": SamplerInfo("DPM++ 2M SDE", noise="sde"),
     "dpmpp_3m_sde": SamplerInfo("DPM++ 3M SDE", noise="sde"),
     "ddim": SamplerInfo("DDIM"),
+    # ComfyUI's *_gpu ids draw the Brownian tree on the GPU; sdbake draws every noise on the CPU (the
+    # same bits on any device), so each is its CPU twin under another name.
+    "dpmpp_sde_gpu": SamplerInfo("DPM++ SDE", second_order=True, noise="sde", alias_of="dpmpp_sde"),
+    "dpmpp_2m_sde_gpu": SamplerInfo("DPM++ 2M SDE", noise="sde", alias_of="dpmpp_2m_sde"),
+    "dpmpp_3m_sde_gpu": SamplerInfo("DPM++ 3M SDE", noise="sde", alias_of="dpmpp_3m_sde"),
+    # A1111 has no DDPM sampler: "DDPM" is ComfyUI's display name. "LCM" is A1111's (sd_samplers_lcm.py).
+    "ddpm": SamplerInfo("DDPM", noise="ancestral"),
+    "lcm": SamplerInfo("LCM", noise="ancestral"),
+    # A1111's "UniPC" (sd_samplers_timesteps.py) is its own port with the variant as a setting (default
+    # bh1); the numbers here are ComfyUI's. "UniPC BH2" is ours: A1111 has no label for the variant.
+    "uni_pc": SamplerInfo("UniPC", discard_penultimate_sigma=True),
+    "uni_pc_bh2": SamplerInfo("UniPC BH2", discard_penultimate_sigma=True),
 }
 # ComfyUI scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's
 # ddim_uniform is what A1111 calls "DDIM".
 SCHEDULERS: dict[str, str] = {
     "normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
-    "simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta",
+    "simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta", "kl_optimal": "KL Optimal",
 }
 
 SAMPLER_IDS = tuple(SAMPLERS)
@@ -46,7 +59,7 @@ SDE_SAMPLERS = frozenset(name for name, info in SAMPLERS.items() if info.noise =
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(
     name for name, info in SAMPLERS.items() if info.discard_penultimate_sigma)
 
-_SAMPLER_BY_LABEL = {info.label.lower(): name for name, info in SAMPLERS.items()}
+_SAMPLER_BY_LABEL = {info.label.lower(): name for name, info in SAMPLERS.items() if info.alias_of is None}
 _SCHEDULER_BY_LABEL = {label.lower(): name for name, label in SCHEDULERS.items()}
 # A1111's pre-1.6 combined labels ("DPM++ 2M Karras") end in one of these schedules.
 _LABEL_SCHEDULE_SUFFIXES = ("karras", "exponential")

@@ -152,6 +152,7 @@ def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: i
     previews = StepPreviews.for_run(ctx, model, start)
     model_fn = previews.watch(wrap(denoiser) if wrap is not None else denoiser)
     x, carry_obj = sampler(model_fn, x, sigmas[start:end + 1].to(x.device), noise_sampler=noise_sampler,
-                           carry=carry_obj, callback=lambda i: (ctx.progress(i + 1, total), previews.after_step(i)))
+                           carry=carry_obj, callback=lambda i: (ctx.progress(i + 1, total), previews.after_step(i)),
+                           steps_before=start, steps_after=len(sigmas) - 1 - end)
     packed = samplers.carry_to_tensors(carry_obj) if carry_obj is not None else None
     return x, packed, denoiser.model_calls

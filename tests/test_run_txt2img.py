@@ -21,12 +21,26 @@ def final_latent(tmp_path, text, name):
 
 @pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "heun", "dpm_2", "lms", "dpmpp_2m",
                                      "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim", "dpm_2_ancestral",
-                                     "dpmpp_2s_ancestral"])
+                                     "dpmpp_2s_ancestral", "uni_pc", "uni_pc_bh2", "ddpm", "lcm"])
 def test_split_run_equals_one_run_bit_for_bit(tmp_path, tiny_model_dir, sampler):
     import torch
     whole = final_latent(tmp_path, txt2img(tiny_model_dir, sampler=sampler, steps=8), "one.toml")
     split = final_latent(tmp_path, txt2img(tiny_model_dir, sampler=sampler, steps=8, split=3), "two.toml")
     assert torch.equal(whole, split)
+
+
+def test_uni_pc_kl_optimal_split_before_the_last_steps_and_its_infotext(tmp_path, tiny_model_dir):
+    # uni_pc lowers its order on the schedule's last two steps: a split at step 7 of 8 must know that
+    import torch
+    from PIL import Image
+    recipe = txt2img(tiny_model_dir, sampler="UniPC", scheduler="KL Optimal", steps=8, path="u.png")
+    whole = render(tmp_path, recipe, name="one.toml", no_cache=True)
+    split_recipe = recipe.replace('[[stages]]\ntype = "sample"\n',
+                                  '[[stages]]\ntype = "sample"\nend = 7\n\n[[stages]]\ntype = "sample"\nstart = 7\n')
+    assert "start = 7" in split_recipe
+    assert torch.equal(whole.final_state.latent, final_latent(tmp_path, split_recipe, "two.toml"))
+    parameters = Image.open(whole.outputs[0]).info["parameters"]
+    assert "Sampler: UniPC, Schedule type: KL Optimal," in parameters
 
 
 def test_two_renders_write_identical_bytes(tmp_path, tiny_model_dir):

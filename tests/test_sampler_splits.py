@@ -42,8 +42,8 @@ def run_split(sampler, sigmas, k, tmp_path):
     carry and generator state with fresh objects, as the cache would between processes."""
     noise = ImageNoise(SEEDS, SHAPE)
     x = noise.draw() * sigmas[0]
-    x, carry = SAMPLERS[sampler](denoiser, x, sigmas[:k + 1],
-                                 noise_sampler=noise_sampler_for(sampler, noise, sigmas), carry=None)
+    x, carry = SAMPLERS[sampler](denoiser, x, sigmas[:k + 1], noise_sampler=noise_sampler_for(sampler, noise, sigmas),
+                                 carry=None, steps_after=len(sigmas) - 1 - k)
     tensors, meta = carry_to_tensors(carry)
     save_file({**{f"carry.{name}": t for name, t in tensors.items()}, "latent": x,
                "rng": noise.get_state()}, str(tmp_path / "state.safetensors"))
@@ -54,7 +54,7 @@ def run_split(sampler, sigmas, k, tmp_path):
     resumed = ImageNoise(SEEDS, SHAPE)
     resumed.set_state(stored["rng"])
     out, _ = SAMPLERS[sampler](denoiser, stored["latent"], sigmas[k:],
-                               noise_sampler=noise_sampler_for(sampler, resumed, sigmas), carry=carry)
+                               noise_sampler=noise_sampler_for(sampler, resumed, sigmas), carry=carry, steps_before=k)
     return out
 
 
@@ -76,21 +76,34 @@ def test_split_at_any_step_equals_one_run(schedules, sampler, scheduler, tmp_pat
 
 @pytest.mark.parametrize("scheduler", ["exponential", "sgm_uniform", "simple", "ddim_uniform", "beta"])
 def test_split_is_exact_for_every_scheduler(schedules, scheduler, tmp_path):
-    for sampler in ("lms", "dpmpp_2m", "dpmpp_3m_sde", "euler_ancestral", "dpmpp_sde"):
+    for sampler in ("lms", "dpmpp_2m", "dpmpp_3m_sde", "euler_ancestral", "dpmpp_sde", "uni_pc", "ddpm"):
         sigmas = schedules[sampler, scheduler]
         assert torch.equal(run_split(sampler, sigmas, 13, tmp_path), run_whole(sampler, sigmas)), (sampler, scheduler)
 
 
-def test_three_way_split_in_float64_equals_one_run(schedules):
-    sigmas = schedules["dpmpp_3m_sde", "karras"].double()
+@pytest.mark.parametrize("sampler", ["dpmpp_3m_sde", "uni_pc_bh2"])
+def test_three_way_split_in_float64_equals_one_run(schedules, sampler):
+    sigmas = schedules[sampler, "karras"].double()
     noise = ImageNoise(SEEDS, SHAPE, dtype=torch.float64)
-    sampler = noise_sampler_for("dpmpp_3m_sde", noise, sigmas)
+    noise_sampler = noise_sampler_for(sampler, noise, sigmas)
     x0 = noise.draw() * sigmas[0]
-    whole, _ = SAMPLERS["dpmpp_3m_sde"](denoiser, x0, sigmas, noise_sampler=sampler, carry=None)
+    whole, _ = SAMPLERS[sampler](denoiser, x0, sigmas, noise_sampler=noise_sampler, carry=None)
     x, carry = x0, None
     for start, end in ((0, 3), (3, 4), (4, 20)):
-        x, carry = SAMPLERS["dpmpp_3m_sde"](denoiser, x, sigmas[start:end + 1], noise_sampler=sampler, carry=carry)
+        x, carry = SAMPLERS[sampler](denoiser, x, sigmas[start:end + 1], noise_sampler=noise_sampler, carry=carry,
+                                     steps_before=start, steps_after=20 - end)
     assert torch.equal(x, whole)
+
+
+def test_uni_pc_split_without_its_position_is_not_the_whole_run(schedules):
+    # uni_pc lowers its order on the last two steps of the whole schedule: a slice that is not told
+    # what follows it takes its own end for the schedule's (what ComfyUI does with every slice)
+    sigmas = schedules["uni_pc", "karras"]
+    x0 = ImageNoise(SEEDS, SHAPE).draw() * sigmas[0]
+    whole, _ = SAMPLERS["uni_pc"](denoiser, x0, sigmas, carry=None)
+    x, carry = SAMPLERS["uni_pc"](denoiser, x0, sigmas[:11], carry=None)
+    unplaced, _ = SAMPLERS["uni_pc"](denoiser, x, sigmas[10:], carry=carry)
+    assert not torch.equal(unplaced, whole)
 
 
 def test_continuation_that_does_not_line_up_is_an_error(schedules):
@@ -123,13 +136,13 @@ _CONTINUE_IN_FRESH_PROCESS = textwrap.dedent("""
     noise = ImageNoise(SEEDS, SHAPE)
     noise.set_state(stored["rng"])
     sigmas = stored["sigmas"]
-    out, _ = SAMPLERS[{sampler!r}](denoiser, stored["latent"], sigmas[{k}:],
+    out, _ = SAMPLERS[{sampler!r}](denoiser, stored["latent"], sigmas[{k}:], steps_before={k},
                                    noise_sampler=noise_sampler_for({sampler!r}, noise, sigmas), carry=carry)
     save_file({{"out": out}}, {out_path!r})
 """)
 
 
-@pytest.mark.parametrize("sampler", ["dpmpp_2m_sde", "euler_ancestral"])
+@pytest.mark.parametrize("sampler", ["dpmpp_2m_sde", "euler_ancestral", "uni_pc"])
 def test_split_resumed_in_a_fresh_process_equals_one_run(schedules, sampler, tmp_path):
     import json
     from pathlib import Path
@@ -138,7 +151,7 @@ def test_split_resumed_in_a_fresh_process_equals_one_run(schedules, sampler, tmp
     noise = ImageNoise(SEEDS, SHAPE)
     x = noise.draw() * sigmas[0]
     x, carry = SAMPLERS[sampler](denoiser, x, sigmas[:k + 1], noise_sampler=noise_sampler_for(sampler, noise, sigmas),
-                                 carry=None)
+                                 carry=None, steps_after=len(sigmas) - 1 - k)
     tensors, meta = carry_to_tensors(carry)
     save_file({**{f"carry.{n}": t for n, t in tensors.items()}, "latent": x, "rng": noise.get_state(),
                "sigmas": sigmas}, str(tmp_path / "state.safetensors"))

@@ -71,6 +71,8 @@ def test_first_and_last_sigmas_of_each_schedule_at_20_steps(sd_sigmas):
         "ddim_uniform": (sd_sigmas[951].item(), sd_sigmas[1].item()),
         # beta(0.6, 0.6): quantile 1 -> t 999; quantile 1/20 -> 0.0125545 * 999 = 12.54 -> t 13
         "beta": (SD_SIGMA_MAX, sd_sigmas[13].item()),
+        # kl_optimal: tan of a lerp of the arctangents, ending at sigma_min
+        "kl_optimal": (SD_SIGMA_MAX, SD_SIGMA_MIN),
     }
     for scheduler, (first, last) in expected.items():
         sigmas = sigma_schedule(scheduler, sd_sigmas, 20)
@@ -87,6 +89,37 @@ def test_normal_schedule_middle_sigma_is_log_interpolated(sd_sigmas):
                                              sd_sigmas[333].item(), sd_sigmas[0].item(), 0.0], rel=1e-12)
     sigmas = sigma_schedule("normal", sd_sigmas, 3, dtype=torch.float64)
     assert sigmas[1].item() == pytest.approx(_sigma_at_timestep(sd_sigmas, 499.5), rel=1e-12)
+
+
+def _comfyui_kl_optimal(steps, sigma_min, sigma_max):
+    """ComfyUI's kl_optimal_scheduler by hand: tan(w_i * atan(sigma_min) + (1 - w_i) * atan(sigma_max)),
+    w_i = i / (steps - 1), then 0 (its Python floats are float64; it computes in float32)."""
+    return [math.tan(i / (steps - 1) * math.atan(sigma_min) + (1 - i / (steps - 1)) * math.atan(sigma_max))
+            for i in range(steps)] + [0.0]
+
+
+def test_kl_optimal_matches_comfyuis_formula(sd_sigmas):
+    for steps in (2, 3, 10, 20, 33):
+        expected = _comfyui_kl_optimal(steps, SD_SIGMA_MIN, SD_SIGMA_MAX)
+        assert sigma_schedule("kl_optimal", sd_sigmas, steps, dtype=torch.float64).tolist() == pytest.approx(
+            expected, rel=1e-12, abs=0)
+        # float32, as ComfyUI: from the float32 model sigma ends
+        ends = (float(sd_sigmas[0].float()), float(sd_sigmas[-1].float()))
+        assert sigma_schedule("kl_optimal", sd_sigmas, steps).tolist() == pytest.approx(
+            _comfyui_kl_optimal(steps, *ends), rel=1e-6, abs=0)
+    # the middle of 3 steps is tan of the mean angle, by hand
+    middle = math.tan((math.atan(SD_SIGMA_MIN) + math.atan(SD_SIGMA_MAX)) / 2)
+    assert sigma_schedule("kl_optimal", sd_sigmas, 3, dtype=torch.float64)[1].item() == pytest.approx(middle, rel=1e-12)
+    assert middle == pytest.approx(0.9616, abs=1e-4)
+    # ComfyUI divides by steps - 1 = 0 for one step (NaN); sdbake starts at sigma_max
+    assert sigma_schedule("kl_optimal", sd_sigmas, 1, dtype=torch.float64).tolist() == pytest.approx(
+        [SD_SIGMA_MAX, 0.0], rel=1e-12)
+
+
+def test_uni_pc_drops_the_penultimate_sigma_as_comfyui(sd_sigmas):
+    longer = sigma_schedule("kl_optimal", sd_sigmas, 11)
+    for sampler in ("uni_pc", "uni_pc_bh2"):
+        assert torch.equal(sampler_sigmas(sampler, "kl_optimal", sd_sigmas, 10), torch.cat([longer[:-2], longer[-1:]]))
 
 
 def test_karras_schedule_is_uniform_in_sigma_to_the_one_seventh(sd_sigmas):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -11,6 +12,7 @@ from sdbake.schemas.names import SAMPLERS as SAMPLER_TABLE
 from sdbake.schemas.names import SECOND_ORDER_SAMPLERS
 
 from .carry import Carry, history_for
+from .ddpm_samplers import sample_ddpm, sample_lcm
 from .dpm_solver_samplers import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -27,6 +29,7 @@ from .karras_samplers import (
     sample_lms,
 )
 from .stepping import check_sigmas
+from .uni_pc_samplers import sample_uni_pc, sample_uni_pc_bh2
 
 Sampler = Callable[..., tuple[torch.Tensor, Carry]]
 
@@ -44,22 +47,34 @@ SAMPLER_FUNCTIONS: dict[str, Sampler] = {
     "dpmpp_3m_sde": sample_dpmpp_3m_sde,
     # ComfyUI's "ddim" runs its euler sampler (samplers.py sampler_object); only inpainting noise differs
     "ddim": sample_euler,
+    # the *_gpu ids differ in ComfyUI only in where the Brownian tree is drawn (schemas/names.py)
+    "dpmpp_sde_gpu": sample_dpmpp_sde,
+    "dpmpp_2m_sde_gpu": sample_dpmpp_2m_sde,
+    "dpmpp_3m_sde_gpu": sample_dpmpp_3m_sde,
+    "ddpm": sample_ddpm,
+    "lcm": sample_lcm,
+    "uni_pc": sample_uni_pc,
+    "uni_pc_bh2": sample_uni_pc_bh2,
 }
 
 
 def _named(name: str, function: Sampler) -> Sampler:
     """`function` as sampler `name`: it sees only a carry of its own (a carry of another sampler is a
-    position, not a history), gets a noise source when it needs one, and its carry says who made it."""
+    position, not a history), gets a noise source when it needs one, and its carry says who made it.
+    `steps_before` / `steps_after` place the slice in its whole schedule (how many steps the schedule has
+    before and after it); the samplers whose step rules look at the whole schedule (uni_pc) take them."""
     needs_noise = SAMPLER_TABLE[name].noise is not None
+    needs_position = "steps_after" in inspect.signature(function).parameters
 
     @functools.wraps(function)
     def sample(denoise, x: torch.Tensor, sigmas: torch.Tensor, *, noise_sampler=None, carry: Carry | None = None,
-               callback=None) -> tuple[torch.Tensor, Carry]:
+               callback=None, steps_before: int = 0, steps_after: int = 0) -> tuple[torch.Tensor, Carry]:
         check_sigmas(sigmas)
         if needs_noise and noise_sampler is None:
             raise ValueError(f"sampler {name!r} adds noise: it needs a noise_sampler (see noise_sampler_for)")
+        position = {"steps_before": steps_before, "steps_after": steps_after} if needs_position else {}
         x, new_carry = function(denoise, x, sigmas, noise_sampler=noise_sampler,
-                                carry=history_for(name, sigmas, carry), callback=callback)
+                                carry=history_for(name, sigmas, carry), callback=callback, **position)
         return x, dataclasses.replace(new_carry, sampler=name)
     return sample
 

@@ -113,6 +113,8 @@ def sigma_schedule(scheduler: str, model_sigmas: torch.Tensor, steps: int, *,
         return _simple(sigmas, steps, dtype)
     if scheduler == "ddim_uniform":
         return _ddim_uniform(sigmas, steps, dtype)
+    if scheduler == "kl_optimal":
+        return _kl_optimal(steps, float(sigmas[0]), float(sigmas[-1]), dtype)
     return _beta(sigmas, steps, dtype, alpha=0.6, beta=0.6)
 
 
@@ -141,6 +143,14 @@ def _karras(steps: int, sigma_min: float, sigma_max: float, dtype: torch.dtype, 
 def _exponential(steps: int, sigma_min: float, sigma_max: float, dtype: torch.dtype) -> torch.Tensor:
     """Uniform steps in log sigma."""
     return _with_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps, dtype=dtype).exp())
+
+
+def _kl_optimal(steps: int, sigma_min: float, sigma_max: float, dtype: torch.dtype) -> torch.Tensor:
+    """Uniform steps in arctan(sigma): the KL-optimal schedule of Sabour et al. 2024 ("Align Your Steps"),
+    as ComfyUI's kl_optimal_scheduler computes it: the angles in Python floats, the rest in `dtype`.
+    ComfyUI divides 0 by 0 for one step (NaN); here one step is sigma_max, then 0."""
+    fraction = torch.arange(steps, dtype=dtype) / max(steps - 1, 1)
+    return _with_zero((fraction * math.atan(sigma_min) + (1 - fraction) * math.atan(sigma_max)).tan())
 
 
 def _uniform_timesteps(log_sigmas: torch.Tensor, steps: int, dtype: torch.dtype, *, sgm: bool) -> torch.Tensor:
