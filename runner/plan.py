@@ -155,7 +155,7 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
         inv.inputs = document
         KINDS[stage.type].plan(stage, inv, document, ctx)
         plan_lora_tags(stage, inv, document, ctx)
-        texts = inv.prompts + inv.negatives
+        texts = inv.prompts + inv.negatives + [region.prompt for region in getattr(stage, "regions", None) or []]
         inv.embeddings = embeddings_used(loaded, texts) if texts else {}
         if inv.embeddings:
             document["embeddings"] = {stem: sha256_file(path) for stem, path in sorted(inv.embeddings.items())}

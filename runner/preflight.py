@@ -84,6 +84,8 @@ def find_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> lis
                 prompts += _prompt_problems(loaded, where + (field,), text)
                 if field == "prompt":                        # A1111 reads no tags in a negative prompt
                     models += _lora_tag_problems(loaded, where + (field,), text)
+        for n, region in enumerate(getattr(stage, "regions", None) or []):
+            prompts += _prompt_problems(loaded, where + ("regions", n, "prompt"), region.prompt)
     sizes, outputs = _output_problems(loaded, output_root, now)
     return (_as(ModelError, models) + _as(InputFileError, inputs) + _as(PromptError, prompts)
             + _as(RecipeError, sizes) + _as(OutputError, outputs))
@@ -146,17 +148,7 @@ def _input_image(loaded: LoadedRecipe, where: tuple, name: str) -> list[Problem]
 
 def _image_fields(stage) -> list[tuple[tuple, str]]:
     """(path inside the stage, file name) of every image or mask file a stage reads."""
-    found = []
-    for name in ("image", "mask"):
-        value = getattr(stage, name, None)
-        if isinstance(value, str) and value:
-            found.append(((name,), value))
-    for n, op in enumerate(getattr(stage, "ops", None) or []):
-        for name in ("image", "mask"):
-            value = getattr(op, name, None)
-            if isinstance(value, str) and value:
-                found.append((("ops", n, name), value))
-    return found
+    return [(param, name) for param, name, _ in stage.files_read()]
 
 
 def _model_file(loaded: LoadedRecipe, where: tuple, name: str, kind: str, folders_ok: bool) -> list[Problem]:
@@ -321,11 +313,22 @@ def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> 
                                  (f"the hires target {width}x{height} is outside 64-{MAX_SIDE} pixels a side "
                                  f"(from {current['width']}x{current['height']})")))
             current.update(width=width, height=height)
+        sizes += _region_problems(where, stage, current)
         field = "path" if isinstance(stage, SaveParams) else "preview" if getattr(stage, "preview", None) else None
         if field:
             problems += _template_problems(loaded, where + (field,), getattr(stage, field), stage, current,
                                            recipe_hash, now, output_root)
     return sizes, problems
+
+
+def _region_problems(where: tuple, stage, current: dict) -> list[Problem]:
+    """Region rects inside the image the stage samples (a hires stage's: its target size)."""
+    width, height = current["width"], current["height"]
+    if not width:
+        return []
+    return [(where + ("regions", n, "rect"), f"the region rect {region.rect} reaches outside the {width}x{height} image")
+            for n, region in enumerate(getattr(stage, "regions", None) or [])
+            if region.rect and (region.rect[0] + region.rect[2] > width or region.rect[1] + region.rect[3] > height)]
 
 
 def _template_problems(loaded, where, template, stage, current, recipe_hash, now, output_root) -> list[Problem]:

@@ -1,6 +1,7 @@
 """One pydantic model per stage kind; the recipe's `stages` list is a union discriminated on `type`."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -43,6 +44,37 @@ class EncodeParams(StageBase):
         return [(("image",), self.image, "init image")] if self.image else []
 
 
+class Region(Strict):
+    """A prompt applied where its rect or mask is (Latent Couple / Regional Prompter's latent mode)."""
+    rect: Rect | None = Field(None, description="[x, y, width, height] in pixels of the image this stage samples")
+    mask: str | None = Field(None, description="mask image (white = weight 1, black = 0), stretched to the image")
+    prompt: str = Field(description="A1111 prompt syntax (emphasis, schedules, AND); no wildcards")
+    weight: float = Field(1.0, ge=-10.0, le=10.0, description="scales this prompt's guidance inside its area")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_text(cls, prompt):
+        if not prompt.strip():
+            raise ValueError("a region needs a prompt (it is empty)")
+        if "__" in prompt or "{" in prompt:
+            raise ValueError("wildcards are not expanded in region prompts: write the words themselves")
+        if re.search(r"<\w+:[^>]+>", prompt):       # A1111's extra-network tags (<lora:name:w>)
+            raise ValueError("LoRA tags are not read in region prompts: put them in the stage's prompt")
+        return prompt
+
+    @model_validator(mode="after")
+    def _one_area(self):
+        if (self.rect is None) == (self.mask is None):
+            raise ValueError("a region needs exactly one of `rect` and `mask`")
+        if self.rect is not None and (self.rect[2] <= 0 or self.rect[3] <= 0 or min(self.rect[:2]) < 0):
+            raise ValueError(f"a region rect is [x, y, width, height] with x, y >= 0 and a positive size "
+                             f"(got {self.rect})")
+        return self
+
+
+REGION_METHODS = ("latent_couple",)
+
+
 class SamplingStage(StageBase):
     """What every stage that runs a sampler may set for itself (else it comes from [defaults])."""
     INHERITS: ClassVar = SAMPLING
@@ -59,6 +91,28 @@ class SamplingStage(StageBase):
                                       "(watch page; files with preview_dir); never part of the cache key")
     preview_dir: str | None = Field(None, min_length=1, description="also write the step previews here (under "
                                     "the output root), as <stage>-step<N>.png")
+    regions: list[Region] | None = Field(None, max_length=64, description="prompts applied to parts of the image, "
+                                          "besides the stage's prompt (which covers all of it); docs/regions.md")
+    region_method: Literal[REGION_METHODS] | None = Field(None, description="how regions apply; default "
+                                                           "latent_couple when there are regions")
+
+    @field_validator("regions")
+    @classmethod
+    def _no_regions_is_none(cls, regions):
+        # `regions = []` is the stage without regions: the same canonical form and the same cache key
+        return regions or None
+
+    @model_validator(mode="after")
+    def _region_method(self):
+        if self.regions and self.region_method is None:
+            self.region_method = REGION_METHODS[0]
+        elif not self.regions and self.region_method is not None:
+            raise ValueError("region_method needs `regions`")
+        return self
+
+    def files_read(self) -> list[tuple[tuple, str, str]]:
+        return [(("regions", n, "mask"), region.mask, "region mask")
+                for n, region in enumerate(self.regions or []) if region.mask]
 
     @field_validator("preview_dir")
     @classmethod
@@ -195,7 +249,7 @@ class InpaintParams(SamplingStage):
         return denoise
 
     def files_read(self) -> list[tuple[tuple, str, str]]:
-        return [(("mask",), self.mask, "mask")] if self.mask else []
+        return ([(("mask",), self.mask, "mask")] if self.mask else []) + super().files_read()
 
     @model_validator(mode="after")
     def _has_mask(self):

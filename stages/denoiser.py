@@ -27,6 +27,8 @@ class GuidedInputs:
     """Per model call: which embeddings each image's uncond and weighted conds use."""
     uncond: list[Cond]                                      # one per image
     conds: list[list[tuple[Cond, float]]]                   # per image: [(embedding, weight), ...]
+    # regional prompts: per image, per cond, the (1, h, w) latent cells its term applies to (None: all)
+    areas: list[list[torch.Tensor | None]] | None = None
 
 
 def sigma_to_timestep(sigma: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:
@@ -97,9 +99,12 @@ class Denoiser:
         rows_x, rows_sigma, rows_context, rows_image, rows_uncond, layout = [], [], [], [], [], []
         cfgs = self.cfg if isinstance(self.cfg, (list, tuple)) else [self.cfg] * batch
         for i in range(batch):
-            entry = {"uncond": None, "conds": [], "cfg": cfgs[i]}
-            # At cfg 1 the guided result is the cond itself (when the AND weights sum to 1): skip uncond.
-            if cfgs[i] != 1.0 or sum(weight for _, weight in inputs.conds[i]) != 1.0:
+            areas = inputs.areas[i] if inputs.areas is not None else [None] * len(inputs.conds[i])
+            entry = {"uncond": None, "conds": [], "cfg": cfgs[i], "areas": areas}
+            # At cfg 1 the guided result is the cond itself (when the AND weights sum to 1 and no term is
+            # regional): skip uncond.
+            if cfgs[i] != 1.0 or sum(weight for _, weight in inputs.conds[i]) != 1.0 or any(
+                    area is not None for area in areas):
                 entry["uncond"] = len(rows_x)
                 rows_x.append(x[i]); rows_sigma.append(sigma[i]); rows_context.append(inputs.uncond[i])
                 rows_image.append(i); rows_uncond.append(True)
@@ -120,8 +125,9 @@ class Denoiser:
                 continue
             uncond = outputs[entry["uncond"]]
             guided = uncond.clone()
-            for row, weight in entry["conds"]:
-                guided = guided + (outputs[row] - uncond) * (weight * entry["cfg"])
+            for (row, weight), area in zip(entry["conds"], entry["areas"]):
+                term = (outputs[row] - uncond) * (weight * entry["cfg"])
+                guided = guided + (term if area is None else term * area)
             results.append(guided)
         return torch.stack(results)
 

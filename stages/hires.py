@@ -10,6 +10,7 @@ from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import LATENT_UPSCALERS, HiresParams
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import pil_to_tensor, to_pil
+from sdbake.stages.regions import provenance_fields, stage_regions
 from sdbake.stages.sampler_run import guidance, run_sampler, sampling_setup, with_memo
 from sdbake.stages.state import State
 from sdbake.stages.upscale import A1111_NAMES, upscale_latent, upscale_pil, upscale_with_model
@@ -47,13 +48,13 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
     noise = setup.new_noise(state.seeds, latent.shape[1:], ctx.device)
     x = latent + noise.draw().to(ctx.device) * setup.sigmas[start]
     base_steps = next((r["Steps"] for r in reversed(state.provenance) if r["type"] == "sample"), p.steps)
-    g = with_memo(guidance(state, ctx, p.cfg, base_steps, hires_steps=p.steps, micro=p.sdxl), model, p.sampler,
-                  ctx)
+    g = with_memo(guidance(state, ctx, p.cfg, base_steps, hires_steps=p.steps, micro=p.sdxl,
+                           regions=stage_regions(p, ctx, (width, height))), model, p.sampler, ctx)
     x, _, _ = run_sampler(setup, model, x, start, total, g, ctx, noise=noise)
     record = {"stage": ctx.stage_id, "type": "hires", "Hires upscale": p.scale if not (p.width or p.height)
               else None, "Hires resize": f"{width}x{height}" if (p.width or p.height) else None,
               "Hires steps": p.steps, "Hires upscaler": A1111_NAMES.get(p.upscaler, p.upscaler),
-              "Denoising strength": p.denoise}
+              "Denoising strength": p.denoise, **provenance_fields(p, g.prompts, (width, height), p.steps)}
     if ctx.prompts:
         record["Hires prompt"] = ctx.prompts[0]
     if p.sampler != next((r["sampler"] for r in reversed(state.provenance) if r["type"] == "sample"), p.sampler):

@@ -8,6 +8,7 @@ mask is 0 the pixels are the input's, exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ from sdbake.schemas.stages import InpaintParams
 from sdbake.stages.colorfix import color_correct
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import draw_rects, mask_to_tensor, pil_to_tensor, read_mask, to_pil
+from sdbake.stages.regions import provenance_fields, stage_regions
 from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup, with_memo
 from sdbake.stages.state import State
 from sdbake.stages.vae import VaeOptions, vae_decode, vae_encode, vae_options
@@ -110,7 +112,8 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
     pixels = state.image if state.image is not None else vae_decode(model, state.latent.to(ctx.device), options,
                                                                     warn=ctx.warn)[0]
     original = pixels.clone()
-    g = with_memo(guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl), model, p.sampler, ctx)
+    g = with_memo(guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl, regions=stage_regions(p, ctx, size)), model,
+                  p.sampler, ctx)
     box = crop_box(feathered_pil, p.padding, size[0] / size[1]) if p.area == "masked" else None
     schedule = loop_denoise(p.denoise, p.loops, p.curve)
     for loop, denoise in enumerate(schedule):
@@ -129,7 +132,8 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
               "Denoising strength": schedule[0] if p.loops == 1 else None,
               "Loopback denoise": ",".join(f"{d:g}" for d in schedule) if p.loops > 1 else None,
               "Color correction": True if p.color_correction else None,
-              "Inpaint area": "Only masked" if p.area == "masked" else None}
+              "Inpaint area": "Only masked" if p.area == "masked" else None,
+              **provenance_fields(p, g.prompts, size, p.steps)}
     return state.evolve(latent=latent, latent_kind="sampled", position=None, carry=None, noise=None,
                         sampler=None, model_calls=0, image=pixels.float().cpu(), image_from_latent=False,
                         model=p.model, embeddings=g.embeddings,
@@ -145,6 +149,7 @@ def _inpaint_crop(p, model, pixels, feathered_pil, box, seeds, denoise, g, optio
              for i in range(pixels.shape[0])]
     crop_mask = mask_to_tensor(feathered_pil.crop(box).resize((width, height), Image.BILINEAR))
     crop_pixels = torch.stack([pil_to_tensor(c) for c in crops])
+    g = dataclasses.replace(g, regions=tuple(r.cropped(box, (width, height)) for r in g.regions))
     done = inpaint_once(p, model, crop_pixels, crop_mask, seeds, denoise, g, options, ctx)
     result = pixels.clone()
     for i, picture in enumerate(to_pil(done)):

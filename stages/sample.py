@@ -6,6 +6,7 @@ from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import SampleParams
 from sdbake.stages.conditioning import pack_memo, unpack_memo
 from sdbake.stages.context import StageContext
+from sdbake.stages.regions import provenance_fields, stage_regions
 from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup, with_memo
 from sdbake.stages.state import Position, State
 
@@ -38,7 +39,8 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         base = state.latent.to(ctx.device) if state.latent_kind != "empty" else torch.zeros_like(initial)
         x = base + initial * sigmas[p.start]
         carry, model_calls = None, 0
-    g = with_memo(guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl), model, p.sampler, ctx)
+    regions = stage_regions(p, ctx, (state.width, state.height))
+    g = with_memo(guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl, regions=regions), model, p.sampler, ctx)
     x, carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise, carry=carry,
                                         model_calls=model_calls)
     return _result(p, state, ctx, x, carry, model_calls, setup, noise, g)
@@ -48,7 +50,8 @@ def _result(p: SampleParams, state: State, ctx: StageContext, x, carry, model_ca
             g: Guidance) -> State:
     finished = p.end == p.steps
     record = {"stage": ctx.stage_id, "type": "sample", "Steps": p.steps, "sampler": p.sampler,
-              "scheduler": p.scheduler, "CFG scale": p.cfg, "start": p.start, "end": p.end}
+              "scheduler": p.scheduler, "CFG scale": p.cfg, "start": p.start, "end": p.end,
+              **provenance_fields(p, g.prompts, (state.width, state.height), p.steps)}
     if state.latent_kind == "image" and state.position is None:
         record["Denoising strength"] = state.img2img_denoise
     if state.position is not None and state.model is not None and state.model != p.model:
@@ -97,7 +100,8 @@ def run_batch(params: list[SampleParams], states: list[State], contexts: list[St
                             ctx.device)
     initial = noise.draw().to(ctx.device)
     x = torch.zeros_like(initial) + initial * setup.sigmas[p.start]
-    own = [with_memo(guidance(state, c, q.cfg, q.steps, micro=q.sdxl), model, q.sampler, c)
+    own = [with_memo(guidance(state, c, q.cfg, q.steps, micro=q.sdxl,
+                              regions=stage_regions(q, c, (state.width, state.height))), model, q.sampler, c)
            for q, state, c in zip(params, states, contexts)]
     memo: dict = {}
     for state in states:                  # every point's texts, for this model's encoders
@@ -105,7 +109,8 @@ def run_batch(params: list[SampleParams], states: list[State], contexts: list[St
     g = Guidance([t for one in own for t in one.prompts], [t for one in own for t in one.negatives],
                  pack_memo(memo, model, states[0].clip_skip), states[0].clip_skip,
                  [one.cfg for one, count in zip(own, rows) for _ in range(count)], p.steps, micro=own[0].micro,
-                 points=[n for n, count in enumerate(rows) for _ in range(count)] if ctx.device == "cpu" else None)
+                 points=[n for n, count in enumerate(rows) for _ in range(count)] if ctx.device == "cpu" else None,
+                 regions=own[0].regions)
     x, _carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise)
     offsets = [sum(rows[:n]) for n in range(len(rows) + 1)]
     return [_result(q, state, c, x[offsets[n]:offsets[n + 1]], None, model_calls, setup, noise, own[n])

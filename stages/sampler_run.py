@@ -60,13 +60,14 @@ class Guidance:
     hires_steps: int | None = None
     micro: object = None                 # the stage's SDXL micro-conditioning table (None: A1111's defaults)
     points: list[int] | None = None       # batched points: the point of each image (rows round as alone)
+    regions: tuple = ()                   # regional prompts (stages/regions.py RegionCond)
 
 
 def guidance(state: State, ctx: StageContext, cfg: float, schedule_steps: int,
-             hires_steps: int | None = None, micro=None) -> Guidance:
+             hires_steps: int | None = None, micro=None, regions: tuple = ()) -> Guidance:
     """The stage's own prompts when it sets them (resolved by the runner), else the input state's."""
     return Guidance(list(ctx.prompts or state.prompts), list(ctx.negatives or state.negatives),
-                    state.embeddings, state.clip_skip, cfg, schedule_steps, hires_steps, micro)
+                    state.embeddings, state.clip_skip, cfg, schedule_steps, hires_steps, micro, regions=regions)
 
 
 def model_sigmas_of(model) -> torch.Tensor:
@@ -101,11 +102,15 @@ def prepare_embeddings(model, prompts, negatives, embeddings, clip_skip, steps, 
     return encode_texts(model, sorted(texts), clip_skip, memo, embedding_files)
 
 
+def _all_prompts(g: Guidance) -> list[str]:
+    return list(g.prompts) + [region.prompt for region in g.regions]
+
+
 def with_memo(g: Guidance, model, sampler: str, ctx: StageContext) -> Guidance:
     """`g` with every text its prompt schedules use in this model's memo: encode knows only the texts
     it can see without a step count, and only its own model's encoders (a refiner stage after an SDXL
     base encodes with its own), so a sampling stage encodes the rest and its output state keeps them."""
-    memo = prepare_embeddings(model, g.prompts, g.negatives, g.embeddings, g.clip_skip,
+    memo = prepare_embeddings(model, _all_prompts(g), g.negatives, g.embeddings, g.clip_skip,
                               schedule_length(sampler, g.schedule_steps),
                               schedule_length(sampler, g.hires_steps) if g.hires_steps else None,
                               ctx.extra.get("embedding_files"))
@@ -130,10 +135,11 @@ def guided_denoiser(model, sampler: str, g: Guidance, x: torch.Tensor, ctx: Stag
         concat = whole_image_conditioning(model, x, VaeOptions(fp32=ctx.vae_fp32))
     call_steps = schedule_length(sampler, g.schedule_steps)
     call_hires = schedule_length(sampler, g.hires_steps) if g.hires_steps else None
-    memo = prepare_embeddings(model, g.prompts, g.negatives, g.embeddings, g.clip_skip, call_steps, call_hires,
-                              ctx.extra.get("embedding_files"))
+    memo = prepare_embeddings(model, _all_prompts(g), g.negatives, g.embeddings, g.clip_skip, call_steps,
+                              call_hires, ctx.extra.get("embedding_files"))
+    regions = [(r.prompt, r.weight, r.latent_area(x.shape[-2], x.shape[-1], x.device)) for r in g.regions]
     inputs = guided_inputs(g.prompts, g.negatives, call_steps, call_hires, memo, x.device, model.unet.dtype,
-                           zero_empty_negative=model.family == "sdxl")
+                           zero_empty_negative=model.family == "sdxl", regions=regions)
     factor = model.vae_scale_factor
     time_ids = added_time_ids(model, x.shape[-1] * factor, x.shape[-2] * factor, g.micro)
     return Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, g.cfg, inputs,

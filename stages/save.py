@@ -60,7 +60,9 @@ def _encoded(p: SaveParams, state: State, index: int, ctx: StageContext, picture
     params = infotext_params(state, index, ctx)
     if retried:
         params["VAE fp32 retry"] = "True"      # recorded, as A1111 logs its revert to float32
-    infotext = format_infotext(prompt, negative, params)
+    # A1111 with Latent Couple shows the whole AND prompt (base AND regions) of its first pass
+    regions = next((r["regions"] for r in reversed(state.provenance) if r["type"] == "sample" and "regions" in r), [])
+    infotext = format_infotext(" AND ".join([prompt, *regions]), negative, params)
     # No absolute paths of this machine: the same recipe rendered in another folder gives the same bytes.
     embedded = json.dumps({**ctx.embedded[index], "prompt": prompt, "negative": negative},
                           sort_keys=True, ensure_ascii=False)

@@ -188,3 +188,8 @@ def test_init_image_content_enters_the_encode_key(tmp_path):
 def test_keys_do_not_depend_on_the_recipe_folder(tmp_path):
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     assert keys(plan_of(tmp_path / "a")) == keys(plan_of(tmp_path / "b"))
+
+
+def test_empty_regions_keep_the_golden_keys(tmp_path):
+    # a stage without regions keys as it did before regional prompts existed, and `regions = []` is that stage
+    assert keys(plan_of(tmp_path, sample_extra="regions = []")) == GOLDEN_KEYS
