@@ -110,7 +110,8 @@ def stage_regions(p, ctx, size: tuple[int, int]) -> tuple[RegionCond, ...]:
 
 def provenance_fields(p, prompts, size: tuple[int, int], steps: int) -> dict:
     """The infotext keys of a stage's regions, and (lower case, not infotext) their prompts for the
-    save stage's prompt line; nothing without regions."""
+    save stage's prompt line; nothing without regions. `steps`: two-shot's "end at step", the last
+    step the regions guide (a sample stage's `end`)."""
     if not p.regions:
         return {}
     base_parts = len(split_and(prompts[0])) if prompts else 1

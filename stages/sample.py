@@ -51,7 +51,7 @@ def _result(p: SampleParams, state: State, ctx: StageContext, x, carry, model_ca
     finished = p.end == p.steps
     record = {"stage": ctx.stage_id, "type": "sample", "Steps": p.steps, "sampler": p.sampler,
               "scheduler": p.scheduler, "CFG scale": p.cfg, "start": p.start, "end": p.end,
-              **provenance_fields(p, g.prompts, (state.width, state.height), p.steps)}
+              **provenance_fields(p, g.prompts, (state.width, state.height), p.end)}
     if state.latent_kind == "image" and state.position is None:
         record["Denoising strength"] = state.img2img_denoise
     if state.position is not None and state.model is not None and state.model != p.model:
