@@ -39,7 +39,7 @@ def test_left_out_stages_are_warnings_naming_the_stage_and_strict_fails(tmp_path
     assert code == 0
     assert "warning: stage intervene (intervene): editing the clean estimate" in err
     assert "warning: stage inpaint (inpaint): color_correction = True has no ComfyUI core equivalent" in err
-    assert "warning: stage sample-1 (sample): prompt editing [from:to:when]" in err
+    assert "warning: stage encode (encode): prompt editing [from:to:when]" in err
     (tmp_path / "workflow.json").unlink()
     code, workflow = export(tmp_path, REPO / "recipes" / "multistage.toml", "--strict")
     assert code == 1 and workflow is None

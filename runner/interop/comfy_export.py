@@ -146,9 +146,12 @@ class _Exporter:
         negative = stage.negative if stage.negative is not None else self.encode.negative
         if stage.sdxl is not None:
             self.warn(stage, "SDXL micro-conditioning needs CLIPTextEncodeSDXL: left out")
+        if getattr(stage, "regions", None):   # ConditioningSetArea weighs areas otherwise than Latent Couple
+            self.warn(stage, "regional prompts have no ComfyUI core equivalent with the same weighting: left out")
         return {"model": model, "noise_seed": seed, "steps": steps, "cfg": stage.cfg,
                 "sampler_name": stage.sampler, "scheduler": stage.scheduler,
-                "positive": self.text(stage, clip, prompt), "negative": self.text(stage, clip, negative)}
+                "positive": self.text(stage if stage.prompt is not None else self.encode, clip, prompt),
+                "negative": self.text(stage if stage.negative is not None else self.encode, clip, negative)}
 
     def ksampler(self, title: str, common: dict, *, start: int, end: int = 10000, leftover: bool = False) -> None:
         node = self.add("KSamplerAdvanced", title, add_noise="enable" if self.fresh else "disable", **common,
