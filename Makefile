@@ -35,10 +35,11 @@ $(TORCH_STAMP):
 	touch $@
 
 # dev: what the tests need, and ray, so that `make test` runs the Ray executor's tests on a local
-# loopback cluster (plain Ray: no dashboard, no torch of its own). Not the upscalers extra: spandrel
-# pulls torchvision, and pip would replace the chosen torch with the default index's build to match it.
+# loopback cluster (plain Ray: no dashboard, no torch of its own); tome: token merging (tomesd, pure
+# Python on the installed torch). Not the upscalers extra: spandrel pulls torchvision, and pip would
+# replace the chosen torch with the default index's build to match it.
 $(STAMP): pyproject.toml $(TORCH_STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray,tome]'
 	touch $(STAMP)
 
 # The browser test of the check report needs Chromium: install it where we can (root with apt-get);

@@ -123,7 +123,25 @@ class SamplingStage(StageBase):
         return folder
 
 
-class SampleParams(SamplingStage):
+class TokenMerging(Strict):
+    """Token merging (the tomesd library) on this stage's UNet, as A1111's "Token merging ratio" (sample)
+    and "Token merging ratio hr" (hires) apply it: self-attention tokens only, 2x2 strides, no random
+    destination choice (A1111 passes use_rand=False, so a recipe renders the same bytes every time)."""
+    tome_ratio: float | None = Field(None, ge=0.0, le=0.9, description="share of tokens merged; 0 = off "
+                                     "(the UNet is not patched)")
+    tome_max_downsample: Literal[1, 2, 4, 8] | None = Field(
+        None, description="merge in UNet levels downsampled at most this much (default 1, as A1111; models "
+                          "whose attention starts at a lower level, as the demo's, need 2)")
+
+    @model_validator(mode="after")
+    def _zero_is_off(self):
+        # 0 and unset are one recipe (and one cache key); without merging, max_downsample means nothing
+        if not self.tome_ratio:
+            self.tome_ratio = self.tome_max_downsample = None
+        return self
+
+
+class SampleParams(SamplingStage, TokenMerging):
     """Walk steps start..end of a `steps`-long sigma schedule; leftover noise is kept when end < steps."""
     type: Literal["sample"] = "sample"
     start: int | None = Field(None, ge=0, description="first step (default 0, or where the last stage ended)")
@@ -203,7 +221,7 @@ A1111_UPSCALER_LABELS = {
 }
 
 
-class HiresParams(SamplingStage):
+class HiresParams(SamplingStage, TokenMerging):
     """Upscale, then re-denoise the last `steps` of a longer schedule (A1111 "hires fix")."""
     type: Literal["hires"] = "hires"
     scale: float = Field(2.0, gt=1.0, le=8.0)

@@ -13,6 +13,7 @@ from sdbake.stages.images import pil_to_tensor, to_pil
 from sdbake.stages.regions import provenance_fields, stage_regions
 from sdbake.stages.sampler_run import guidance, run_sampler, sampling_setup, with_memo
 from sdbake.stages.state import State
+from sdbake.stages.token_merging import token_merging
 from sdbake.stages.upscale import A1111_NAMES, upscale_latent, upscale_pil, upscale_with_model
 from sdbake.stages.vae import vae_decode, vae_encode, vae_options
 
@@ -50,11 +51,13 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
     base_steps = next((r["Steps"] for r in reversed(state.provenance) if r["type"] == "sample"), p.steps)
     g = with_memo(guidance(state, ctx, p.cfg, base_steps, hires_steps=p.steps, micro=p.sdxl,
                            regions=stage_regions(p, ctx, (width, height))), model, p.sampler, ctx)
-    x, _, _ = run_sampler(setup, model, x, start, total, g, ctx, noise=noise)
+    with token_merging(model.unet, p.tome_ratio, p.tome_max_downsample, ctx.stage_id):
+        x, _, _ = run_sampler(setup, model, x, start, total, g, ctx, noise=noise)
     record = {"stage": ctx.stage_id, "type": "hires", "Hires upscale": p.scale if not (p.width or p.height)
               else None, "Hires resize": f"{width}x{height}" if (p.width or p.height) else None,
               "Hires steps": p.steps, "Hires upscaler": A1111_NAMES.get(p.upscaler, p.upscaler),
-              "Denoising strength": p.denoise, **provenance_fields(p, g.prompts, (width, height), p.steps)}
+              "Denoising strength": p.denoise, "Token merging ratio hr": p.tome_ratio,
+              **provenance_fields(p, g.prompts, (width, height), p.steps)}
     if ctx.prompts:
         record["Hires prompt"] = ctx.prompts[0]
     if p.sampler != next((r["sampler"] for r in reversed(state.provenance) if r["type"] == "sample"), p.sampler):

@@ -9,6 +9,7 @@ from sdbake.stages.context import StageContext
 from sdbake.stages.regions import provenance_fields, stage_regions
 from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup, with_memo
 from sdbake.stages.state import Position, State
+from sdbake.stages.token_merging import token_merging
 
 
 def run(p: SampleParams, state: State, ctx: StageContext) -> State:
@@ -41,8 +42,9 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         carry, model_calls = None, 0
     regions = stage_regions(p, ctx, (state.width, state.height))
     g = with_memo(guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl, regions=regions), model, p.sampler, ctx)
-    x, carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise, carry=carry,
-                                        model_calls=model_calls)
+    with token_merging(model.unet, p.tome_ratio, p.tome_max_downsample, ctx.stage_id):
+        x, carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise, carry=carry,
+                                            model_calls=model_calls)
     return _result(p, state, ctx, x, carry, model_calls, setup, noise, g)
 
 
@@ -52,6 +54,8 @@ def _result(p: SampleParams, state: State, ctx: StageContext, x, carry, model_ca
     record = {"stage": ctx.stage_id, "type": "sample", "Steps": p.steps, "sampler": p.sampler,
               "scheduler": p.scheduler, "CFG scale": p.cfg, "start": p.start, "end": p.end,
               **provenance_fields(p, g.prompts, (state.width, state.height), p.end)}
+    if p.tome_ratio:
+        record["Token merging ratio"] = p.tome_ratio
     if state.latent_kind == "image" and state.position is None:
         record["Denoising strength"] = state.img2img_denoise
     if state.position is not None and state.model is not None and state.model != p.model:
@@ -111,7 +115,8 @@ def run_batch(params: list[SampleParams], states: list[State], contexts: list[St
                  [one.cfg for one, count in zip(own, rows) for _ in range(count)], p.steps, micro=own[0].micro,
                  points=[n for n, count in enumerate(rows) for _ in range(count)] if ctx.device == "cpu" else None,
                  regions=own[0].regions)
-    x, _carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise)
+    with token_merging(model.unet, p.tome_ratio, p.tome_max_downsample, ctx.stage_id):
+        x, _carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise)
     offsets = [sum(rows[:n]) for n in range(len(rows) + 1)]
     return [_result(q, state, c, x[offsets[n]:offsets[n + 1]], None, model_calls, setup, noise, own[n])
             for n, (q, state, c) in enumerate(zip(params, states, contexts))]
