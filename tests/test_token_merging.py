@@ -127,3 +127,12 @@ def test_the_example_sweep_renders_one_image_per_ratio(tmp_path):
     plain = plain.replace('"../../models/demo"', f'"{ROOT / "models" / "demo"}"')
     unpatched, _ = render(tmp_path / "plain", plain.replace("steps = 12", "steps = 4"))
     assert np.array_equal(images[0], unpatched)
+
+
+def test_export_to_comfyui_says_token_merging_is_left_out(tmp_path, capsys, tiny_model_dir):
+    from recipe_helpers import write
+    from sdbake.runner.cli import main
+    path = write(tmp_path, "t.toml", recipe(tiny_model_dir, sample("tome_ratio = 0.5") + SAVE))
+    assert main(["export", str(path), "--to", "comfyui", "-o", str(tmp_path / "w.json"), "--out",
+                 str(tmp_path / "o")]) == 0
+    assert "stage sample (sample): token merging (tome_ratio) is ComfyUI's TomePatchModel" in capsys.readouterr().err

@@ -148,6 +148,8 @@ class _Exporter:
             self.warn(stage, "SDXL micro-conditioning needs CLIPTextEncodeSDXL: left out")
         if getattr(stage, "regions", None):   # ConditioningSetArea weighs areas otherwise than Latent Couple
             self.warn(stage, "regional prompts have no ComfyUI core equivalent with the same weighting: left out")
+        if getattr(stage, "tome_ratio", None):
+            self.warn(stage, "token merging (tome_ratio) is ComfyUI's TomePatchModel, not a core node: left out")
         return {"model": model, "noise_seed": seed, "steps": steps, "cfg": stage.cfg,
                 "sampler_name": stage.sampler, "scheduler": stage.scheduler,
                 "positive": self.text(stage if stage.prompt is not None else self.encode, clip, prompt),
