@@ -136,3 +136,20 @@ def test_export_to_comfyui_says_token_merging_is_left_out(tmp_path, capsys, tiny
     assert main(["export", str(path), "--to", "comfyui", "-o", str(tmp_path / "w.json"), "--out",
                  str(tmp_path / "o")]) == 0
     assert "stage sample (sample): token merging (tome_ratio) is ComfyUI's TomePatchModel" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_batched_seeds_with_token_merging_equal_unbatched(tmp_path):
+    """ToMe matches tokens per image (no random destinations), so batching seeds keeps every image's bytes."""
+    needs_tomesd()
+    from farm_helpers import pixels_by_name, write_sweep
+    from sdbake.runner.executors import ExecutorOptions
+    from sdbake.runner.sweep.run import run_sweep
+    path = write_sweep(tmp_path, ROOT / "models" / "demo", 'seed = "1-6"', steps=4)
+    path.write_text(path.read_text().replace('type = "sample"\n',
+                                             'type = "sample"\ntome_ratio = 0.5\ntome_max_downsample = 2\n'))
+    for name, max_batch in (("unbatched", 1), ("batched", 6)):
+        outcome = run_sweep(path, output_root=tmp_path / name, cache_dir=tmp_path / f"c-{name}", threads=1,
+                            executor=ExecutorOptions(max_batch=max_batch, quiet=True))
+        assert outcome.farm.summary["batched_calls"] == (1 if max_batch > 1 else 0)
+    assert pixels_by_name(tmp_path / "batched") == pixels_by_name(tmp_path / "unbatched")
