@@ -35,6 +35,9 @@ TIED = {("sample-1", "start"), ("sample-1", "end"), ("sample-1", "steps"), ("sam
         ("sample-2", "start"), ("sample-2", "end"), ("sample-2", "steps"), ("sample-2", "scheduler")}
 # region_method has one value so far and needs regions: it cannot change alone (regions can)
 TIED |= {(stage, "region_method") for stage in ("sample-1", "sample-2", "hires", "inpaint")}
+# tome_max_downsample without a tome_ratio merges nothing (and is dropped from the recipe): alone it
+# rightly changes no key
+TIED |= {(stage, "tome_max_downsample") for stage in ("sample-1", "sample-2", "hires")}
 SPECIFIC = {
     "prompt": ["a green square"], "negative": ["noisy"], "model": ["m2"], "sampler": ["heun"],
     "scheduler": ["normal"], "upscaler": ["latent-bilinear"], "path": ["elsewhere.png"], "format": ["webp"],
@@ -42,7 +45,7 @@ SPECIFIC = {
     "loras": [[{"name": "lora.safetensors", "weight": 0.5}]], "rects": [[[0, 0, 16, 16]]],
     "ops": [[{"op": "blur", "radius": 3.0}]], "rect": [[0, 0, 32, 32]], "denoise": [0.4, [0.5, 0.3]],
     "width": [96], "height": [96], "tiled": [True], "start": [1], "end": [3], "sdxl": [{"crop": [8, 8]}],
-    "regions": [[{"mask": "mask2.png", "prompt": "blue"}]],
+    "regions": [[{"mask": "mask2.png", "prompt": "blue"}]], "tome_ratio": [0.5],
 }
 
 
