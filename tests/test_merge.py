@@ -307,3 +307,18 @@ def test_a_merge_entry_exports_to_comfyui_as_a_named_checkpoint_with_a_warning(t
     loaders = [n for n in json.loads(out.read_text()).values() if n["class_type"] == "CheckpointLoaderSimple"]
     assert [n["inputs"]["ckpt_name"] for n in loaders] == ["mix.safetensors"]
     assert "model mix: a checkpoint merge; write it with `sdbake models merge`" in capsys.readouterr().err
+
+
+def test_an_inpainting_a_takes_a_normal_b_in_its_first_four_channels_and_not_the_other_way():
+    """A1111: conv_in of a 9-channel A merges its first 4 input channels with B's 4; the mask and
+    masked-image channels stay A's. A normal A with an inpainting B is refused."""
+    import torch
+    from sdbake.runner.models.merge import merge_state_dicts
+    from sdbake.schemas.errors import ModelError
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    a = {key: torch.ones(8, 9, 3, 3)}
+    b = {key: torch.zeros(8, 4, 3, 3)}
+    out = merge_state_dicts(dict(a), b, None, method="weighted_sum", alpha=0.25)[key]
+    assert torch.equal(out[:, :4], torch.full((8, 4, 3, 3), 0.75)) and torch.equal(out[:, 4:], a[key][:, 4:])
+    with pytest.raises(ModelError, match="the inpainting model must be `a`"):
+        merge_state_dicts(dict(b), a, None, method="weighted_sum", alpha=0.25)
