@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "sdbake.runner.commands.new",
     "sdbake.runner.commands.pack",
     "sdbake.runner.commands.export",
+    "sdbake.runner.commands.import_recipe",
 ]
 
 

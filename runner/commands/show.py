@@ -60,7 +60,9 @@ def run_show(args) -> int:
     document = parse_embedded(sdbake_json, path) if sdbake_json and fmt != "infotext" else None
     if fmt == "recipe":
         if document is None:
-            raise InputFileError("no sdbake recipe in this image (try --format infotext)", file=str(path))
+            raise InputFileError("no sdbake recipe in this image (an A1111 image? `sdbake import IMAGE -o "
+                                 "recipe.toml` writes one from its infotext; --format infotext shows it)",
+                                 file=str(path))
         _say(f"# seed {document.get('seed')}, image {document.get('batch_index')} of its batch")
         _say("# prompt: " + str(document.get("prompt")).replace("\n", " "))
         print(escape_controls(_recipe_text(document["recipe"])), end="")

@@ -1,0 +1,178 @@
+"""The parts of an A1111 import: model entries, variation seed, the base stages (txt2img, img2img, inpaint)
+and the stages that follow them (refiner switch, hires fix). Keys are taken out of the mapper as they are
+mapped (see a1111_infotext.py); each function reads A1111 v1.10's meaning of its keys."""
+from __future__ import annotations
+
+from sdbake.runner.interop.a1111_params import (
+    AUTOMATIC_SCHEDULES,
+    IMG2IMG_KEYS,
+    INIT_IMAGE_PLACEHOLDER,
+    MASK_PLACEHOLDER,
+    Imported,
+    ParamMapper,
+    split_title,
+    upscaler_name,
+)
+from sdbake.runner.interop.model_names import ModelResolver
+from sdbake.schemas.errors import InputFileError
+from sdbake.schemas.names import parse_sampler, parse_scheduler
+
+HIRES_KEYS = ("Hires upscale", "Hires resize-1", "Hires upscaler", "Hires steps", "Hires sampler",
+              "Hires prompt", "Hires negative prompt", "Hires checkpoint", "Hires CFG Scale", "Hires schedule type")
+# What the variation seed keys become, once the recipe schema has them (another change adds them).
+VARIATION_FIELDS = {"Variation seed": ("subseed", int), "Variation seed strength": ("subseed_strength", float),
+                    "Seed resize from-1": ("seed_resize_from_w", int),
+                    "Seed resize from-2": ("seed_resize_from_h", int)}
+
+
+def model_entries(mapper: ParamMapper, resolver: ModelResolver) -> dict:
+    """[models.base]: the checkpoint named by `Model` / `Model hash`, the VAE by `VAE` / `VAE hash`."""
+    name, short_hash = mapper.take("Model"), mapper.take("Model hash")
+    entry = {"checkpoint": resolver.resolve("checkpoints", name or short_hash or "REPLACE-ME-checkpoint",
+                                            short_hash)}
+    vae, vae_hash = mapper.take("VAE"), mapper.take("VAE hash")
+    if vae and vae.lower() not in ("none", "automatic"):
+        entry["vae"] = resolver.resolve("vae", vae, vae_hash)
+    elif vae_hash:
+        mapper.unmapped.append(f"VAE hash: {vae_hash} (the VAE has no name in the infotext)")
+    return {"base": entry}
+
+
+def variation_seed(mapper: ParamMapper) -> dict:
+    """A1111's variation seed fields for [defaults], when the schema has them; else unmapped notes."""
+    from sdbake.schemas.recipe import Defaults
+    if not any(k in mapper.params for k in VARIATION_FIELDS):
+        return {}
+    if "subseed" not in Defaults.model_fields:
+        for key in ("Variation seed", "Variation seed strength"):
+            mapper.leave(key, "variation seeds are not in this sdbake version")
+        if "Seed resize from-1" in mapper.params:
+            w, h = mapper.take("Seed resize from-1"), mapper.take("Seed resize from-2")
+            mapper.unmapped.append(f"Seed resize from: {w}x{h} (variation seeds are not in this sdbake version)")
+        return {}
+    found = {}
+    for key, (field, kind) in VARIATION_FIELDS.items():
+        value = mapper.number(key, kind)
+        if value is not None:
+            found[field] = value
+    return found
+
+
+def base_stages(mapper: ParamMapper, prompt: str, negative: str, imported: Imported, *,
+                init_image: str | None, mask: str | None) -> list[dict]:
+    """encode + sample (txt2img), encode with an init image + sample (img2img), or encode with an init image
+    + inpaint (img2img with a mask: A1111 writes `Mask blur` and the other inpaint keys)."""
+    encode = {"type": "encode", "prompt": prompt}
+    if negative:
+        encode["negative"] = negative
+    hires = mapper.has(*HIRES_KEYS)
+    inpaint = mask is not None or mapper.has(*IMG2IMG_KEYS)
+    img2img = not hires and (inpaint or init_image is not None or mapper.has("Denoising strength"))
+    if not img2img:
+        return [encode, {"type": "sample"}]
+    if init_image is None:
+        init_image = INIT_IMAGE_PLACEHOLDER
+        imported.notes.append(f"the infotext does not hold the init image: the recipe reads `{init_image}` "
+                              "(pass --init-image FILE, or edit the recipe)")
+    encode["image"] = init_image
+    denoise = mapper.number("Denoising strength")
+    denoise = 0.75 if denoise is None else denoise       # A1111's img2img default
+    if not inpaint:
+        encode["denoise"] = denoise
+        return [encode, {"type": "sample"}]
+    if mask is None:
+        mask = MASK_PLACEHOLDER
+        imported.notes.append(f"the infotext does not hold the inpaint mask: the recipe reads `{mask}` "
+                              "(pass --mask FILE, white = repaint)")
+    # A1111 writes `Mask blur` only when it is above 0, and `Inpaint area` only for "Only masked".
+    stage = {"type": "inpaint", "mask": mask, "blur": mapper.number("Mask blur", int) or 0, "denoise": denoise}
+    area = mapper.take("Inpaint area", "Whole picture")
+    padding = mapper.number("Masked area padding", int)
+    if area.lower() == "only masked":
+        stage.update(area="masked", padding=32 if padding is None else padding)
+    elif area.lower() != "whole picture":
+        mapper.unmapped.append(f"Inpaint area: {area} (A1111 knows 'Whole picture' and 'Only masked')")
+    mapper.leave("Masked content", "sdbake inpaints from the original pixels, A1111's 'original'")
+    if (mapper.params.get("Mask mode") or "").lower() == "inpaint masked":
+        mapper.take("Mask mode")
+    mapper.leave("Mask mode", "sdbake repaints where the mask is white: invert the mask file")
+    return [encode, stage]
+
+
+def extra_stages(mapper: ParamMapper, defaults: dict, models: dict, resolver: ModelResolver, version,
+                 stages: list[dict]) -> list[dict]:
+    """The refiner switch (the sample stage split in two) and the hires pass, appended to stages."""
+    if "Refiner" in mapper.params:
+        stages = _refiner(mapper, defaults, models, resolver, version, stages)
+    if mapper.has(*HIRES_KEYS):
+        stages = [*stages, _hires(mapper, defaults, models, resolver)]
+    return stages
+
+
+def _refiner(mapper, defaults, models, resolver, version, stages):
+    sample = next((s for s in stages if s["type"] == "sample"), None)
+    switch = mapper.number("Refiner switch at")
+    if sample is None or switch is None or not 0 < switch < 1:
+        return stages
+    name, short_hash = split_title(mapper.take("Refiner"))
+    models["refiner"] = {"checkpoint": resolver.resolve("checkpoints", name, short_hash)}
+    steps = defaults.get("steps", 20)
+    at = min(max(round(switch * steps), 1), steps - 1)
+    if version is None or version >= (1, 8):
+        mapper.unmapped.append(f"Refiner switch at: {switch} (A1111 1.8+ switches where the sigma passes that "
+                               f"fraction; sdbake switches at step {at} of {steps})")
+    index = stages.index(sample)
+    return [*stages[:index], {**sample, "end": at}, {"type": "sample", "start": at, "model": "refiner"},
+            *stages[index + 1:]]
+
+
+def _hires(mapper: ParamMapper, defaults: dict, models: dict, resolver: ModelResolver) -> dict:
+    stage: dict = {"type": "hires"}
+    scale = mapper.number("Hires upscale")
+    width, height = mapper.number("Hires resize-1", int) or 0, mapper.number("Hires resize-2", int) or 0
+    if width or height:
+        stage.update({k: v for k, v in (("width", width), ("height", height)) if v})
+        base_w, base_h = defaults.get("width", 512), defaults.get("height", 512)
+        if width and height and width * base_h != height * base_w:
+            mapper.unmapped.append(f"Hires resize: {width}x{height} (A1111 upscales to cover it and crops the "
+                                   "overflow; sdbake resizes to it exactly)")
+    elif scale is not None and scale > 1:
+        stage["scale"] = scale
+    elif scale is not None:       # A1111 allows a second pass at the same size
+        stage.update(width=defaults.get("width", 512), height=defaults.get("height", 512))
+    label = mapper.take("Hires upscaler")
+    # A1111's default hires upscaler is "Latent", a bilinear latent resize.
+    stage["upscaler"] = upscaler_name(label, resolver) if label else "latent-bilinear"
+    steps = mapper.number("Hires steps", int)
+    if steps:
+        stage["steps"] = steps
+    denoise = mapper.number("Denoising strength")
+    stage["denoise"] = 0.7 if denoise is None else denoise          # A1111's txt2img default
+    sampler_label, schedule = mapper.take("Hires sampler"), mapper.take("Hires schedule type")
+    scheduler = None
+    try:
+        if sampler_label and sampler_label != "Use same sampler":
+            stage["sampler"], scheduler = parse_sampler(sampler_label)
+        # Without `Hires schedule type` the hires pass used the base pass's schedule (A1111 writes the key
+        # only when they differ); "Automatic" is the hires sampler's own default.
+        if schedule == "Automatic":
+            scheduler = AUTOMATIC_SCHEDULES.get(stage.get("sampler", defaults.get("sampler")), "normal")
+        elif schedule and schedule != "Use same scheduler":
+            scheduler = parse_scheduler(schedule)
+    except ValueError as err:
+        raise InputFileError(f"A1111 hires sampler: {err}", file=mapper.source) from None
+    if scheduler and scheduler != defaults.get("scheduler"):
+        stage["scheduler"] = scheduler
+    for key, field in (("Hires prompt", "prompt"), ("Hires negative prompt", "negative")):
+        text = mapper.take(key)
+        if text:
+            stage[field] = text
+    cfg = mapper.number("Hires CFG Scale")
+    if cfg is not None and cfg != defaults.get("cfg"):
+        stage["cfg"] = cfg
+    checkpoint = mapper.take("Hires checkpoint")
+    if checkpoint and checkpoint != "Use same checkpoint":
+        name, short_hash = split_title(checkpoint)
+        models["hires"] = {**models["base"], "checkpoint": resolver.resolve("checkpoints", name, short_hash)}
+        stage["model"] = "hires"
+    return stage
