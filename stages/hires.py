@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from sdbake.schemas.errors import StateError
+from sdbake.schemas.names import SAMPLERS, SCHEDULERS
 from sdbake.schemas.stages import LATENT_UPSCALERS, HiresParams
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import pil_to_tensor, to_pil
@@ -58,10 +59,21 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
               "Hires steps": p.steps, "Hires upscaler": A1111_NAMES.get(p.upscaler, p.upscaler),
               "Denoising strength": p.denoise, "Token merging ratio hr": p.tome_ratio,
               **provenance_fields(p, g.prompts, (width, height), p.steps)}
-    if ctx.prompts:
-        record["Hires prompt"] = ctx.prompts[0]
-    if p.sampler != next((r["sampler"] for r in reversed(state.provenance) if r["type"] == "sample"), p.sampler):
-        record["Hires sampler"] = p.sampler
+    # As A1111 writes a hires image: the first pass's size and prompts, and the hires pass's own prompts,
+    # sampler, schedule and CFG only where they differ from the first pass's (labels, not ids).
+    record["first_pass"] = {"width": state.width, "height": state.height, "prompts": list(state.prompts),
+                            "negatives": list(state.negatives)}
+    if g.prompts and tuple(g.prompts) != tuple(state.prompts):
+        record["Hires prompt"] = g.prompts[0]
+    if g.negatives and tuple(g.negatives) != tuple(state.negatives):
+        record["Hires negative prompt"] = g.negatives[0]
+    base = next((r for r in reversed(state.provenance) if r["type"] == "sample"), {})
+    if p.sampler != base.get("sampler", p.sampler):
+        record["Hires sampler"] = SAMPLERS[p.sampler].label
+    if p.scheduler != base.get("scheduler", p.scheduler):
+        record["Hires schedule type"] = SCHEDULERS[p.scheduler]
+    if p.cfg != base.get("CFG scale", p.cfg):
+        record["Hires CFG Scale"] = p.cfg
     return state.evolve(latent=x.float().cpu(), latent_kind="sampled", position=None, carry=None, noise=None,
                         sampler=None, model_calls=0, image=None, width=width, height=height, model=p.model,
                         vae_tiled=p.tiled,

@@ -37,7 +37,9 @@ def infotext_params(state: State, index: int, ctx: StageContext) -> dict:
                        "CFG scale": last["CFG scale"]})
     params["Seed"] = state.seeds[index]
     base = next((r for r in state.provenance if r["type"] == "encode"), {})
-    params["Size"] = f"{base.get('width', state.width)}x{base.get('height', state.height)}"
+    first_pass = first_pass_record(state)       # A1111 writes a hires image's first-pass size
+    params["Size"] = (f"{first_pass['width']}x{first_pass['height']}" if first_pass else
+                      f"{base.get('width', state.width)}x{base.get('height', state.height)}")
     info = ctx.model_info
     params.update({"Model hash": info.get("model_hash"), "Model": info.get("model_name"),
                    "VAE hash": info.get("vae_hash"), "VAE": info.get("vae_name")})
@@ -52,11 +54,24 @@ def infotext_params(state: State, index: int, ctx: StageContext) -> dict:
     return params
 
 
+def first_pass_record(state: State) -> dict | None:
+    """What the (first) hires pass recorded of the image before it: size and prompts."""
+    return next((r["first_pass"] for r in state.provenance if r["type"] == "hires" and "first_pass" in r), None)
+
+
+def infotext_prompts(state: State, index: int) -> tuple[str, str]:
+    """The prompt and negative prompt an infotext starts with: the first pass's, as A1111 writes them (the
+    hires pass's own are `Hires prompt` and `Hires negative prompt`)."""
+    first_pass = first_pass_record(state) or {}
+    prompts = first_pass.get("prompts") or state.prompts
+    negatives = first_pass.get("negatives") or state.negatives
+    return (prompts[index] if prompts else ""), (negatives[index] if negatives else "")
+
+
 def _encoded(p: SaveParams, state: State, index: int, ctx: StageContext, picture, retried: bool,
              relative: str) -> bytes:
     """Image `index` as file bytes with its infotext and embedded recipe."""
-    prompt = state.prompts[index] if state.prompts else ""
-    negative = state.negatives[index] if state.negatives else ""
+    prompt, negative = infotext_prompts(state, index)
     params = infotext_params(state, index, ctx)
     if retried:
         params["VAE fp32 retry"] = "True"      # recorded, as A1111 logs its revert to float32
@@ -64,7 +79,8 @@ def _encoded(p: SaveParams, state: State, index: int, ctx: StageContext, picture
     regions = next((r["regions"] for r in reversed(state.provenance) if r["type"] == "sample" and "regions" in r), [])
     infotext = format_infotext(" AND ".join([prompt, *regions]), negative, params)
     # No absolute paths of this machine: the same recipe rendered in another folder gives the same bytes.
-    embedded = json.dumps({**ctx.embedded[index], "prompt": prompt, "negative": negative},
+    embedded = json.dumps({**ctx.embedded[index], "prompt": state.prompts[index] if state.prompts else "",
+                           "negative": state.negatives[index] if state.negatives else ""},
                           sort_keys=True, ensure_ascii=False)
     return encode_image(picture, _format(p, relative), infotext, embedded, quality=p.quality)
 

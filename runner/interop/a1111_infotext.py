@@ -122,9 +122,10 @@ def _defaults(mapper: ParamMapper, version, imported: Imported) -> dict:
     if clip_skip is not None and clip_skip > 1:
         defaults["clip_skip"] = clip_skip
     rng = mapper.take("RNG")
-    if rng is None:
+    made_by_sdbake = str(mapper.params.get("Version", "")).startswith("sdbake")
+    if rng is None and not made_by_sdbake:       # sdbake always draws noise as A1111's `RNG: CPU`
         imported.header.append("A1111 drew this image's noise on the GPU (no `RNG: CPU`): sdbake draws it on the "
                                "CPU, so the same settings give another image.")
-    elif rng.upper() != "CPU":
+    elif rng is not None and rng.upper() != "CPU":
         mapper.unmapped.append(f"RNG: {rng} (sdbake draws noise with torch's CPU generator, A1111's `CPU`)")
     return defaults
