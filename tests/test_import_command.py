@@ -104,3 +104,14 @@ def test_model_map_wants_name_equals_path(pair, tmp_path, capsys):
     source.write_text(HIRES_INFOTEXT, encoding="utf-8")
     assert main(["import", str(source), "--model", pair]) == 1
     assert "--model wants NAME=PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp"])
+def test_import_reads_the_exif_user_comment_of_jpeg_and_webp(fmt, tmp_path, capsys):
+    from sdbake.stages.output.metadata import encode_image
+    image = tmp_path / f"a1111.{fmt}"
+    # A1111 writes the infotext as EXIF UserComment in piexif's UNICODE encoding, as sdbake's writer does.
+    image.write_bytes(encode_image(Image.new("RGB", (16, 16)), fmt, HIRES_INFOTEXT, None))
+    assert main(["import", str(image), "-o", str(tmp_path / "r.toml")]) == 0
+    recipe = tomllib.loads((tmp_path / "r.toml").read_text())
+    assert recipe["defaults"]["seed"] == 3456789012 and recipe["stages"][2]["sampler"] == "euler_ancestral"

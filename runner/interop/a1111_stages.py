@@ -65,9 +65,15 @@ def base_stages(mapper: ParamMapper, prompt: str, negative: str, imported: Impor
     encode = {"type": "encode", "prompt": prompt}
     if negative:
         encode["negative"] = negative
-    hires = mapper.has(*HIRES_KEYS)
-    inpaint = mask is not None or mapper.has(*IMG2IMG_KEYS)
-    img2img = not hires and (inpaint or init_image is not None or mapper.has("Denoising strength"))
+    # A1111 writes `Denoising strength` for img2img and for the hires pass, and inpaint keys only with a mask
+    # (none for a mask with blur 0 over the whole picture: then --mask says it was an inpaint).
+    img2img = not mapper.has(*HIRES_KEYS) and mapper.has("Denoising strength", *IMG2IMG_KEYS)
+    inpaint = img2img and (mask is not None or mapper.has(*IMG2IMG_KEYS))
+    unused = [option for option, value in (("--init-image", init_image), ("--mask", mask))
+              if value is not None and not (img2img if option == "--init-image" else inpaint)]
+    if unused:
+        imported.notes.append(f"{' and '.join(unused)} not used: the infotext is of a "
+                              f"{'img2img' if img2img else 'txt2img'} image")
     if not img2img:
         return [encode, {"type": "sample"}]
     if init_image is None:
