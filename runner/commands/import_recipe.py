@@ -10,22 +10,19 @@ import os
 import sys
 from pathlib import Path
 
-EXAMPLES = """examples:
-  sdbake import 00012-1234.png -o portrait.toml
-  sdbake import infotext.txt -o again.toml --model sd15=models/demo
-  sdbake import inpaint.png -o fix.toml --init-image photo.png --mask face-mask.png
-  sdbake import workflow.json -o flow.toml
-"""
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "import", help="write a recipe from an A1111 image or infotext, or a ComfyUI workflow",
+    from sdbake.runner.commands import add_command
+    parser = add_command(
+        subparsers, "import", import_command,
+        help="write a recipe from an A1111 image or infotext, or a ComfyUI workflow",
         description="Write a recipe that renders the settings of SOURCE: a PNG, JPEG or WebP made by A1111 (its "
                     "infotext), a text file holding an infotext, or a ComfyUI workflow (.json). Settings with no "
                     "sdbake equivalent become `# unmapped:` comments. Never overwrites a file without --force.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        examples=["sdbake import 00012-1234.png -o portrait.toml",
+                  "sdbake import infotext.txt -o again.toml --model sd15=models/demo",
+                  "sdbake import inpaint.png -o fix.toml --init-image photo.png --mask face-mask.png",
+                  "sdbake import workflow.json -o flow.toml"])
     parser.add_argument("source", metavar="SOURCE", help="an image, a .txt infotext, or a workflow .json")
     parser.add_argument("-o", "--output", metavar="RECIPE", help="the .toml recipe to write (default: print it)")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
@@ -35,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                              "does not hold it)")
     parser.add_argument("--mask", metavar="FILE", help="A1111 inpaint: the mask (white = repaint)")
     parser.add_argument("--force", action="store_true", help="replace an existing RECIPE")
-    parser.set_defaults(func=import_command)
 
 
 def recipe_path(path: str, recipe_dir: Path) -> str:
