@@ -29,7 +29,7 @@ VARIATION = "subseed" in Defaults.model_fields
 MAPPED = {"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model", "VAE hash",
           "VAE", "Denoising strength", "Clip skip", "Hires upscale", "Hires resize", "Hires steps",
           "Hires upscaler", "Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt",
-          "Mask blur", "Inpaint area", "Masked area padding", "Refiner", "First pass size", "RNG",
+          "Mask blur", "Inpaint area", "Masked area padding", "Refiner", "First pass size", "RNG", "Lora hashes",
           *(("Variation seed", "Variation seed strength", "Seed resize from") if VARIATION else ())}
 
 # Per corpus file: recipe values (dotted paths, stage index) the import must give.
@@ -92,8 +92,7 @@ UNMAPPED = {
                     "Resize Mode: Crop and Resize")],
     "quoted_values": ['Wildcard prompt: a sign that says "__signs__", neon', "Template: a sign, {neon|led}"],
     "inpaint_only_masked": ["Masked content: fill"],
-    "lora_tags": ["Lora hashes: add_detail: 7c6bad76eb54, armor_style_v2: 0b1d3e5f7a9c",
-                  "TI hashes: easynegative: c74b4e810b03"],
+    "lora_tags": ["TI hashes: easynegative: c74b4e810b03"],
     "variation_seed": [] if VARIATION else ["Variation seed: 2000", "Variation seed strength: 0.3",
                                             "Seed resize from: 512x768"],
     "sdxl_refiner": ["Refiner switch at: 0.8"],
@@ -105,6 +104,31 @@ def dig(recipe: dict, path: str):
     for part in path.split("."):
         node = node[int(part)] if isinstance(node, list) else node[part]
     return node
+
+
+@pytest.fixture(scope="module")
+def demo_loras(tmp_path_factory) -> Path:
+    """A LoRA folder with the two LoRAs lora_tags.txt names, made for the demo model's layers."""
+    pytest.importorskip("torch")
+    import tiny_models
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+    folder = tmp_path_factory.mktemp("loras")
+    unet = UNet2DConditionModel.from_pretrained(DEMO / "unet")
+    text_encoder = CLIPTextModel.from_pretrained(DEMO / "text_encoder")
+    for seed, name in enumerate(("add_detail", "armor_style_v2")):
+        tiny_models.save_tiny_lora(folder / f"{name}.safetensors", unet, text_encoder, seed=seed)
+    return folder
+
+
+@pytest.fixture
+def model_folders(request, tmp_path, monkeypatch):
+    """For lora_tags.txt: an sdbake config whose LoRA folder holds the LoRAs its prompt names."""
+    if "lora_tags" not in request.node.name:
+        return
+    config = tmp_path / "config.toml"
+    config.write_text(f'[folders]\nloras = ["{request.getfixturevalue("demo_loras").as_posix()}"]\n')
+    monkeypatch.setenv("SDBAKE_CONFIG", str(config))
 
 
 def import_corpus(name: str, folder: Path) -> Path:
@@ -131,7 +155,8 @@ def test_the_corpus_covers_what_a1111_users_bring():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_each_infotext_imports_with_its_settings_mapped_and_the_rest_as_comments(name, tmp_path, capsys):
+def test_each_infotext_imports_with_its_settings_mapped_and_the_rest_as_comments(name, tmp_path, capsys,
+                                                                                 model_folders):
     recipe_file = import_corpus(name, tmp_path / "recipes")
     text = recipe_file.read_text(encoding="utf-8")
     recipe = tomllib.loads(text)
@@ -166,7 +191,7 @@ def small_overrides(recipe: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_each_imported_recipe_renders_on_the_demo_model(name, tmp_path, capsys):
+def test_each_imported_recipe_renders_on_the_demo_model(name, tmp_path, capsys, model_folders):
     pytest.importorskip("torch")
     from sdbake.runner.api import render
     from sdbake.runner.sources import load_any

@@ -41,7 +41,6 @@ def test_import_writes_a_recipe_that_validates_with_the_settings_and_the_unmappe
     assert hires == {"type": "hires", "scale": 2.0, "upscaler": "latent-nearest-exact", "steps": 12,
                      "denoise": 0.45, "sampler": "euler_ancestral", "prompt": "masterpiece, 1girl, detailed face"}
     assert "# unmapped: ADetailer model: face_yolov8n.pt\n" in text
-    assert "# unmapped: Lora hashes: add_detail: 7c6bad76eb54" in text
     assert main(["validate", str(target)]) == 0
 
 
@@ -115,3 +114,45 @@ def test_import_reads_the_exif_user_comment_of_jpeg_and_webp(fmt, tmp_path, caps
     assert main(["import", str(image), "-o", str(tmp_path / "r.toml")]) == 0
     recipe = tomllib.loads((tmp_path / "r.toml").read_text())
     assert recipe["defaults"]["seed"] == 3456789012 and recipe["stages"][2]["sampler"] == "euler_ancestral"
+
+
+def _folders_config(tmp_path, monkeypatch, **folders) -> None:
+    config = tmp_path / "sdbake-config.toml"
+    config.write_text("[folders]\n" + "".join(f'{kind} = ["{Path(path).as_posix()}"]\n'
+                                              for kind, path in folders.items()))
+    monkeypatch.setenv("SDBAKE_CONFIG", str(config))
+
+
+def test_a_model_is_found_by_name_then_by_a1111_hash_in_the_model_folders(tmp_path, monkeypatch, capsys):
+    from sdbake.runner.modelfiles import path_sha256
+    _folders_config(tmp_path, monkeypatch, checkpoints=REPO / "models")
+    short = path_sha256(Path(DEMO))[:10]
+    by_name = tmp_path / "by_name.txt"
+    by_name.write_text("a cat\nSteps: 4, Sampler: Euler, CFG scale: 5, Seed: 1, Size: 64x64, Model: demo")
+    assert main(["import", str(by_name), "-o", str(tmp_path / "a.toml")]) == 0
+    assert tomllib.loads((tmp_path / "a.toml").read_text())["models"]["base"]["checkpoint"] == "demo"
+    assert "unresolved" not in capsys.readouterr().err
+    renamed = tmp_path / "renamed.txt"
+    renamed.write_text(f"a cat\nSteps: 4, Sampler: Euler, CFG scale: 5, Seed: 1, Size: 64x64, Model hash: {short}, "
+                       "Model: my-demo-v2")
+    assert main(["import", str(renamed), "-o", str(tmp_path / "b.toml")]) == 0
+    assert tomllib.loads((tmp_path / "b.toml").read_text())["models"]["base"]["checkpoint"] == "demo"
+    assert "found checkpoint 'my-demo-v2' -> demo" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path / "b.toml")]) == 0
+
+
+def test_model_map_rewrites_a_lora_tag_to_the_local_file(tmp_path, capsys):
+    lora = tmp_path / "loras" / "detail-tweaker.safetensors"
+    lora.parent.mkdir()
+    lora.write_bytes(b"not read by import")
+    source = tmp_path / "infotext.txt"
+    source.write_text("a knight, <lora:add_detail:0.6>, <lora:other:1>\nNegative prompt: <lora:add_detail:1>\n"
+                      "Steps: 4, Sampler: Euler, CFG scale: 5, Seed: 1, Size: 64x64, Model: demo, "
+                      'Lora hashes: "add_detail: 7c6bad76eb54, other: 0123456789ab"')
+    assert main(["import", str(source), "-o", str(tmp_path / "r.toml"), "--model", f"add_detail={lora}",
+                 "--model", f"demo={DEMO}"]) == 0
+    encode = tomllib.loads((tmp_path / "r.toml").read_text())["stages"][0]
+    # A1111 reads tags in the prompt only; the negative's tag is text for CLIP and stays as written.
+    assert encode == {"type": "encode", "prompt": "a knight, <lora:loras/detail-tweaker.safetensors:0.6>, "
+                                                  "<lora:other:1>", "negative": "<lora:add_detail:1>"}
+    assert "LoRA 'other' (0123456789ab)" in capsys.readouterr().err

@@ -14,7 +14,13 @@ import re
 from pathlib import Path
 
 from sdbake.runner.interop.a1111_params import Imported, ParamMapper, a1111_version
-from sdbake.runner.interop.a1111_stages import base_stages, extra_stages, model_entries, variation_seed
+from sdbake.runner.interop.a1111_stages import (
+    base_stages,
+    extra_stages,
+    model_entries,
+    resolve_lora_tags,
+    variation_seed,
+)
 from sdbake.runner.interop.model_names import ModelResolver
 from sdbake.schemas.errors import InputFileError
 from sdbake.stages.output.infotext import parse_infotext
@@ -80,6 +86,7 @@ def import_infotext(text: str, *, name: str, resolver: ModelResolver, source: st
     defaults = {"model": "base", **_defaults(mapper, version, imported), **variation_seed(mapper)}
     stages = base_stages(mapper, prompt, negative, imported, init_image=init_image, mask=mask)
     stages = extra_stages(mapper, defaults, models, resolver, version, stages)
+    resolve_lora_tags(stages, mapper, resolver)
     stages.append({"type": "save", "path": SAVE_PATH})
     for key in list(mapper.params):
         mapper.leave(key, "A1111 writes this as information only" if key in INFORMATIONAL else "")

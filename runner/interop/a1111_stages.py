@@ -3,6 +3,8 @@ and the stages that follow them (refiner switch, hires fix). Keys are taken out 
 mapped (see a1111_infotext.py); each function reads A1111 v1.10's meaning of its keys."""
 from __future__ import annotations
 
+import re
+
 from sdbake.runner.interop.a1111_params import (
     AUTOMATIC_SCHEDULES,
     IMG2IMG_KEYS,
@@ -182,3 +184,27 @@ def _hires(mapper: ParamMapper, defaults: dict, models: dict, resolver: ModelRes
         models["hires"] = {**models["base"], "checkpoint": resolver.resolve("checkpoints", name, short_hash)}
         stage["model"] = "hires"
     return stage
+
+
+LORA_TAG = re.compile(r"<(lora|lyco):([^:>]+)((?::[^>]*)?)>")
+
+
+def resolve_lora_tags(stages: list[dict], mapper: ParamMapper, resolver: ModelResolver) -> None:
+    """The LoRAs that `<lora:name:...>` tags in the prompts name, found as other models are (by --model, name
+    or the hash in `Lora hashes`); a tag whose file is found under another name or path is rewritten to it."""
+    hashes = {}
+    for item in (mapper.take("Lora hashes") or "").split(","):
+        name, _, short_hash = item.rpartition(":")
+        if name.strip():
+            hashes[name.strip()] = short_hash.strip()
+    found: dict[str, str] = {}
+
+    def rewrite(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in found:
+            found[name] = resolver.resolve("loras", name, hashes.get(name))
+        return f"<{match.group(1)}:{found[name]}{match.group(3)}>"
+
+    for stage in stages:        # A1111 reads tags in prompts only: a negative prompt's go to CLIP as text
+        if isinstance(stage.get("prompt"), str):
+            stage["prompt"] = LORA_TAG.sub(rewrite, stage["prompt"])

@@ -67,13 +67,17 @@ class ModelResolver:
 
     def _by_hash(self, kind: str, short_hash: str) -> str | None:
         from sdbake.runner.modelfiles import path_sha256
+        from sdbake.runner.models import hashing
         from sdbake.runner.models.search import list_folder, load_search_config
         wanted = short_hash.strip().lower()
         if len(wanted) < 10:         # A1111's pre-2023 8-digit hashes are of another algorithm
             return None
+        # A1111 hashes a LoRA its own way (kohya's addnet hash) where sdbake knows how.
+        lora_hash = getattr(hashing, "lora_short_hash", None) if kind == "loras" else None
         for folder in load_search_config().folders[kind]:
             for candidate in list_folder(folder, kind):
                 log.info("hashing %s to find %s %s", candidate, KIND_WORDS[kind], wanted)
-                if path_sha256(candidate).startswith(wanted):
+                if path_sha256(candidate).startswith(wanted) or (
+                        lora_hash is not None and candidate.is_file() and lora_hash(candidate).startswith(wanted)):
                     return candidate.relative_to(folder).as_posix()
         return None
