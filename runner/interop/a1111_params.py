@@ -16,7 +16,8 @@ _TITLE_HASH = re.compile(r"^(.*?)\s*\[([0-9a-fA-F]{8,64})\]$")
 # A1111's "Automatic" schedule: the sampler's own default (modules/sd_samplers_kdiffusion.py options),
 # else the model's discrete schedule, which is ComfyUI's `normal`; DDIM steps uniformly in timesteps.
 AUTOMATIC_SCHEDULES = {"dpmpp_2m": "karras", "dpmpp_sde": "karras", "dpmpp_2s_ancestral": "karras",
-                       "dpmpp_2m_sde": "exponential", "dpmpp_3m_sde": "exponential", "ddim": "ddim_uniform"}
+                       "dpm_2": "karras", "dpm_2_ancestral": "karras", "dpmpp_2m_sde": "exponential",
+                       "dpmpp_3m_sde": "exponential", "ddim": "ddim_uniform"}
 IMG2IMG_KEYS = ("Mask blur", "Inpaint area", "Masked area padding", "Masked content", "Mask mode")
 
 
@@ -63,6 +64,7 @@ class ParamMapper:
             return None
         try:
             sampler, from_label = parse_sampler(label)
+            from_label = None if from_label == "automatic" else from_label     # "Euler a Automatic"
             if schedule and schedule.lower() != "automatic":
                 return sampler, parse_scheduler(schedule)
         except ValueError as err:

@@ -161,9 +161,10 @@ def _hires(mapper: ParamMapper, defaults: dict, models: dict, resolver: ModelRes
     try:
         if sampler_label and sampler_label != "Use same sampler":
             stage["sampler"], scheduler = parse_sampler(sampler_label)
+            scheduler = None if scheduler == "automatic" else scheduler
         # Without `Hires schedule type` the hires pass used the base pass's schedule (A1111 writes the key
         # only when they differ); "Automatic" is the hires sampler's own default.
-        if schedule == "Automatic":
+        if (schedule or "").lower() == "automatic":
             scheduler = AUTOMATIC_SCHEDULES.get(stage.get("sampler", defaults.get("sampler")), "normal")
         elif schedule and schedule != "Use same scheduler":
             scheduler = parse_scheduler(schedule)
