@@ -133,6 +133,9 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
               "Loopback denoise": ",".join(f"{d:g}" for d in schedule) if p.loops > 1 else None,
               "Color correction": True if p.color_correction else None,
               "Inpaint area": "Only masked" if p.area == "masked" else None,
+              "Masked area padding": p.padding if p.area == "masked" else None,
+              # what the infotext's Steps, Sampler and CFG scale say when no sample stage came before
+              "Steps": p.steps, "sampler": p.sampler, "scheduler": p.scheduler, "CFG scale": p.cfg,
               **provenance_fields(p, g.prompts, size, p.steps)}
     return state.evolve(latent=latent, latent_kind="sampled", position=None, carry=None, noise=None,
                         sampler=None, model_calls=0, image=pixels.float().cpu(), image_from_latent=False,

@@ -29,7 +29,9 @@ def _format(p: SaveParams, path: str) -> str:
 def infotext_params(state: State, index: int, ctx: StageContext) -> dict:
     """A1111's generation parameters for image `index`, from what the stages recorded."""
     params: dict = {}
-    sampling = [r for r in state.provenance if r["type"] == "sample"]
+    # An img2img inpaint (encode with an init image, then inpaint) has no sample stage: its inpaint samples.
+    sampling = ([r for r in state.provenance if r["type"] == "sample"]
+                or [r for r in state.provenance if r["type"] == "inpaint" and "sampler" in r])
     if sampling:
         last = sampling[-1]
         sampler, schedule_type = a1111_sampler_label(last["sampler"], last["scheduler"])

@@ -65,6 +65,44 @@ negative = "green, yellow"
 [[stages]]
 type = "save"
 """,
+    "inpaint_loopback": """
+[[stages]]
+type = "encode"
+prompt = "a large red circle, blue background"
+image = "init.png"
+
+[[stages]]
+type = "inpaint"
+mask = "mask.png"
+blur = 2
+loops = 3
+denoise = [0.8, 0.5]
+curve = "aggressive"
+color_correction = true
+
+[[stages]]
+type = "save"
+""",
+    "refiner": """
+[models.refiner]
+checkpoint = "{demo}"
+
+[[stages]]
+type = "encode"
+prompt = "a large red circle, blue background"
+
+[[stages]]
+type = "sample"
+end = 3
+
+[[stages]]
+type = "sample"
+start = 3
+model = "refiner"
+
+[[stages]]
+type = "save"
+""",
     "img2img": """
 [[stages]]
 type = "encode"
@@ -106,16 +144,21 @@ def stage_keys(recipe: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name,clip_skip", [("txt2img", 1), ("txt2img", 2), ("hires", 1), ("hires_own_settings", 1),
-                                            ("img2img", 1)])
+                                            ("img2img", 1), ("inpaint_loopback", 1), ("refiner", 1)])
 def test_our_infotext_imports_to_the_same_plan_keys(name, clip_skip, tmp_path, capsys):
     pytest.importorskip("torch")
     from sdbake.runner.api import render
     original = tmp_path / "original.toml"
-    original.write_text(HEADER.format(name=name, demo=DEMO.as_posix(), clip_skip=clip_skip) + RECIPES[name])
+    original.write_text(HEADER.format(name=name, demo=DEMO.as_posix(), clip_skip=clip_skip)
+                        + RECIPES[name].replace("{demo}", DEMO.as_posix()))
     Image.new("RGB", (64, 64), (30, 60, 200)).save(tmp_path / "init.png")
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 40, 40))
+    mask.save(tmp_path / "mask.png")
     outputs = render(original, output_root=tmp_path / "out", no_cache=True, threads=1).outputs
     imported = tmp_path / "imported.toml"
     options = ["--init-image", str(tmp_path / "init.png")] if "image" in RECIPES[name] else []
+    options += ["--mask", str(tmp_path / "mask.png")] if "mask" in RECIPES[name] else []
     assert main(["import", str(outputs[-1]), "-o", str(imported), "--model", f"demo={DEMO}", *options]) == 0
     assert main(["validate", str(imported)]) == 0
     assert stage_keys(imported) == stage_keys(original)

@@ -129,8 +129,7 @@ def _defaults(mapper: ParamMapper, version, imported: Imported) -> dict:
     if clip_skip is not None and clip_skip > 1:
         defaults["clip_skip"] = clip_skip
     rng = mapper.take("RNG")
-    made_by_sdbake = str(mapper.params.get("Version", "")).startswith("sdbake")
-    if rng is None and not made_by_sdbake:       # sdbake always draws noise as A1111's `RNG: CPU`
+    if rng is None and not mapper.made_by_sdbake:       # sdbake always draws noise as A1111's `RNG: CPU`
         imported.header.append("A1111 drew this image's noise on the GPU (no `RNG: CPU`): sdbake draws it on the "
                                "CPU, so the same settings give another image.")
     elif rng is not None and rng.upper() != "CPU":

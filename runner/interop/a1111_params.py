@@ -37,6 +37,11 @@ class ParamMapper:
     def __init__(self, params: dict[str, str], source: str):
         self.params, self.source, self.unmapped = dict(params), source, []
 
+    @property
+    def made_by_sdbake(self) -> bool:
+        """sdbake's own infotext (`Version: sdbake ...`): its noise is A1111's CPU RNG, its refiner switches by step."""
+        return str(self.params.get("Version", "")).startswith("sdbake")
+
     def take(self, key: str, default=None):
         return self.params.pop(key, default)
 

@@ -3,6 +3,7 @@ and the stages that follow them (refiner switch, hires fix). Keys are taken out 
 mapped (see a1111_infotext.py); each function reads A1111 v1.10's meaning of its keys."""
 from __future__ import annotations
 
+import math
 import re
 
 from sdbake.runner.interop.a1111_params import (
@@ -104,7 +105,33 @@ def base_stages(mapper: ParamMapper, prompt: str, negative: str, imported: Impor
     if (mapper.params.get("Mask mode") or "").lower() == "inpaint masked":
         mapper.take("Mask mode")
     mapper.leave("Mask mode", "sdbake repaints where the mask is white: invert the mask file")
+    _loopback(mapper, stage)
     return [encode, stage]
+
+
+# sdbake's inpaint loopback curves (stages/inpaint.py), to tell them apart in `Loopback denoise`.
+CURVES = {"linear": lambda p: p, "aggressive": lambda p: math.sin(p * math.pi / 2),
+          "lazy": lambda p: 1 - math.cos(p * math.pi / 2)}
+
+
+def _loopback(mapper: ParamMapper, stage: dict) -> None:
+    """sdbake's own inpaint keys: `Loopback denoise` (one value per loop) and `Color correction`."""
+    if mapper.take("Color correction") == "True":
+        stage["color_correction"] = True
+    text = mapper.params.get("Loopback denoise")
+    try:
+        values = [float(v) for v in text.split(",")] if text else []
+    except ValueError:
+        return
+    if len(values) < 2:
+        return
+    first, last = values[0], values[-1]
+    for curve, shape in CURVES.items():
+        expected = [first + (last - first) * shape(i / (len(values) - 1)) for i in range(len(values))]
+        if all(abs(a - b) < 1e-5 * max(1.0, abs(b)) for a, b in zip(values, expected)):
+            mapper.take("Loopback denoise")
+            stage.update(loops=len(values), denoise=[first, last], **({} if curve == "linear" else {"curve": curve}))
+            return
 
 
 def extra_stages(mapper: ParamMapper, defaults: dict, models: dict, resolver: ModelResolver, version,
@@ -126,7 +153,7 @@ def _refiner(mapper, defaults, models, resolver, version, stages):
     models["refiner"] = {"checkpoint": resolver.resolve("checkpoints", name, short_hash)}
     steps = defaults.get("steps", 20)
     at = min(max(round(switch * steps), 1), steps - 1)
-    if version is None or version >= (1, 8):
+    if not mapper.made_by_sdbake and (version is None or version >= (1, 8)):
         mapper.unmapped.append(f"Refiner switch at: {switch} (A1111 1.8+ switches where the sigma passes that "
                                f"fraction; sdbake switches at step {at} of {steps})")
     index = stages.index(sample)
