@@ -29,14 +29,17 @@ def test_import_writes_a_recipe_that_validates_with_the_settings_and_the_unmappe
     source = tmp_path / "infotext.txt"
     source.write_text(HIRES_INFOTEXT, encoding="utf-8")
     target = tmp_path / "again.toml"
-    assert main(["import", str(source), "-o", str(target), "--model", f"v1-5-pruned-emaonly={DEMO}"]) == 0
+    lora = tmp_path / "detail.safetensors"         # validate finds the file; its weights are not read
+    lora.write_bytes(b'\x02\x00\x00\x00\x00\x00\x00\x00{}')
+    assert main(["import", str(source), "-o", str(target), "--model", f"v1-5-pruned-emaonly={DEMO}",
+                 "--model", f"add_detail={lora}"]) == 0
     text = target.read_text(encoding="utf-8")
     recipe = tomllib.loads(text)
     assert Path(target.parent, recipe["models"]["base"]["checkpoint"]).resolve() == Path(DEMO).resolve()
     assert recipe["defaults"] == {"model": "base", "seed": 3456789012, "width": 512, "height": 768, "steps": 28,
                                   "sampler": "dpmpp_2m", "scheduler": "karras", "cfg": 7.0, "clip_skip": 2}
     encode, sample, hires, save = recipe["stages"]
-    assert encode["prompt"].endswith("<lora:add_detail:0.6>") and encode["negative"].startswith("lowres")
+    assert encode["prompt"].endswith("<lora:detail.safetensors:0.6>") and encode["negative"].startswith("lowres")
     assert sample == {"type": "sample"} and save["type"] == "save"
     assert hires == {"type": "hires", "scale": 2.0, "upscaler": "latent-nearest-exact", "steps": 12,
                      "denoise": 0.45, "sampler": "euler_ancestral", "prompt": "masterpiece, 1girl, detailed face"}
