@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from sdbake.runner.cli import main
+from test_import_a1111 import demo_loras  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "models" / "demo"
@@ -103,6 +104,17 @@ model = "refiner"
 [[stages]]
 type = "save"
 """,
+    "lora": """
+[[stages]]
+type = "encode"
+prompt = "a large red circle, <lora:add_detail:0.7>, blue background"
+
+[[stages]]
+type = "sample"
+
+[[stages]]
+type = "save"
+""",
     "img2img": """
 [[stages]]
 type = "encode"
@@ -144,9 +156,14 @@ def stage_keys(recipe: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name,clip_skip", [("txt2img", 1), ("txt2img", 2), ("hires", 1), ("hires_own_settings", 1),
-                                            ("img2img", 1), ("inpaint_loopback", 1), ("refiner", 1)])
-def test_our_infotext_imports_to_the_same_plan_keys(name, clip_skip, tmp_path, capsys):
+                                            ("img2img", 1), ("inpaint_loopback", 1), ("refiner", 1),
+                                            ("lora", 1)])
+def test_our_infotext_imports_to_the_same_plan_keys(name, clip_skip, tmp_path, capsys, monkeypatch, request):
     pytest.importorskip("torch")
+    if "<lora:" in RECIPES[name]:        # a LoRA folder holding the LoRA the prompt names, for both recipes
+        config = tmp_path / "config.toml"
+        config.write_text(f'[folders]\nloras = ["{request.getfixturevalue("demo_loras").as_posix()}"]\n')
+        monkeypatch.setenv("SDBAKE_CONFIG", str(config))
     from sdbake.runner.api import render
     original = tmp_path / "original.toml"
     original.write_text(HEADER.format(name=name, demo=DEMO.as_posix(), clip_skip=clip_skip)
