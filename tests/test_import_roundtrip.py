@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from sdbake.runner.cli import main
+from sdbake.schemas.recipe import Defaults
 from test_import_a1111 import demo_loras  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +116,21 @@ type = "sample"
 [[stages]]
 type = "save"
 """,
+    "variation": """
+[[stages]]
+type = "encode"
+prompt = "a large red circle, blue background"
+subseed = 99
+subseed_strength = 0.25
+seed_resize_from_w = 48
+seed_resize_from_h = 56
+
+[[stages]]
+type = "sample"
+
+[[stages]]
+type = "save"
+""",
     "img2img": """
 [[stages]]
 type = "encode"
@@ -155,9 +171,13 @@ def stage_keys(recipe: Path) -> dict[str, str]:
     return {inv.stage.type: inv.key for inv in plan.invocations if inv.stage.type != "save"}
 
 
-@pytest.mark.parametrize("name,clip_skip", [("txt2img", 1), ("txt2img", 2), ("hires", 1), ("hires_own_settings", 1),
-                                            ("img2img", 1), ("inpaint_loopback", 1), ("refiner", 1),
-                                            ("lora", 1)])
+CASES = [("txt2img", 1), ("txt2img", 2), ("hires", 1), ("hires_own_settings", 1), ("img2img", 1),
+         ("inpaint_loopback", 1), ("refiner", 1), ("lora", 1)]
+if "subseed" in Defaults.model_fields:       # A1111's variation seed, where this sdbake has it
+    CASES.append(("variation", 1))
+
+
+@pytest.mark.parametrize("name,clip_skip", CASES)
 def test_our_infotext_imports_to_the_same_plan_keys(name, clip_skip, tmp_path, capsys, monkeypatch, request):
     pytest.importorskip("torch")
     if "<lora:" in RECIPES[name]:        # a LoRA folder holding the LoRA the prompt names, for both recipes
