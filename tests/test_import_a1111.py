@@ -167,6 +167,7 @@ def test_each_infotext_imports_with_its_settings_mapped_and_the_rest_as_comments
         else:
             assert dig(recipe, path) == value, path
     assert recipe["stages"][-1]["type"] == "save"
+    assert ("# An SDXL image" in text) == name.startswith("sdxl")       # the size / model name hint
     for line in UNMAPPED.get(name, []):
         assert f"# unmapped: {line}" in text, line
     # Never dropped silently: every key of the infotext is mapped or kept as a comment.

@@ -82,6 +82,7 @@ def import_infotext(text: str, *, name: str, resolver: ModelResolver, source: st
     mapper = ParamMapper(params, source)
     imported = Imported(recipe={})
     version = a1111_version(mapper.params.get("Version"))
+    original_model = f"{mapper.params.get('Model', '')} {mapper.params.get('Refiner', '')}"
     models = model_entries(mapper, resolver)
     defaults = {"model": "base", **_defaults(mapper, version, imported), **variation_seed(mapper)}
     stages = base_stages(mapper, prompt, negative, imported, init_image=init_image, mask=mask)
@@ -94,14 +95,16 @@ def import_infotext(text: str, *, name: str, resolver: ModelResolver, source: st
     imported.unmapped = mapper.unmapped
     imported.header.insert(0, f"Imported from the A1111 infotext of {source} by `sdbake import`. Check it: "
                               "`sdbake validate`; render it: `sdbake run`.")
-    if _looks_sdxl(models["base"]["checkpoint"], defaults):
+    if _looks_sdxl(original_model, defaults):
         imported.header.append("An SDXL image (its size or model name): the checkpoint must be an SDXL one; SDXL "
                                "micro-conditioning takes A1111's defaults (original and target size = the size).")
     return imported
 
 
-def _looks_sdxl(checkpoint: str, defaults: dict) -> bool:
-    return "xl" in checkpoint.lower() or defaults.get("width", 512) * defaults.get("height", 512) >= 1024 * 1024
+def _looks_sdxl(model_names: str, defaults: dict) -> bool:
+    """An SDXL model's name says xl; its sizes are about a megapixel (SD1's 512, SD2's 768 pixels wide)."""
+    area = defaults.get("width", 512) * defaults.get("height", 512)
+    return "xl" in model_names.lower() or area >= 3 * 1024 * 1024 // 4
 
 
 def _defaults(mapper: ParamMapper, version, imported: Imported) -> dict:
