@@ -10,6 +10,7 @@ has no sdbake equivalent is returned as an unmapped note, never dropped.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def parse_parameters(text: str) -> tuple[str, str, dict[str, str]]:
         width, height = int(params.get("Size-1", 512)), int(params.get("Size-2", 512))
         if first_w == 0 or first_h == 0:      # A1111's old automatic first pass: about 512x512 pixels
             scale = (512 * 512 / (width * height)) ** 0.5
-            first_w, first_h = -(-int(scale * width) // 64) * 64, -(-int(scale * height) // 64) * 64
+            first_w, first_h = math.ceil(scale * width / 64) * 64, math.ceil(scale * height / 64) * 64
         params.update({"Size-1": str(first_w), "Size-2": str(first_h), "Hires resize-1": str(width),
                        "Hires resize-2": str(height)})
     return prompt, negative, params
