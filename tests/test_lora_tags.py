@@ -182,7 +182,9 @@ def test_infotext_keeps_the_tag_and_lists_lora_hashes(tmp_path, tiny_model_dir, 
     expected = addnet_hash(lora_dir / "tiny.safetensors")[:12]
     assert expected != hashlib.sha256((lora_dir / "tiny.safetensors").read_bytes()).hexdigest()[:12]
     assert f'Lora hashes: "tiny: {expected}, style: {expected}"' in infotext
-    assert infotext.startswith("a red circle <lora:style:0.3:0.5>\n")
+    # as A1111 lays out a hires image: the first pass's prompt, the hires pass's own as `Hires prompt`
+    assert infotext.startswith("a red circle <lora:tiny:0.8>\n")
+    assert 'Hires prompt: "a red circle <lora:style:0.3:0.5>"' in infotext
 
 
 def test_validate_names_an_unknown_lora_with_a_near_name(tmp_path, tiny_model_dir, lora_dir, capsys):
