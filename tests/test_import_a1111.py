@@ -22,7 +22,7 @@ CORPUS = Path(__file__).resolve().parent / "a1111_infotexts"
 NAMES = sorted(path.stem for path in CORPUS.glob("*.txt"))
 DEMO = REPO / "models" / "demo"
 DEMO_VAE = DEMO / "vae" / "diffusion_pytorch_model.safetensors"
-CHECKPOINTS = ("v1-5-pruned-emaonly", "sd_xl_base_1.0", "sd_xl_refiner_1.0", "7460a6fa")
+CHECKPOINTS = ("v1-5-pruned-emaonly", "sd_xl_base_1.0", "sd_xl_refiner_1.0", "7460a6fa", "dreamshaper_8")
 VAES = ("vae-ft-mse-840000-ema-pruned", "sdxl_vae")
 VARIATION = "subseed" in Defaults.model_fields
 # Keys the importer turns into recipe fields; every other key must come back as an `# unmapped:` comment.
@@ -30,6 +30,7 @@ MAPPED = {"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Mod
           "VAE", "Denoising strength", "Clip skip", "Hires upscale", "Hires resize", "Hires steps",
           "Hires upscaler", "Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt",
           "Mask blur", "Inpaint area", "Masked area padding", "Refiner", "First pass size", "RNG", "Lora hashes",
+          "Hires checkpoint",
           *(("Variation seed", "Variation seed strength", "Seed resize from") if VARIATION else ())}
 
 # Per corpus file: recipe values (dotted paths, stage index) the import must give.
@@ -51,6 +52,9 @@ EXPECTED = {
                      "denoise": 0.45, "sampler": "euler_ancestral", "scheduler": "normal",
                      "prompt": "1girl, solo, long hair, detailed eyes, detailed face",
                      "negative": "(worst quality:1.4), blurry"}},
+    "hires_checkpoint": {"models.hires.checkpoint": DEMO,
+                         "stages.2": {"type": "hires", "scale": 2.0, "upscaler": "latent-bicubic", "steps": 10,
+                                      "denoise": 0.5, "model": "hires"}},
     "hires_resize_lanczos": {"defaults.scheduler": "karras",
                              "stages.2": {"type": "hires", "width": 1024, "height": 768, "upscaler": "lanczos",
                                           "steps": 10, "denoise": 0.35}},
