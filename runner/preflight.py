@@ -206,8 +206,13 @@ def colour_problem(colour) -> str | None:
 def _upscaler(loaded: LoadedRecipe, where: tuple, stage: HiresParams) -> list[Problem]:
     problems = []
     if stage.upscaler not in LATENT_UPSCALERS + PIXEL_UPSCALERS:
-        found = _model_file(loaded, where + ("upscaler",), stage.upscaler, "upscalers", folders_ok=False)
-        if found:
+        from sdbake.runner.models.search import upscaler_file_name
+        name = upscaler_file_name(stage.upscaler, loaded.folder)
+        found = _model_file(loaded, where + ("upscaler",), name, "upscalers", folders_ok=False)
+        if found and name != stage.upscaler:
+            problems.append((where + ("upscaler",), (f"A1111 upscaler {stage.upscaler!r} needs its model file: put "
+                                                    f"{name}.pth (or .safetensors) in an upscaler folder")))
+        elif found:
             hint = did_you_mean(stage.upscaler.lower(), LATENT_UPSCALERS + PIXEL_UPSCALERS)
             known = ", ".join(LATENT_UPSCALERS + PIXEL_UPSCALERS)
             problems.append((where + ("upscaler",), (f"unknown upscaler {stage.upscaler!r}: not one of {known} (or A1111's labels such as 'Latent (bicubic antialiased)'), "

@@ -92,7 +92,7 @@ def template_variable_names() -> list[str]:
 
 def recipe_reference_markdown() -> str:
     from sdbake.schemas.names import SAMPLERS, SCHEDULERS
-    from sdbake.schemas.stages import LATENT_UPSCALERS, PIXEL_UPSCALERS
+    from sdbake.schemas.stages import A1111_UPSCALER_FILES, A1111_UPSCALERS, LATENT_UPSCALERS, PIXEL_UPSCALERS
     schema = recipe_json_schema()
     defs = schema["$defs"]
     out = ["# Recipe reference", "",
@@ -112,8 +112,10 @@ def recipe_reference_markdown() -> str:
         if kind in EXAMPLES:
             out += ["Example:", "", "```toml", EXAMPLES[kind].rstrip("\n"), "```", ""]
     out += ["## Samplers", "",
-            ("The ComfyUI id, or A1111's label in any case, alone or with a schedule suffix "
-            "(`\"DPM++ 2M Karras\"` = `dpmpp_2m` with `karras`)."), "",
+            ("The ComfyUI id, or A1111's label or alias (`k_dpmpp_2m`) in any case, alone or with a schedule "
+             "suffix (`\"DPM++ 2M Karras\"` = `dpmpp_2m` with `karras`; an explicit `scheduler` wins). "
+             "`scheduler = \"Automatic\"` is A1111's default schedule of the sampler (karras for DPM++ 2M, "
+             "SDE, 2S a and DPM2; exponential for DPM++ 2M/3M SDE; `ddim_uniform` for DDIM; else `normal`)."), "",
             "| sampler | A1111 label | model calls per step | noise |", "|---|---|---|---|",
             *(f"| `{name}` | `{info.label}` | {2 if info.second_order else 1} | {info.noise or 'none'} |"
               for name, info in SAMPLERS.items()), "",
@@ -122,7 +124,12 @@ def recipe_reference_markdown() -> str:
             "## Upscalers (hires `upscaler`)", "",
             "Latent: " + ", ".join(f"`{u}`" for u in LATENT_UPSCALERS) + ".", "",
             "Pixel: " + ", ".join(f"`{u}`" for u in PIXEL_UPSCALERS) + "; or an upscaler model file (ESRGAN / "
-            "RRDBNet `.safetensors` or `.pth`), by path or by name in the upscaler folders.", "",
+            "RRDBNet `.safetensors` or `.pth`), by path or by name (with or without extension) in the upscaler "
+            "folders.", "",
+            ("A1111's labels work as written: " + ", ".join(f"`{label}`" for label in A1111_UPSCALERS)
+             + " (`None` resizes the decoded image with Lanczos, as A1111), and its Real-ESRGAN labels find the "
+             "file A1111 downloads for them: "
+             + ", ".join(f"`{label}` = `{stem}`" for label, stem in A1111_UPSCALER_FILES.items()) + "."), "",
             "## Save path templates", "",
             "A save `path` (and an intervene `preview`) is a jinja2 template in a sandbox. Variables: "
             + ", ".join(f"`{v}`" for v in template_variable_names()) + ".", "",

@@ -60,34 +60,83 @@ DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(
     name for name, info in SAMPLERS.items() if info.discard_penultimate_sigma)
 
 _SAMPLER_BY_LABEL = {info.label.lower(): name for name, info in SAMPLERS.items() if info.alias_of is None}
-_SCHEDULER_BY_LABEL = {label.lower(): name for name, label in SCHEDULERS.items()}
-# A1111's pre-1.6 combined labels ("DPM++ 2M Karras") end in one of these schedules.
-_LABEL_SCHEDULE_SUFFIXES = ("karras", "exponential")
+# A1111 v1.10's sampler aliases (modules/sd_samplers_kdiffusion.py, sd_samplers_timesteps.py), lower-cased.
+A1111_SAMPLER_ALIASES = {
+    "k_euler_a": "euler_ancestral", "k_euler_ancestral": "euler_ancestral", "k_euler": "euler", "k_lms": "lms",
+    "k_heun": "heun", "k_dpm_2": "dpm_2", "k_dpm_2_a": "dpm_2_ancestral", "k_dpmpp_2s_a": "dpmpp_2s_ancestral",
+    "k_dpmpp_2m": "dpmpp_2m", "k_dpmpp_sde": "dpmpp_sde", "k_dpmpp_2m_sde": "dpmpp_2m_sde",
+    "k_dpmpp_3m_sde": "dpmpp_3m_sde",
+}
+# A1111 v1.10 samplers with no sdbake implementation: named as such instead of "unknown".
+A1111_SAMPLERS_MISSING = ("DPM++ 2M SDE Heun", "DPM fast", "DPM adaptive", "Restart", "DDIM CFG++", "PLMS")
+# What A1111 v1.10's "Automatic" schedule type means per sampler (the `scheduler` option of its sampler
+# table); a sampler without one uses the model's own discretisation, ComfyUI's `normal`, and DDIM its
+# uniform timesteps.
+A1111_AUTOMATIC_SCHEDULERS = {
+    "dpmpp_2m": "karras", "dpmpp_sde": "karras", "dpmpp_2s_ancestral": "karras", "dpm_2": "karras",
+    "dpm_2_ancestral": "karras", "dpmpp_2m_sde": "exponential", "dpmpp_3m_sde": "exponential",
+    "ddim": "ddim_uniform",
+}
+AUTOMATIC = "automatic"
+# A1111 schedule names and aliases that are not a ComfyUI id or an A1111 label of one: its `uniform`
+# is the model's own discretisation, ComfyUI's `normal`.
+_SCHEDULER_ALIASES = {"uniform": "normal", "sgmuniform": "sgm_uniform", "ddim": "ddim_uniform"}
+A1111_SCHEDULERS_MISSING = ("Polyexponential", "Align Your Steps")
+
+
+def _scheduler_names() -> dict[str, str]:
+    """Every spelling of a schedule a sampler label may end with -> its id (or `automatic`)."""
+    names = {label.lower(): name for name, label in SCHEDULERS.items()}
+    names.update({name: name for name in SCHEDULERS})
+    names.update({alias: name for alias, name in _SCHEDULER_ALIASES.items() if name in SCHEDULERS})
+    names[AUTOMATIC] = AUTOMATIC
+    return names
 
 
 def parse_sampler(label: str) -> tuple[str, str | None]:
     """`"DPM++ 2M Karras"` -> ("dpmpp_2m", "karras"); a ComfyUI id -> (id, None); any case and spacing.
-    ValueError naming the known ids and labels otherwise."""
+    As A1111's get_sampler_and_scheduler, a label may end with any schedule type's label or name
+    (`automatic` when it ends with "Automatic"). ValueError naming the known ids and labels otherwise."""
     text = " ".join(label.strip().lower().split())
-    if text in SAMPLERS:
-        return text, None
-    if text in _SAMPLER_BY_LABEL:
-        return _SAMPLER_BY_LABEL[text], None
-    head, _, suffix = text.rpartition(" ")
-    if suffix in _LABEL_SCHEDULE_SUFFIXES and head in _SAMPLER_BY_LABEL:
-        return _SAMPLER_BY_LABEL[head], suffix
+    found = _sampler_name(text)
+    if found:
+        return found, None
+    for suffix, scheduler in sorted(_scheduler_names().items(), key=lambda item: -len(item[0])):
+        head = text[:-len(suffix)].rstrip() if text.endswith(" " + suffix) else None
+        if head and _sampler_name(head):
+            return _sampler_name(head), scheduler
+    missing = next((name for name in A1111_SAMPLERS_MISSING if text.startswith(name.lower())), None)
+    if missing:
+        raise ValueError(f"A1111 sampler {missing!r} is not available in sdbake (known: {', '.join(SAMPLERS)}, "
+                         f"or an A1111 label such as 'DPM++ 2M Karras')")
     raise ValueError(f"unknown sampler {label!r} (known: {', '.join(SAMPLERS)}, or an A1111 label such "
                      f"as 'DPM++ 2M Karras'){_did_you_mean(text, [*SAMPLERS, *_SAMPLER_BY_LABEL])}")
 
 
-def parse_scheduler(label: str) -> str:
-    text = " ".join(label.strip().split()).lower()
-    if text in SCHEDULERS:
+def _sampler_name(text: str) -> str | None:
+    if text in SAMPLERS:
         return text
-    if text in _SCHEDULER_BY_LABEL:
-        return _SCHEDULER_BY_LABEL[text]
-    raise ValueError(f"unknown scheduler {label!r} (known: {', '.join(SCHEDULERS)})"
-                     f"{_did_you_mean(text, [*SCHEDULERS, *_SCHEDULER_BY_LABEL])}")
+    return _SAMPLER_BY_LABEL.get(text) or A1111_SAMPLER_ALIASES.get(text)
+
+
+def parse_scheduler(label: str) -> str:
+    """A ComfyUI id or an A1111 "Schedule type" label -> the id; "Automatic" -> `automatic`, which the
+    recipe resolves per sampler (automatic_scheduler)."""
+    text = " ".join(label.strip().split()).lower()
+    found = _scheduler_names().get(text)
+    if found:
+        return found
+    missing = next((name for name in A1111_SCHEDULERS_MISSING if name.lower() == text), None)
+    if missing:
+        raise ValueError(f"A1111 schedule type {missing!r} is not available in sdbake "
+                         f"(known: {', '.join(SCHEDULERS)}, or Automatic)")
+    raise ValueError(f"unknown scheduler {label!r} (known: {', '.join(SCHEDULERS)}, or Automatic)"
+                     f"{_did_you_mean(text, [*SCHEDULERS, *(label.lower() for label in SCHEDULERS.values())])}")
+
+
+def automatic_scheduler(sampler: str) -> str:
+    """The schedule A1111 v1.10 uses for `sampler` when its schedule type is "Automatic"."""
+    return A1111_AUTOMATIC_SCHEDULERS.get(sampler, "normal")
 
 
 def _did_you_mean(text: str, choices: list[str]) -> str:

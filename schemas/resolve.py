@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sdbake.schemas.names import parse_sampler
+from sdbake.schemas.names import AUTOMATIC, automatic_scheduler, parse_sampler
 from sdbake.schemas.recipe import Recipe
 from sdbake.schemas.stages import (
     A1111_UPSCALER_LABELS,
@@ -43,6 +43,12 @@ def _split_sampler_label(obj) -> None:
         obj.scheduler = scheduler
 
 
+def _automatic_schedule(obj) -> None:
+    """A1111's schedule type "Automatic" is the schedule its sampler table gives the sampler."""
+    if getattr(obj, "scheduler", None) == AUTOMATIC and getattr(obj, "sampler", None) is not None:
+        obj.scheduler = automatic_scheduler(obj.sampler)
+
+
 def resolve(recipe: Recipe) -> list[Problem]:
     """Fill and check `recipe` in place; return the problems found (empty when valid)."""
     problems: list[Problem] = []
@@ -62,8 +68,10 @@ def resolve(recipe: Recipe) -> list[Problem]:
                 elif hasattr(value, "model_copy"):
                     value = value.model_copy()
                 setattr(stage, field, value)
+        _automatic_schedule(stage)
         if stage.id is None:
             stage.id = generated[index]
+    _automatic_schedule(defaults)
     counts = Counter(s.id for s in recipe.stages)
     for index, stage in enumerate(recipe.stages):
         if counts[stage.id] > 1 and explicit_ids[index] is not None:

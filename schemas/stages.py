@@ -211,13 +211,23 @@ class InterveneParams(StageBase):
 
 LATENT_UPSCALERS = ("latent-nearest-exact", "latent-nearest", "latent-bilinear", "latent-bicubic",
                     "latent-bilinear-antialiased", "latent-bicubic-antialiased")
-PIXEL_UPSCALERS = ("lanczos", "nearest")
-# A1111's upscaler labels (modules/shared_items.py latent_upscale_modes, and its PIL upscalers), lower-cased.
-A1111_UPSCALER_LABELS = {
-    "latent": "latent-bilinear", "latent (antialiased)": "latent-bilinear-antialiased",
-    "latent (bicubic)": "latent-bicubic", "latent (bicubic antialiased)": "latent-bicubic-antialiased",
-    "latent (nearest)": "latent-nearest", "latent (nearest-exact)": "latent-nearest-exact",
-    "lanczos": "lanczos", "nearest": "nearest",
+# `none` is A1111's "None": no upscaler, the decoded image resized once with Lanczos (images.resize_image).
+PIXEL_UPSCALERS = ("lanczos", "nearest", "none")
+# A1111's upscaler labels (modules/shared_items.py latent_upscale_modes, and its PIL upscalers).
+A1111_UPSCALERS = {
+    "Latent": "latent-bilinear", "Latent (antialiased)": "latent-bilinear-antialiased",
+    "Latent (bicubic)": "latent-bicubic", "Latent (bicubic antialiased)": "latent-bicubic-antialiased",
+    "Latent (nearest)": "latent-nearest", "Latent (nearest-exact)": "latent-nearest-exact",
+    "Lanczos": "lanczos", "Nearest": "nearest", "None": "none",
+}
+A1111_UPSCALER_LABELS = {label.lower(): name for label, name in A1111_UPSCALERS.items()}   # looked up lower-cased
+# A1111's built-in Real-ESRGAN upscalers (modules/realesrgan_model.py) by label -> the file it downloads,
+# by stem: with that file in an upscaler folder the label works as written. Other model upscalers
+# (ESRGAN, "4x-UltraSharp", ...) are named by their file's stem, as A1111 does.
+A1111_UPSCALER_FILES = {
+    "R-ESRGAN 4x+": "RealESRGAN_x4plus", "R-ESRGAN 4x+ Anime6B": "RealESRGAN_x4plus_anime_6B",
+    "R-ESRGAN 2x+": "RealESRGAN_x2plus", "R-ESRGAN General 4xV3": "realesr-general-x4v3",
+    "R-ESRGAN General WDN 4xV3": "realesr-general-wdn-x4v3", "R-ESRGAN AnimeVideo": "realesr-animevideov3",
 }
 
 

@@ -25,8 +25,9 @@ A1111_NAMES = {
     "latent-bilinear": "Latent", "latent-bicubic": "Latent (bicubic)",
     "latent-bilinear-antialiased": "Latent (antialiased)",
     "latent-bicubic-antialiased": "Latent (bicubic antialiased)", "lanczos": "Lanczos", "nearest": "Nearest",
+    "none": "None",
 }
-PIXEL_FILTERS = {"lanczos": Image.LANCZOS, "nearest": Image.NEAREST}
+PIXEL_FILTERS = {"lanczos": Image.LANCZOS, "nearest": Image.NEAREST, "none": Image.LANCZOS}
 
 
 def upscale_latent(latent: torch.Tensor, width: int, height: int, upscaler: str, factor: int) -> torch.Tensor:

@@ -84,6 +84,20 @@ def test_new_from_an_a1111_image_takes_its_settings(tmp_path):
     assert recipe.models["base"].checkpoint == "myModel_v2.safetensors"
 
 
+def test_new_from_an_a1111_image_with_automatic_schedule_takes_the_samplers_own(tmp_path):
+    # A1111 v1.10 writes "Schedule type: Automatic" when the sampler's default schedule was used
+    # (karras for DPM++ 2M): the recipe must render with that schedule, not ours.
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 9, Sampler: DPM++ 2M, Schedule type: Automatic, CFG scale: 5.5, "
+                                "Seed: 1234, Size: 64x128")
+    Image.new("RGB", (64, 128)).save(tmp_path / "a1111.png", pnginfo=info)
+    assert main(["new", str(tmp_path / "again"), "--from", str(tmp_path / "a1111.png")]) == 0
+    from sdbake.schemas.loader import load_recipe
+    sample = load_recipe(tmp_path / "again.toml").recipe.stages[1]
+    assert (sample.sampler, sample.scheduler) == ("dpmpp_2m", "karras")
+
+
 def test_new_from_an_sdbake_image_takes_its_recipe_settings_and_model(tmp_path):
     pytest.importorskip("torch")
     assert main(["new", str(tmp_path / "first"), "--template", "txt2img"]) == 0

@@ -166,7 +166,7 @@ def _infotext_settings(infotext: str, image: Path) -> tuple[dict, str | None]:
             settings["sampler"] = sampler
             if scheduler:
                 settings["scheduler"] = scheduler
-        if "Schedule type" in params and params["Schedule type"].lower() != "automatic":
+        if "Schedule type" in params:       # "Automatic" stays so: the recipe resolves it per sampler
             settings["scheduler"] = parse_scheduler(params["Schedule type"])
     except ValueError as err:
         raise InputFileError(f"cannot read its A1111 parameters: {err}", file=str(image)) from None

@@ -13,9 +13,10 @@ def plan(stage, inv, document: dict, ctx: PlanContext) -> None:
     carried = ctx.carried
     carried["width"], carried["height"] = stage.target_size(carried["width"], carried["height"])
     if stage.upscaler not in LATENT_UPSCALERS + PIXEL_UPSCALERS:
-        from sdbake.runner.models.search import resolve_model_file
+        from sdbake.runner.models.search import resolve_model_file, upscaler_file_name
         try:
-            path = resolve_model_file(stage.upscaler, "upscalers", ctx.loaded.folder)
+            name = upscaler_file_name(stage.upscaler, ctx.loaded.folder)
+            path = resolve_model_file(name, "upscalers", ctx.loaded.folder)
         except SdbakeError as err:
             raise ctx.error(("upscaler",), err.message, type(err)) from None
         inv.files["upscaler"] = path

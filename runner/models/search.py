@@ -147,3 +147,17 @@ def resolve_model_file(name_or_path: str, kind: str, recipe_dir: Path | None = N
     searched = ", ".join(str(f) for f in [recipe_dir, *folders])
     hint = "" if folders else f" (add folders under [folders] {kind} in sdbake.toml)"
     raise ModelError(f"{kind} model '{name_or_path}' not found; searched: {searched}{hint}")
+
+
+def upscaler_file_name(upscaler: str, recipe_dir: Path | None = None) -> str:
+    """The model name hires `upscaler` looks up: itself, or for A1111's built-in Real-ESRGAN labels
+    ("R-ESRGAN 4x+") the stem of the file A1111 downloads for it, when no file has the label's name."""
+    from sdbake.schemas.stages import A1111_UPSCALER_FILES
+    stem = A1111_UPSCALER_FILES.get(" ".join(upscaler.split()))
+    if stem is None:
+        return upscaler
+    try:
+        resolve_model_file(upscaler, "upscalers", recipe_dir)
+    except ModelError:
+        return stem
+    return upscaler
