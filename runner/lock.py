@@ -49,6 +49,8 @@ def lock_document(plan: Plan, outputs: list[Path] | None = None) -> dict:
     }
     if plan.random_seed is not None:      # `seed = -1` drew it: `run --locked` uses it again
         document["random_seed"] = plan.random_seed
+    if plan.random_subseed is not None:
+        document["random_subseed"] = plan.random_subseed
     if outputs:
         root = plan.output_root
         document["outputs"] = {_relative(p, root): hashlib.sha256(p.read_bytes()).hexdigest() for p in outputs}

@@ -76,6 +76,7 @@ class Plan:
     output_root: Path
     embedding_files: dict[str, Path] = field(default_factory=dict)   # textual inversions the prompts use
     random_seed: int | None = None      # what `seed = -1` became at plan time
+    random_subseed: int | None = None   # what `subseed = -1` became at plan time
 
     @property
     def recipe(self):

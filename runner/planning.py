@@ -26,6 +26,7 @@ class PlanOptions:
     now: datetime | None = None                # for date templates (fixed by `diff`)
     random_seed: int | None = None             # what `seed = -1` becomes (default: drawn now)
     cache_dir: Path | str | None = None        # where merged checkpoints are kept (default: the stage cache)
+    random_subseed: int | None = None          # what `subseed = -1` becomes (default: drawn now)
 
     def output_root_for(self, recipe) -> Path:
         if self.output_root:
@@ -41,19 +42,20 @@ class PlanOptions:
 RANDOM_SEED = -1
 
 
-def pick_random_seed(loaded: LoadedRecipe, seed: int | None = None) -> int | None:
+def pick_random_seed(loaded: LoadedRecipe, seed: int | None = None, field: str = "seed") -> int | None:
     """`seed = -1` (A1111's "random"): draw one seed at plan time, print it, and write it into the
-    recipe, so the metadata, the lock and the embedded recipe all carry it and the image re-renders."""
+    recipe, so the metadata, the lock and the embedded recipe all carry it and the image re-renders.
+    The same for `subseed = -1` with `field = "subseed"`."""
     recipe = loaded.recipe
-    stages = [stage for stage in recipe.stages if getattr(stage, "seed", None) == RANDOM_SEED]
-    if not stages and recipe.defaults.seed != RANDOM_SEED:
+    stages = [stage for stage in recipe.stages if getattr(stage, field, None) == RANDOM_SEED]
+    if not stages and getattr(recipe.defaults, field) != RANDOM_SEED:
         return None
     seed = random.randrange(2**32 - 1) if seed is None else seed
     for stage in stages:
-        stage.seed = seed
-    if recipe.defaults.seed == RANDOM_SEED:
-        recipe.defaults.seed = seed
-    print(f"seed -1: picked seed {seed}", file=sys.stderr)
+        setattr(stage, field, seed)
+    if getattr(recipe.defaults, field) == RANDOM_SEED:
+        setattr(recipe.defaults, field, seed)
+    print(f"{field} -1: picked {field} {seed}", file=sys.stderr)
     return seed
 
 
@@ -61,11 +63,12 @@ def plan_recipe(loaded: LoadedRecipe, options: PlanOptions | None = None) -> Pla
     options = options or PlanOptions()
     recipe = loaded.recipe
     seed = pick_random_seed(loaded, options.random_seed)
+    subseed = pick_random_seed(loaded, options.random_subseed, "subseed")
     output_root = options.output_root_for(recipe)
     preflight(loaded, output_root, options.now)   # what the run would trip over, before hashing or loading models
     plan = build_plan(loaded, options.numerics_for(recipe), output_root, now=options.now,
                       cache_dir=options.cache_dir)
-    plan.random_seed = seed
+    plan.random_seed, plan.random_subseed = seed, subseed
     return plan
 
 

@@ -298,7 +298,7 @@ def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> 
         if getattr(stage, "model", None) in recipe.models:
             current["model"] = _ModelLabel(loaded, stage.model)
         if isinstance(stage, EncodeParams):
-            seeds = [stage.seed + i for i in range(stage.batch_size)]
+            seeds = stage.image_seeds()
             pinned = loaded.resolved.get(stage.id)    # a recipe from an image brings its prompts
             try:
                 if pinned:

@@ -25,6 +25,10 @@ SamplerName = Annotated[str, AfterValidator(_sampler_label)]
 SchedulerName = Annotated[str, AfterValidator(_scheduler_label)]
 Seed = Annotated[int, Field(ge=-1, le=2**63 - 1, description="-1: pick one at plan time (recorded)")]
 Size = Annotated[int, Field(ge=64, le=8192, multiple_of=8)]
+SubseedStrength = Annotated[float, Field(ge=0.0, le=1.0, description="A1111 \"Variation strength\": 0 = the seed's "
+                                         "noise, 1 = the subseed's")]
+SeedResize = Annotated[int, Field(ge=0, le=8192, description="A1111 \"Resize seed from\" (pixels; 0 = off): the "
+                                  "noise of this size, centred in the image")]
 Steps = Annotated[int, Field(ge=1, le=1000)]
 Cfg = Annotated[float, Field(ge=0.0, le=100.0)]
 ClipSkip = Annotated[int, Field(ge=1, le=12)]

@@ -13,9 +13,11 @@ from sdbake.schemas.base import (
     SchedulerName,
     SdxlConditioning,
     Seed,
+    SeedResize,
     Size,
     Steps,
     Strict,
+    SubseedStrength,
 )
 from sdbake.schemas.stages import Stage
 
@@ -96,6 +98,11 @@ class Defaults(Strict):
     clip_skip: ClipSkip = 1
     loras: list[LoraRef] = Field(default_factory=list)
     sdxl: SdxlConditioning | None = None
+    subseed: Seed | None = Field(None, description="A1111 variation seed (-1 or unset with a strength: picked "
+                                                   "at plan time)")
+    subseed_strength: SubseedStrength | None = None
+    seed_resize_from_w: SeedResize | None = None
+    seed_resize_from_h: SeedResize | None = None
 
 
 class CheckTolerances(Strict):

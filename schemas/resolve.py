@@ -43,6 +43,18 @@ def _split_sampler_label(obj) -> None:
         obj.scheduler = scheduler
 
 
+def _variation_seed(obj) -> None:
+    """As A1111: a strength of 0 is no variation seed, and a resize needs both sides. Unused fields are
+    cleared, so such a recipe is the same recipe (and cache key) as one without them; a strength
+    without a subseed takes A1111's default subseed, -1 (picked at plan time)."""
+    if not obj.subseed_strength:
+        obj.subseed = obj.subseed_strength = None
+    elif obj.subseed is None:
+        obj.subseed = -1
+    if not (obj.seed_resize_from_w and obj.seed_resize_from_h):
+        obj.seed_resize_from_w = obj.seed_resize_from_h = None
+
+
 def _automatic_schedule(obj) -> None:
     """A1111's schedule type "Automatic" is the schedule its sampler table gives the sampler."""
     if getattr(obj, "scheduler", None) == AUTOMATIC and getattr(obj, "sampler", None) is not None:
@@ -69,9 +81,12 @@ def resolve(recipe: Recipe) -> list[Problem]:
                     value = value.model_copy()
                 setattr(stage, field, value)
         _automatic_schedule(stage)
+        if isinstance(stage, EncodeParams):
+            _variation_seed(stage)
         if stage.id is None:
             stage.id = generated[index]
     _automatic_schedule(defaults)
+    _variation_seed(defaults)
     counts = Counter(s.id for s in recipe.stages)
     for index, stage in enumerate(recipe.stages):
         if counts[stage.id] > 1 and explicit_ids[index] is not None:

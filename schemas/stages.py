@@ -16,10 +16,12 @@ from sdbake.schemas.base import (
     SchedulerName,
     SdxlConditioning,
     Seed,
+    SeedResize,
     Size,
     StageBase,
     Steps,
     Strict,
+    SubseedStrength,
 )
 
 SAMPLING = ("model", "seed", "steps", "sampler", "scheduler", "cfg", "loras", "sdxl")
@@ -27,7 +29,8 @@ SAMPLING = ("model", "seed", "steps", "sampler", "scheduler", "cfg", "loras", "s
 
 class EncodeParams(StageBase):
     """Prompts to conditioning; an empty latent, or an init image VAE-encoded for img2img."""
-    INHERITS: ClassVar = ("model", "seed", "width", "height", "batch_size", "clip_skip")
+    INHERITS: ClassVar = ("model", "seed", "width", "height", "batch_size", "clip_skip", "subseed",
+                          "subseed_strength", "seed_resize_from_w", "seed_resize_from_h")
     type: Literal["encode"] = "encode"
     prompt: str = ""
     negative: str = ""
@@ -39,9 +42,21 @@ class EncodeParams(StageBase):
     height: Size | None = None
     batch_size: BatchSize | None = None
     clip_skip: ClipSkip | None = None
+    subseed: Seed | None = Field(None, description="A1111 variation seed (-1: pick one at plan time)")
+    subseed_strength: SubseedStrength | None = None
+    seed_resize_from_w: SeedResize | None = None
+    seed_resize_from_h: SeedResize | None = None
 
     def files_read(self) -> list[tuple[tuple, str, str]]:
         return [(("image",), self.image, "init image")] if self.image else []
+
+    def image_seeds(self) -> list[int]:
+        """Each image's seed as A1111 numbers them: seed + i, but with a variation seed every image
+        keeps the seed and the subseed counts up instead (processing.py process_images_inner)."""
+        return [self.seed + (0 if self.subseed_strength else i) for i in range(self.batch_size)]
+
+    def image_subseeds(self) -> list[int]:
+        return [self.subseed + i for i in range(self.batch_size)] if self.subseed_strength else []
 
 
 class Region(Strict):

@@ -13,7 +13,7 @@ from sdbake.stages.vae import VaeOptions, vae_encode
 
 def run(p: EncodeParams, state: State, ctx: StageContext) -> State:
     model = ctx.model(p.model)
-    seeds = tuple(p.seed + i for i in range(p.batch_size))
+    seeds = tuple(p.image_seeds())
     texts = known_texts(ctx.prompts, ctx.negatives)
     if model.family == "sdxl" and p.clip_skip > 1:
         ctx.warn(f"clip_skip {p.clip_skip} does not apply to SDXL ({p.model}): as A1111, its encoders always use "
@@ -34,6 +34,8 @@ def run(p: EncodeParams, state: State, ctx: StageContext) -> State:
         kind = "empty"
     return State(
         latent=latent, latent_kind=kind, seeds=seeds, width=p.width, height=p.height, model=p.model,
+        subseeds=tuple(p.image_subseeds()), subseed_strength=p.subseed_strength or 0.0,
+        seed_resize_from=(p.seed_resize_from_w, p.seed_resize_from_h) if p.seed_resize_from_w else (),
         prompts=tuple(ctx.prompts), negatives=tuple(ctx.negatives), prompt_template=p.prompt,
         negative_template=p.negative, clip_skip=p.clip_skip,
         img2img_denoise=p.denoise if p.image else None, embeddings=embeddings,

@@ -12,7 +12,7 @@ from sdbake.schemas.stages import LATENT_UPSCALERS, HiresParams
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import pil_to_tensor, to_pil
 from sdbake.stages.regions import provenance_fields, stage_regions
-from sdbake.stages.sampler_run import guidance, run_sampler, sampling_setup, with_memo
+from sdbake.stages.sampler_run import guidance, run_sampler, sampling_setup, seed_variations, with_memo
 from sdbake.stages.state import State
 from sdbake.stages.token_merging import token_merging
 from sdbake.stages.upscale import A1111_NAMES, upscale_latent, upscale_pil, upscale_with_model
@@ -47,7 +47,8 @@ def run(p: HiresParams, state: State, ctx: StageContext) -> State:
     total = hires_total_steps(p.steps, p.denoise)
     setup = sampling_setup(model, p.sampler, p.scheduler, total)
     start = total - p.steps
-    noise = setup.new_noise(state.seeds, latent.shape[1:], ctx.device)
+    # as A1111's hires pass: a new ImageRNG at the new size, with the same variation seed and seed resize
+    noise = setup.new_noise(state.seeds, latent.shape[1:], ctx.device, seed_variations(state, model.vae_scale_factor))
     x = latent + noise.draw().to(ctx.device) * setup.sigmas[start]
     base_steps = next((r["Steps"] for r in reversed(state.provenance) if r["type"] == "sample"), p.steps)
     g = with_memo(guidance(state, ctx, p.cfg, base_steps, hires_steps=p.steps, micro=p.sdxl,

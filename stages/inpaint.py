@@ -21,7 +21,14 @@ from sdbake.stages.colorfix import color_correct
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import draw_rects, mask_to_tensor, pil_to_tensor, read_mask, to_pil
 from sdbake.stages.regions import provenance_fields, stage_regions
-from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup, with_memo
+from sdbake.stages.sampler_run import (
+    Guidance,
+    guidance,
+    run_sampler,
+    sampling_setup,
+    seed_variations,
+    with_memo,
+)
 from sdbake.stages.state import State
 from sdbake.stages.vae import VaeOptions, vae_decode, vae_encode, vae_options
 
@@ -73,7 +80,7 @@ class LatentNoiseMask:
 
 
 def inpaint_once(p: InpaintParams, model, pixels: torch.Tensor, feathered: torch.Tensor, seeds, denoise: float,
-                 g: Guidance, options: VaeOptions, ctx: StageContext) -> torch.Tensor:
+                 g: Guidance, options: VaeOptions, ctx: StageContext, variations=None) -> torch.Tensor:
     """One masked img2img pass over (B, 3, H, W) pixels; returns decoded pixels (not composited)."""
     original = vae_encode(model, pixels, options).to(ctx.device)
     latent_mask = F.interpolate(feathered[None].expand(len(seeds), -1, -1, -1), size=original.shape[-2:],
@@ -81,7 +88,7 @@ def inpaint_once(p: InpaintParams, model, pixels: torch.Tensor, feathered: torch
     setup = sampling_setup(model, p.sampler, p.scheduler, p.steps)
     # A1111 img2img: t_enc = int(min(denoise, 0.999) * steps) steps from sigmas[steps - t_enc - 1].
     start = p.steps - int(min(denoise, 0.999) * p.steps) - 1
-    noise = setup.new_noise(seeds, original.shape[1:], ctx.device)
+    noise = setup.new_noise(seeds, original.shape[1:], ctx.device, variations)
     initial = noise.draw().to(ctx.device)
     x = original + initial * setup.sigmas[start]
     concat = None
@@ -119,7 +126,8 @@ def run(p: InpaintParams, state: State, ctx: StageContext) -> State:
     for loop, denoise in enumerate(schedule):
         seeds = [seed + loop for seed in state.seeds]
         if box is None:
-            result = inpaint_once(p, model, pixels, feathered, seeds, denoise, g, options, ctx)
+            result = inpaint_once(p, model, pixels, feathered, seeds, denoise, g, options, ctx,
+                                  seed_variations(state, model.vae_scale_factor))
         else:
             result = _inpaint_crop(p, model, pixels, feathered_pil, box, seeds, denoise, g, options, state, ctx)
         if p.color_correction:       # as A1111: on the 8-bit pictures, towards the stage's input image
@@ -153,7 +161,8 @@ def _inpaint_crop(p, model, pixels, feathered_pil, box, seeds, denoise, g, optio
     crop_mask = mask_to_tensor(feathered_pil.crop(box).resize((width, height), Image.BILINEAR))
     crop_pixels = torch.stack([pil_to_tensor(c) for c in crops])
     g = dataclasses.replace(g, regions=tuple(r.cropped(box, (width, height)) for r in g.regions))
-    done = inpaint_once(p, model, crop_pixels, crop_mask, seeds, denoise, g, options, ctx)
+    done = inpaint_once(p, model, crop_pixels, crop_mask, seeds, denoise, g, options, ctx,
+                        seed_variations(state, model.vae_scale_factor))
     result = pixels.clone()
     for i, picture in enumerate(to_pil(done)):
         back = pil_to_tensor(picture.resize((right - left, bottom - top), Image.LANCZOS))

@@ -7,7 +7,14 @@ from sdbake.schemas.stages import SampleParams
 from sdbake.stages.conditioning import pack_memo, unpack_memo
 from sdbake.stages.context import StageContext
 from sdbake.stages.regions import provenance_fields, stage_regions
-from sdbake.stages.sampler_run import Guidance, guidance, run_sampler, sampling_setup, with_memo
+from sdbake.stages.sampler_run import (
+    Guidance,
+    guidance,
+    run_sampler,
+    sampling_setup,
+    seed_variations,
+    with_memo,
+)
 from sdbake.stages.state import Position, State
 from sdbake.stages.token_merging import token_merging
 
@@ -34,7 +41,8 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         if p.start > 0 and state.latent_kind == "empty":
             raise StateError(f"starts at step {p.start} but the latent is empty: only a stage that ended at "
                              f"step {p.start}, or an init image, can be continued", stage=ctx.stage_id)
-        noise = setup.new_noise(state.seeds, state.latent.shape[1:], ctx.device)
+        noise = setup.new_noise(state.seeds, state.latent.shape[1:], ctx.device,
+                                seed_variations(state, model.vae_scale_factor))
         initial = noise.draw().to(ctx.device)
         # A1111: txt2img starts from noise * sigmas[0]; img2img adds noise * sigmas[start] to the image.
         base = state.latent.to(ctx.device) if state.latent_kind != "empty" else torch.zeros_like(initial)
@@ -100,8 +108,9 @@ def run_batch(params: list[SampleParams], states: list[State], contexts: list[St
     model = ctx.model(p.model)
     setup = sampling_setup(model, p.sampler, p.scheduler, p.steps)
     rows = [len(state.seeds) for state in states]
+    per_state = [seed_variations(state, model.vae_scale_factor) or [None] * len(state.seeds) for state in states]
     noise = setup.new_noise([seed for state in states for seed in state.seeds], states[0].latent.shape[1:],
-                            ctx.device)
+                            ctx.device, [variation for variations in per_state for variation in variations])
     initial = noise.draw().to(ctx.device)
     x = torch.zeros_like(initial) + initial * setup.sigmas[p.start]
     own = [with_memo(guidance(state, c, q.cfg, q.steps, micro=q.sdxl,

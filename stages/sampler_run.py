@@ -33,9 +33,10 @@ class SamplingSetup:
     model_sigmas: torch.Tensor          # the model's discrete sigmas (ascending)
     sigmas: torch.Tensor                # the schedule: steps + 1 values, last 0
 
-    def new_noise(self, seeds, shape_chw, device) -> samplers.ImageNoise:
-        """Fresh per-image generators; the first draw is the initial noise."""
-        return samplers.ImageNoise(list(seeds), tuple(shape_chw), device=device)
+    def new_noise(self, seeds, shape_chw, device, variations=None) -> samplers.ImageNoise:
+        """Fresh per-image generators; the first draw is the initial noise (with each image's A1111
+        variation seed / seed resize when `variations` has one: see seed_variations)."""
+        return samplers.ImageNoise(list(seeds), tuple(shape_chw), device=device, variations=variations)
 
     def restore_noise(self, packed: Packed, device) -> samplers.ImageNoise:
         tensors, meta = packed
@@ -45,6 +46,19 @@ class SamplingSetup:
 
     def pack_noise(self, noise) -> Packed:
         return {"generators": noise.get_state()}, {"seeds": noise.seeds, "shape": list(noise.shape_chw)}
+
+
+def seed_variations(state: State, vae_scale_factor: int) -> list[samplers.SeedVariation] | None:
+    """Each image's A1111 variation seed and seed resize (noise size in latent cells), or None."""
+    if not state.subseeds and not state.seed_resize_from:
+        return None
+    resize = None
+    if state.seed_resize_from:
+        width, height = state.seed_resize_from
+        resize = (height // vae_scale_factor, width // vae_scale_factor)
+    subseeds = state.subseeds or (None,) * len(state.seeds)
+    return [samplers.SeedVariation(subseed, state.subseed_strength if subseed is not None else 0.0, resize)
+            for subseed in subseeds]
 
 
 @dataclass(frozen=True)

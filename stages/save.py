@@ -38,6 +38,11 @@ def infotext_params(state: State, index: int, ctx: StageContext) -> dict:
         params.update({"Steps": last["Steps"], "Sampler": sampler, "Schedule type": schedule_type,
                        "CFG scale": last["CFG scale"]})
     params["Seed"] = state.seeds[index]
+    if state.subseeds:               # as A1111: only with a strength above 0
+        params["Variation seed"] = state.subseeds[index]
+        params["Variation seed strength"] = state.subseed_strength
+    if state.seed_resize_from:
+        params["Seed resize from"] = "{}x{}".format(*state.seed_resize_from)
     base = next((r for r in state.provenance if r["type"] == "encode"), {})
     first_pass = first_pass_record(state)       # A1111 writes a hires image's first-pass size
     params["Size"] = (f"{first_pass['width']}x{first_pass['height']}" if first_pass else

@@ -34,6 +34,9 @@ class State:
     image: Any = None                     # (B, 3, H, W) float in [0, 1], when decoded
     image_from_latent: bool = False       # True when `image` is exactly the decode of `latent`
     seeds: tuple[int, ...] = ()
+    subseeds: tuple[int, ...] = ()        # A1111 variation seed of each image (empty: none)
+    subseed_strength: float = 0.0
+    seed_resize_from: tuple[int, ...] = ()  # A1111 "resize seed from" (width, height) in pixels (empty: off)
     width: int = 0
     height: int = 0
     model: str | None = None              # the [models] entry that produced the latent
@@ -95,7 +98,7 @@ def unpack(tensors: dict[str, Any], meta: dict[str, Any]) -> State:
                 {key: tensors[f"{f.name}.{key}"] for key in stored["tensors"]}, stored["meta"])
         elif f.name == "position":
             values[f.name] = Position(**stored) if stored else None
-        elif f.name in ("seeds", "prompts", "negatives", "provenance"):
+        elif f.name in ("seeds", "subseeds", "seed_resize_from", "prompts", "negatives", "provenance"):
             values[f.name] = tuple(stored or ())
         else:
             values[f.name] = stored if stored is not None else f.default

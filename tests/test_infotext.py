@@ -26,6 +26,13 @@ def test_layout_and_key_order_match_a1111():
         'Lora hashes: "detail: 0123456789ab, style: ba9876543210", Version: sdbake 0.1.0')
 
 
+def test_variation_seed_fields_sit_where_a1111_writes_them():
+    # create_infotext: ... VAE, Variation seed, Variation seed strength, Seed resize from, Denoising strength
+    params = {**PARAMS, "Seed resize from": "640x512", "Variation seed strength": 0.3, "Variation seed": 99}
+    assert ("Model: v1-5-pruned-emaonly, Variation seed: 99, Variation seed strength: 0.3, Seed resize from: "
+            "640x512, Denoising strength: 0.45") in format_infotext("a cat", "", params)
+
+
 def test_empty_negative_line_is_omitted_and_clip_skip_1_and_none_values_are_left_out():
     text = format_infotext("a cat", "", {"Steps": 4, "Sampler": "Euler a", "CFG scale": 5, "Seed": 1,
                                          "Clip skip": 1, "VAE": None})

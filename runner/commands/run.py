@@ -97,6 +97,7 @@ def options_from_args(args):
     plan = PlanOptions(output_root=args.out, device=args.device, dtype=args.dtype,
                        compile=getattr(args, "compile", False), no_half_vae=getattr(args, "no_half_vae", False),
                        random_seed=_locked_seed(args) if getattr(args, "locked", False) else None,
+                       random_subseed=_locked_seed(args, "random_subseed") if getattr(args, "locked", False) else None,
                        cache_dir=getattr(args, "cache_dir", None))
     run = RunOptions(no_cache=getattr(args, "no_cache", False), refresh=set(getattr(args, "refresh", [])),
                      until=getattr(args, "until", None), allow_pickle=getattr(args, "allow_pickle", False),
@@ -104,10 +105,10 @@ def options_from_args(args):
     return plan, run
 
 
-def _locked_seed(args) -> int | None:
-    """With --locked, a `seed = -1` takes the seed the lock recorded instead of a new one."""
+def _locked_seed(args, field: str = "random_seed") -> int | None:
+    """With --locked, a `seed = -1` (`subseed = -1`) takes the one the lock recorded instead of a new one."""
     from sdbake.runner.lock import lock_path, read_lock
-    return read_lock(lock_path(Path(args.recipe))).get("random_seed")
+    return read_lock(lock_path(Path(args.recipe))).get(field)
 
 
 def prepare(args, loaded=None):

@@ -8,7 +8,7 @@ from sdbake.runner.kinds.prompts import plan_prompts
 
 
 def plan(stage, inv, document: dict, ctx: PlanContext) -> None:
-    seeds = [stage.seed + i for i in range(stage.batch_size)]
+    seeds = stage.image_seeds()
     plan_prompts(stage.prompt, stage.negative, seeds, inv, document, ctx)
     ctx.carried.update(prompts=inv.prompts, negatives=inv.negatives, seeds=seeds, width=stage.width,
                        height=stage.height, model=inv.model)

@@ -9,9 +9,10 @@ from .carry import Carry, carry_from_tensors, carry_to_tensors
 from .noise import BrownianNoise, ImageNoise, noise_sampler_for
 from .registry import SAMPLER_FUNCTIONS, SAMPLERS, get_sampler, is_second_order
 from .schedules import SCHEDULERS, model_sigmas, sampler_sigmas, sigma_schedule, sigma_to_t, t_to_sigma
+from .variation import SeedVariation, slerp
 
 __all__ = [
-    "SAMPLERS", "SAMPLER_FUNCTIONS", "SCHEDULERS", "BrownianNoise", "Carry", "ImageNoise", "carry_from_tensors",
-    "carry_to_tensors", "get_sampler", "is_second_order", "model_sigmas", "noise_sampler_for",
-    "sampler_sigmas", "sigma_schedule", "sigma_to_t", "t_to_sigma",
+    "SAMPLERS", "SAMPLER_FUNCTIONS", "SCHEDULERS", "BrownianNoise", "Carry", "ImageNoise", "SeedVariation",
+    "carry_from_tensors", "carry_to_tensors", "get_sampler", "is_second_order", "model_sigmas", "noise_sampler_for",
+    "sampler_sigmas", "sigma_schedule", "sigma_to_t", "slerp", "t_to_sigma",
 ]

@@ -17,6 +17,7 @@ import torch
 from sdbake.schemas.names import ANCESTRAL_SAMPLERS, SDE_SAMPLERS
 
 from .stepping import NoiseSampler
+from .variation import SeedVariation, first_noise
 
 
 class ImageNoise:
@@ -28,7 +29,7 @@ class ImageNoise:
     """
 
     def __init__(self, seeds: Sequence[int], shape_chw: Sequence[int], device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, variations: Sequence[SeedVariation | None] | None = None):
         if len(shape_chw) != 3:
             raise ValueError(f"shape_chw must be (C, h, w), got {tuple(shape_chw)}")
         self.seeds = [int(seed) for seed in seeds]
@@ -36,10 +37,20 @@ class ImageNoise:
         self.device = torch.device(device)
         self.dtype = dtype
         self._generators = [torch.Generator("cpu").manual_seed(seed) for seed in self.seeds]
+        # A1111's variation seed / seed resize change the first draw only (stages/samplers/variation.py)
+        self._variations = list(variations) if variations is not None else [None] * len(self.seeds)
+        if len(self._variations) != len(self.seeds):
+            raise ValueError(f"{len(self._variations)} variations for {len(self.seeds)} seeds")
+        self._drawn = False
 
     def draw(self) -> torch.Tensor:
         """The next standard normal sample of every image, stacked: (B, C, h, w) on the device."""
-        per_image = [torch.randn(self.shape_chw, generator=g, dtype=torch.float32) for g in self._generators]
+        if self._drawn:
+            per_image = [torch.randn(self.shape_chw, generator=g, dtype=torch.float32) for g in self._generators]
+        else:
+            per_image = [first_noise(seed, g, self.shape_chw, variation)
+                         for seed, g, variation in zip(self.seeds, self._generators, self._variations)]
+            self._drawn = True
         return torch.stack(per_image).to(device=self.device, dtype=self.dtype)
 
     def ancestral_noise_sampler(self) -> NoiseSampler:
@@ -57,6 +68,7 @@ class ImageNoise:
                              f"got {state.dtype} {tuple(state.shape)}")
         for generator, image_state in zip(self._generators, state):
             generator.set_state(image_state.contiguous().clone())
+        self._drawn = True          # a saved state is always past the first draw
 
 
 _CACHED_INCREMENTS = 8
