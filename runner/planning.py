@@ -62,6 +62,12 @@ def pick_random_seed(loaded: LoadedRecipe, seed: int | None = None, field: str =
 def plan_recipe(loaded: LoadedRecipe, options: PlanOptions | None = None) -> Plan:
     options = options or PlanOptions()
     recipe = loaded.recipe
+    if (recipe.defaults.n_iter or 1) > 1:
+        from sdbake.schemas.errors import RecipeError
+        raise RecipeError(f"n_iter = {recipe.defaults.n_iter} renders {recipe.defaults.n_iter} batches: `sdbake run` "
+                          "and `plan` (or runner.sweep.run.run_sweep) take them one after another; this command "
+                          "takes one recipe, so set n_iter = 1 (and seed to the batch's first seed)",
+                          file=str(loaded.path))
     seed = pick_random_seed(loaded, options.random_seed)
     subseed = pick_random_seed(loaded, options.random_subseed, "subseed")
     output_root = options.output_root_for(recipe)

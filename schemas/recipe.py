@@ -103,6 +103,8 @@ class Defaults(Strict):
     subseed_strength: SubseedStrength | None = None
     seed_resize_from_w: SeedResize | None = None
     seed_resize_from_h: SeedResize | None = None
+    n_iter: int | None = Field(None, ge=1, le=100, description="A1111 \"Batch count\": this many batches of "
+                               "batch_size, one after another, their seeds numbered on (default 1)")
 
 
 class CheckTolerances(Strict):

@@ -217,13 +217,23 @@ def load_sweep(source: str | Path | LoadedRecipe, overrides: list[str] = (),
         document, positions, label = read_document(path, overrides)
         folder = path.parent.resolve()
     entries, save_grid = matrix_entries(document, None, cli_matrix)
+    if _batch_count_in(document) > 1:          # A1111's batch count: its batches are the points
+        from sdbake.runner.sweep.batches import batch_sweep
+        from sdbake.schemas.loader import load_recipe
+        loaded = source if isinstance(source, LoadedRecipe) else load_recipe(Path(source), overrides)
+        return batch_sweep(loaded, label, bool(entries))
     axes = build_axes(document, entries, folder)
     points = expand_axes(document, axes, label=label, folder=folder, positions=positions)
     return Sweep(axes, points, save_grid, str(document.get("name", "")), label, folder, document)
 
 
+def _batch_count_in(document: dict) -> int:
+    count = (document.get("defaults") or {}).get("n_iter")
+    return count if isinstance(count, int) else 1
+
+
 def has_matrix(loaded: LoadedRecipe, cli_matrix: list[str] | dict = ()) -> bool:
-    """Whether `sdbake run/plan` should treat this recipe as a sweep."""
+    """Whether `sdbake run/plan` should treat this recipe as a sweep (axes, or a batch count above 1)."""
     keys = set(loaded.recipe.matrix) | set(cli_matrix if isinstance(cli_matrix, dict) else
                                            parse_cli_matrix(list(cli_matrix)))
-    return bool(keys - {SAVE_GRID})
+    return bool(keys - {SAVE_GRID}) or (loaded.recipe.defaults.n_iter or 1) > 1
