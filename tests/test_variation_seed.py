@@ -218,3 +218,17 @@ def test_points_with_their_own_subseeds_batched_render_what_they_render_alone(tm
     assert outcomes["batched"].farm.summary["batched_calls"] == 1
     assert len(pixels_by_name(tmp_path / "plain")) == 5                 # 4 points and the grid
     assert pixels_by_name(tmp_path / "batched") == pixels_by_name(tmp_path / "plain")
+
+
+def test_the_lock_keeps_a_drawn_subseed_and_run_locked_uses_it_again(tmp_path, tiny_model_dir, capsys):
+    from sdbake.runner.cli import main
+    from sdbake.runner.lock import lock_path, read_lock
+    path = write(tmp_path, "v.toml", variation_recipe(tiny_model_dir, "subseed = -1\nsubseed_strength = 0.2\n"))
+    out = ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(["lock", str(path), *out]) == 0
+    drawn = read_lock(lock_path(path))["random_subseed"]
+    capsys.readouterr()
+    assert main(["run", str(path), "--locked", *out]) == 0
+    assert f"picked subseed {drawn}" in capsys.readouterr().err
+    images = sorted((tmp_path / "out").glob("*.png"))
+    assert images and all(f"Variation seed: {drawn}," in infotext(image) for image in images)
