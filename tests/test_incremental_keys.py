@@ -32,7 +32,10 @@ RECIPE = {
 # cannot change in one stage alone (the recipe is refused, and the split test covers it); and a
 # txt2img pass starts at step 0 and hires needs the last pass to finish.
 TIED = {("sample-1", "start"), ("sample-1", "end"), ("sample-1", "steps"), ("sample-1", "scheduler"),
-        ("sample-2", "start"), ("sample-2", "end"), ("sample-2", "steps"), ("sample-2", "scheduler")}
+        ("sample-2", "start"), ("sample-2", "end"), ("sample-2", "steps"), ("sample-2", "scheduler"),
+        # A1111 ignores a subseed without a strength and one side of a seed resize: alone they change
+        # nothing, so they are no edit (subseed_strength alone is one: it draws a subseed)
+        ("encode", "subseed"), ("encode", "seed_resize_from_w"), ("encode", "seed_resize_from_h")}
 # region_method has one value so far and needs regions: it cannot change alone (regions can)
 TIED |= {(stage, "region_method") for stage in ("sample-1", "sample-2", "hires", "inpaint")}
 # tome_max_downsample without a tome_ratio merges nothing (and is dropped from the recipe): alone it
@@ -46,6 +49,7 @@ SPECIFIC = {
     "ops": [[{"op": "blur", "radius": 3.0}]], "rect": [[0, 0, 32, 32]], "denoise": [0.4, [0.5, 0.3]],
     "width": [96], "height": [96], "tiled": [True], "start": [1], "end": [3], "sdxl": [{"crop": [8, 8]}],
     "regions": [[{"mask": "mask2.png", "prompt": "blue"}]], "tome_ratio": [0.5],
+    "subseed_strength": [0.5],
 }
 
 

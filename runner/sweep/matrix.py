@@ -218,7 +218,6 @@ def load_sweep(source: str | Path | LoadedRecipe, overrides: list[str] = (),
         folder = path.parent.resolve()
     entries, save_grid = matrix_entries(document, None, cli_matrix)
     if _batch_count_in(document) > 1:          # A1111's batch count: its batches are the points
-        from sdbake.runner.sweep.batches import batch_sweep
         from sdbake.schemas.loader import load_recipe
         loaded = source if isinstance(source, LoadedRecipe) else load_recipe(Path(source), overrides)
         return batch_sweep(loaded, label, bool(entries))
@@ -237,3 +236,38 @@ def has_matrix(loaded: LoadedRecipe, cli_matrix: list[str] | dict = ()) -> bool:
     keys = set(loaded.recipe.matrix) | set(cli_matrix if isinstance(cli_matrix, dict) else
                                            parse_cli_matrix(list(cli_matrix)))
     return bool(keys - {SAVE_GRID}) or (loaded.recipe.defaults.n_iter or 1) > 1
+
+
+def batch_sweep(loaded: LoadedRecipe, label: str, has_axes: bool) -> Sweep:
+    """A1111's "Batch count" (`n_iter` in [defaults]): n_iter batches of batch_size images, rendered one
+    after another as the points of a sweep, so each batch is its own chain of cache entries and only
+    one batch is in memory at a time; no grid is drawn.
+
+    Batch b numbers its images on as A1111's process_images_inner does: the encode seeds start at
+    seed + b * batch_size, or, with a variation seed (the seed then stays the same for every image),
+    the subseeds do. A `-1` seed or subseed is drawn once, before the batches are made."""
+    from sdbake.runner.planning import pick_random_seed
+    from sdbake.schemas.canonical import canonical_dict
+    from sdbake.schemas.stages import EncodeParams
+    count = loaded.recipe.defaults.n_iter or 1
+    if has_axes:
+        raise RecipeError(f"n_iter = {count} and a [matrix] together are not supported: sweep the seed "
+                          f"instead (e.g. `seed = \"1-8\"` in [matrix])", file=label)
+    pick_random_seed(loaded)
+    pick_random_seed(loaded, field="subseed")
+    points = []
+    for batch in range(count):
+        recipe = loaded.recipe.model_copy(deep=True)
+        recipe.defaults.n_iter = None
+        for stage in recipe.stages:
+            if isinstance(stage, EncodeParams):
+                if stage.subseed_strength:
+                    stage.subseed += batch * stage.batch_size
+                else:
+                    stage.seed += batch * stage.batch_size
+        point_loaded = LoadedRecipe(recipe=recipe, path=loaded.path, folder=loaded.folder,
+                                    positions=loaded.positions, found=loaded.found, resolved=loaded.resolved)
+        points.append(Point((batch,), {"batch": batch + 1}, canonical_dict(recipe), point_loaded))
+    axis = Axis("n_iter", ("defaults", "n_iter"), "int", list(range(1, count + 1)), "batch")
+    return Sweep([axis], points, save_grid=False, name=loaded.recipe.name, label=label, folder=loaded.folder,
+                 document=canonical_dict(loaded.recipe))
