@@ -157,12 +157,12 @@ def guided_inputs(prompts: list[str], negatives: list[str], steps: int, hires_st
     """A function of the model-call index giving each image's uncond and weighted conds. Each of
     `regions` (prompt, weight, area on the latent grid) adds its AND parts to every image's conds after
     the prompt's, with weight = AND weight x region weight, applied only over its area (stages/regions.py)."""
-    cond_schedules = [prompt_schedules(p, steps, hires_steps) for p in prompts]
-    region_schedules = [(and_weight * weight, entries) for prompt, weight, _ in regions
-                        for and_weight, entries in prompt_schedules(prompt, steps, hires_steps)]
-    region_areas = [area for prompt, _, area in regions for _ in prompt_schedules(prompt, steps, hires_steps)]
-    cond_schedules = [image + region_schedules for image in cond_schedules]
-    areas = [[None] * (len(image) - len(region_areas)) + region_areas for image in cond_schedules]
+    region_parts = [(and_weight * weight, entries, area) for prompt, weight, area in regions
+                    for and_weight, entries in prompt_schedules(prompt, steps, hires_steps)]
+    cond_schedules = [prompt_schedules(p, steps, hires_steps) + [(w, entries) for w, entries, _ in region_parts]
+                      for p in prompts]
+    areas = [[None] * (len(image) - len(region_parts)) + [area for *_, area in region_parts]
+             for image in cond_schedules]
     uncond_schedules = [negative_schedule(n, steps, hires_steps) for n in negatives]
     on_device: dict[tuple[str, bool], Cond] = {}
 

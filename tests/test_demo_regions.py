@@ -17,7 +17,7 @@ regional = pytest.importorskip("regional")
 SEEDS = 3
 
 
-@pytest.mark.slow       # about 25 s: three renders of 3 images at 20 steps
+@pytest.mark.slow       # about a minute: three renders of 3 images of 128x128 at 20 steps
 def test_regions_put_red_left_and_blue_right_where_the_plain_prompt_does_not(tmp_path):
     forms = regional.variants()
     assert len(forms) == 3

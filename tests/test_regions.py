@@ -143,3 +143,18 @@ def test_hires_and_masked_inpaint_take_regions(tmp_path, tiny_model_dir):
     assert hires["Latent Couple"].startswith("divisions=1:1,1:2 positions=0:0,0:0 ")
     assert inpaint["Latent Couple"].startswith("divisions=1:1,1:6 positions=0:0,0:0 ")
     assert pixels(tmp_path).shape == (96, 96, 3)
+
+
+def test_batched_points_with_regions_render_what_each_renders_alone(tmp_path, tiny_model_dir):
+    from farm_helpers import pixels_by_name, write_sweep
+    from sdbake.runner.executors import ExecutorOptions
+    from sdbake.runner.sweep.run import run_sweep
+    path = write_sweep(tmp_path, tiny_model_dir, 'seed = "1-3"')
+    path.write_text(path.read_text().replace('type = "sample"\n', 'type = "sample"\n' + regions(
+        'rect = [0, 0, 32, 64], prompt = "blue sky", weight = 0.8')))
+    assert "regions" in path.read_text()
+    for name, max_batch in (("alone", 1), ("batched", 8)):
+        outcome = run_sweep(path, output_root=tmp_path / name, cache_dir=tmp_path / f"c-{name}", threads=1,
+                            executor=ExecutorOptions(max_batch=max_batch, quiet=True))
+    assert outcome.farm.summary["batched_calls"] == 1
+    assert pixels_by_name(tmp_path / "batched") == pixels_by_name(tmp_path / "alone")
