@@ -30,7 +30,7 @@ MAPPED = {"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Mod
           "VAE", "Denoising strength", "Clip skip", "Hires upscale", "Hires resize", "Hires steps",
           "Hires upscaler", "Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt",
           "Mask blur", "Inpaint area", "Masked area padding", "Refiner", "First pass size", "RNG", "Lora hashes",
-          "Hires checkpoint",
+          "Hires checkpoint", "Token merging ratio",
           *(("Variation seed", "Variation seed strength", "Seed resize from") if VARIATION else ())}
 
 # Per corpus file: recipe values (dotted paths, stage index) the import must give.
@@ -87,7 +87,7 @@ EXPECTED = {
                       "stages.0.negative": "blurry,\njpeg artifacts",
                       "stages.2.prompt": 'a sign that says "OPEN: 24/7", neon,\nnight street, sharp',
                       "stages.2.upscaler": "latent-nearest"},
-    "extensions": {"defaults.sampler": "dpmpp_2m", "stages.1": {"type": "sample"}},
+    "extensions": {"defaults.sampler": "dpmpp_2m", "stages.1": {"type": "sample", "tome_ratio": 0.3}},
 }
 # Unmapped keys that must be kept, word for word, as comments.
 UNMAPPED = {

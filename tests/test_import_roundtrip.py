@@ -116,6 +116,24 @@ type = "sample"
 [[stages]]
 type = "save"
 """,
+    "token_merging": """
+[[stages]]
+type = "encode"
+prompt = "a large red circle, blue background"
+
+[[stages]]
+type = "sample"
+tome_ratio = 0.4
+
+[[stages]]
+type = "hires"
+denoise = 0.5
+steps = 2
+tome_ratio = 0.3
+
+[[stages]]
+type = "save"
+""",
     "variation": """
 [[stages]]
 type = "encode"
@@ -172,7 +190,7 @@ def stage_keys(recipe: Path) -> dict[str, str]:
 
 
 CASES = [("txt2img", 1), ("txt2img", 2), ("hires", 1), ("hires_own_settings", 1), ("img2img", 1),
-         ("inpaint_loopback", 1), ("refiner", 1), ("lora", 1)]
+         ("inpaint_loopback", 1), ("refiner", 1), ("lora", 1), ("token_merging", 1)]
 if "subseed" in Defaults.model_fields:       # A1111's variation seed, where this sdbake has it
     CASES.append(("variation", 1))
 

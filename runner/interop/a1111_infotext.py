@@ -20,6 +20,7 @@ from sdbake.runner.interop.a1111_stages import (
     extra_stages,
     model_entries,
     resolve_lora_tags,
+    token_merging,
     variation_seed,
 )
 from sdbake.runner.interop.model_names import ModelResolver
@@ -89,6 +90,7 @@ def import_infotext(text: str, *, name: str, resolver: ModelResolver, source: st
     stages = base_stages(mapper, prompt, negative, imported, init_image=init_image, mask=mask)
     stages = extra_stages(mapper, defaults, models, resolver, version, stages)
     resolve_lora_tags(stages, mapper, resolver)
+    token_merging(stages, mapper)
     stages.append({"type": "save", "path": SAVE_PATH})
     for key in list(mapper.params):
         mapper.leave(key, "A1111 writes this as information only" if key in INFORMATIONAL else "")

@@ -236,3 +236,17 @@ def resolve_lora_tags(stages: list[dict], mapper: ParamMapper, resolver: ModelRe
     for stage in stages:        # A1111 reads tags in prompts only: a negative prompt's go to CLIP as text
         if isinstance(stage.get("prompt"), str):
             stage["prompt"] = LORA_TAG.sub(rewrite, stage["prompt"])
+
+
+def token_merging(stages: list[dict], mapper: ParamMapper) -> None:
+    """A1111's `Token merging ratio` (the first pass) and `Token merging ratio hr` (the hires pass) as the
+    stages' tome_ratio, where this sdbake has token merging; an inpaint's stays an unmapped note."""
+    from sdbake.schemas.stages import SampleParams
+    if "tome_ratio" not in SampleParams.model_fields:
+        return
+    for key, kind in (("Token merging ratio", "sample"), ("Token merging ratio hr", "hires")):
+        targets = [stage for stage in stages if stage["type"] == kind]
+        if key in mapper.params and targets:
+            ratio = mapper.number(key)
+            for stage in targets:
+                stage["tome_ratio"] = ratio
