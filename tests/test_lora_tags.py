@@ -113,6 +113,8 @@ def test_the_tag_text_never_reaches_clip(tmp_path, tiny_model_dir, lora_dir):
     assert torch.equal(tagged.latent, as_a1111.latent)
     assert not torch.equal(tagged.latent, tidied.latent)
     assert tagged.prompts == ("a, <lora:tiny:0>, b",)          # the recorded prompt keeps its tag
+    encoded = {text for memo in tagged.embeddings[1]["memos"] for text in memo["texts"]}
+    assert "a, , b" in encoded and not any("lora" in text for text in encoded)
 
 
 def test_text_encoder_and_unet_weights_apply_separately(tiny_model_dir, tiny_lora):
