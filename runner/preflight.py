@@ -86,6 +86,9 @@ def find_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> lis
                     models += _lora_tag_problems(loaded, where + (field,), text)
         for n, region in enumerate(getattr(stage, "regions", None) or []):
             prompts += _prompt_problems(loaded, where + ("regions", n, "prompt"), region.prompt)
+            if "<" in region.prompt and _tag_in(region.prompt):   # it would be cut out and never applied
+                prompts.append((where + ("regions", n, "prompt"),
+                                "LoRA tags are not read in region prompts: put the tag in the stage's prompt"))
     sizes, outputs = _output_problems(loaded, output_root, now)
     return (_as(ModelError, models) + _as(InputFileError, inputs) + _as(PromptError, prompts)
             + _as(RecipeError, sizes) + _as(OutputError, outputs))
@@ -241,6 +244,11 @@ def _prompt_problems(loaded: LoadedRecipe, where: tuple, text: str) -> list[Prob
             problems.append((where, (f"embedding `{name}` not found in: {', '.join(str(f) for f in folders)}"
                                     f"{did_you_mean(name, stems)}")))
     return problems
+
+
+def _tag_in(text: str) -> bool:
+    from sdbake.stages.prompts.extra_networks import EXTRA_NETWORK_TAG
+    return EXTRA_NETWORK_TAG.search(text) is not None
 
 
 def _lora_tag_problems(loaded: LoadedRecipe, where: tuple, text: str) -> list[Problem]:

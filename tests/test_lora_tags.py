@@ -256,3 +256,12 @@ def test_images_of_one_stage_must_name_the_same_tags(tmp_path, tiny_model_dir, l
                    prompt="a {red <lora:tiny:0.5>|blue <lora:tiny:0.9>} circle")
     with pytest.raises(PromptError, match="the images of this stage name different LoRA tags"):
         make_plan(load_recipe(write(tmp_path, "mixed.toml", text)), threads=1)
+
+
+def test_a_tag_in_a_region_prompt_is_a_validate_error(tmp_path, tiny_model_dir, lora_dir, capsys):
+    region = 'regions = [{ rect = [0, 0, 32, 64], prompt = "red <lora:tiny:0.8>" }]\n'
+    path = write(tmp_path, "region.toml", txt2img(tiny_model_dir, steps=STEPS).replace(
+        'type = "sample"\n', f'type = "sample"\n{region}'))
+    assert main(["validate", str(path), "--out", str(tmp_path / "out")]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "regions[0].prompt: LoRA tags are not read in region prompts" in line
