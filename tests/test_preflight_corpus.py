@@ -157,7 +157,9 @@ def test_validate_names_the_line_and_run_stops_before_any_stage(case, replace, b
 
     def no_stage_may_run(*args, **kwargs):
         raise AssertionError("a stage started: the run got past its checks")
-    monkeypatch.setattr("sdbake.runner.execute.execute", no_stage_may_run)
+    # A class attribute, looked up at each call: patching a module-level function would leak into any
+    # module that first imports it (by name) while the patch is on, and break later tests' renders.
+    monkeypatch.setattr("sdbake.runner.runtime.Runtime.run_stage", no_stage_may_run)
     started = time.perf_counter()
     code = main(["run", str(recipe), "--out", out, "--cache-dir", str(tmp_path / "cache"), "--quiet"])
     assert code == 1 and expected in capsys.readouterr().err
