@@ -169,3 +169,20 @@ def test_a_file_that_is_no_workflow_is_one_error_line(tmp_path):
 def test_widget_order_follows_comfyui_with_its_extra_frontend_values():
     assert widget_names("KSampler") == ["seed", "<control>", "steps", "cfg", "sampler_name", "scheduler", "denoise"]
     assert widget_names("LoadImageMask") == ["image", "channel", "<upload>"]
+
+
+def test_sdbake_import_writes_a_recipe_from_a_workflow_and_names_what_it_cannot_map(tmp_path, capsys):
+    recipe = tmp_path / "flow.toml"
+    assert main(["import", str(CORPUS / "two_pass_advanced.ui.json"), "-o", str(recipe),
+                 "--model", f"v1-5-pruned-emaonly.safetensors={DEMO}"]) == 0
+    text = recipe.read_text()
+    assert "start = 6" in text and "end = 10" in text
+    assert main(["validate", str(recipe)]) == 0
+    nodes = json.loads((CORPUS / "default_txt2img.api.json").read_text())
+    nodes["20"] = {"class_type": "UpscaleModelLoaderX", "inputs": {}}
+    (tmp_path / "custom.json").write_text(json.dumps(nodes))
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "custom.json"), "-o", str(tmp_path / "custom.toml")]) == 1
+    assert capsys.readouterr().err.strip() == (f"{tmp_path / 'custom.json'}: no sdbake equivalent for node(s): "
+                                               f"20 (UpscaleModelLoaderX)")
+    assert not (tmp_path / "custom.toml").exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from sdbake.runner.interop.comfy_export import export_comfyui
+from sdbake.runner.interop.comfy_export import export_comfyui, input_name
 from sdbake.runner.interop.comfy_import import import_workflow
 from sdbake.runner.planning import PlanOptions, plan_recipe
 from sdbake.schemas.loader import load_text
@@ -33,7 +33,8 @@ def expressible(document: dict) -> dict:
         if stage["type"] == "intervene":
             continue
         stage.pop("sdxl", None)
-        stage.pop("regions", None)
+        for field in ("regions", "tome_ratio", "tome_max_downsample"):
+            stage.pop(field, None)
         if stage["type"] == "hires":
             stage["upscaler"] = APPROXIMATED_UPSCALERS.get(stage.get("upscaler"), stage.get("upscaler"))
             stage.pop("tiled", None)
@@ -62,10 +63,8 @@ def plan_keys(document: dict, folder: Path, out: Path) -> tuple[dict, dict]:
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_export_then_import_gives_the_same_plan_keys(tmp_path, path, request):
     document = tomllib.loads(path.read_text(encoding="utf-8"))
-    names = {"demo.safetensors": "../models/demo", "center.png": "../masks/center.png"}
     if "sdxl" in path.parts:      # the SDXL checkpoints are not installed: both sides use the same tiny models
         files = request.getfixturevalue("sdxl_files")
-        names.update({Path(file).name: file for file in files.values()})
         for entry in document["models"].values():
             entry["checkpoint"] = files[entry["checkpoint"]]
     original = expressible(document)
@@ -76,6 +75,13 @@ def test_export_then_import_gives_the_same_plan_keys(tmp_path, path, request):
     result = export_comfyui(loaded, {inv.id: inv.outputs for inv in plan.invocations if inv.outputs})
     workflow = tmp_path / "workflow.json"
     workflow.write_text(json.dumps(result.workflow))
+    # what a user gives `sdbake import --model`: each name the workflow uses, mapped to the recipe's file
+    names = {input_name(stage[key]): stage[key] for stage in document["stages"] for key in ("mask", "image")
+             if stage.get(key)}
+    for node in result.workflow.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            entry = node["_meta"]["title"].removeprefix("Load Checkpoint: ")
+            names[node["inputs"]["ckpt_name"]] = document["models"][entry]["checkpoint"]
     imported, notes = import_workflow(workflow, names)
     assert notes == []
     assert plan_keys(imported, path.parent, tmp_path / "out") == (keys, outputs)
