@@ -115,3 +115,15 @@ def test_the_validator_names_each_problem_and_its_node():
         "node 3 (KSampler): input 'negative': links to node '9', which is not in the workflow",
         "node 4: unknown node class 'FreeU_V2'",
     ]
+
+
+def test_variation_seed_and_batch_count_are_warnings(tmp_path, tiny_single_file, capsys):
+    stages = '[[stages]]\ntype = "sample"\n\n[[stages]]\ntype = "save"\npath = "a.png"\n'
+    text = recipe(tiny_single_file, stages).replace("[defaults]\n", "[defaults]\nn_iter = 2\n").replace(
+        'negative = "blurry"\n', 'negative = "blurry"\nsubseed = 5\nsubseed_strength = 0.3\n')
+    (tmp_path / "r.toml").write_text(text)
+    code, workflow = export(tmp_path, tmp_path / "r.toml")
+    err = capsys.readouterr().err
+    assert code == 0 and validate_workflow(workflow) == []
+    assert "warning: stage encode (encode): A1111's variation seed (subseed) has no ComfyUI core equivalent" in err
+    assert "warning: stage encode (encode): batch count n_iter = 2: the workflow renders one batch" in err

@@ -175,6 +175,11 @@ class _Exporter:
     # one method per stage kind
     def stage_encode(self, stage) -> None:
         self.encode, self.size = stage, (stage.width, stage.height)
+        if getattr(stage, "subseed_strength", None):
+            self.warn(stage, "A1111's variation seed (subseed) has no ComfyUI core equivalent: left out")
+        if getattr(self.recipe.defaults, "n_iter", None) and self.recipe.defaults.n_iter > 1:
+            self.warn(stage, f"batch count n_iter = {self.recipe.defaults.n_iter}: the workflow renders one "
+                             f"batch (queue it {self.recipe.defaults.n_iter} times with the seed counting up)")
         self.vae = self.checkpoint(stage.model)[2]
         if stage.image:
             image = [self.add("LoadImage", image=input_name(stage.image)), 0]
