@@ -146,8 +146,6 @@ class _Exporter:
         negative = stage.negative if stage.negative is not None else self.encode.negative
         if stage.sdxl is not None:
             self.warn(stage, "SDXL micro-conditioning needs CLIPTextEncodeSDXL: left out")
-        if getattr(stage, "tome_ratio", None):
-            self.warn(stage, "token merging (ComfyUI's TomePatchModel, not exported): left out")
         if getattr(stage, "regions", None):   # ConditioningSetArea weighs areas otherwise than Latent Couple
             self.warn(stage, "regional prompts have no ComfyUI core equivalent with the same weighting: left out")
         if getattr(stage, "tome_ratio", None):
