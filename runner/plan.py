@@ -34,7 +34,7 @@ from sdbake.schemas.errors import SdbakeError
 from sdbake.schemas.loader import LoadedRecipe
 
 KEY_FORMAT = 2
-NOT_IN_KEY = {"id", "description", "preview", "preview_every", "preview_dir"}
+NOT_IN_KEY = {"id", "description", "preview", "preview_before", "preview_every", "preview_dir"}
 
 __all__ = ["KEY_FORMAT", "NOT_IN_KEY", "Invocation", "Plan", "build_plan", "canonical_dict_of", "embeddings_used",
            "key_of", "wildcard_dirs"]

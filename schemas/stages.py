@@ -210,10 +210,27 @@ class InterveneParams(StageBase):
     mask: str | None = Field(None, description="white = may change")
     rect: Rect | None = None
     feather: float = Field(0.0, ge=0.0, le=256.0, description="mask blur radius in pixels")
-    preview: str | None = Field(None, description="write the decoded clean estimate here (output root)")
+    keep_outside: bool | None = Field(None, description="every later step keeps the latent outside the mask "
+                                      "equal to the unedited run's (the unedited latent is sampled beside it: "
+                                      "2x batch); needs mask or rect and a latent mid-schedule")
+    preview: str | None = Field(None, description="write the decoded clean estimate after the ops here "
+                                "(output root)")
+    preview_before: str | None = Field(None, description="also write the decoded clean estimate before the ops")
     model: str | None = None
     cfg: Cfg | None = None
     sdxl: SdxlConditioning | None = None
+
+    @field_validator("keep_outside")
+    @classmethod
+    def _false_is_unset(cls, keep):
+        # `keep_outside = false` is today's intervene: the same canonical form, so the same cache key
+        return keep or None
+
+    @model_validator(mode="after")
+    def _keep_outside_needs_a_region(self):
+        if self.keep_outside and not (self.mask or self.rect):
+            raise ValueError("keep_outside keeps what lies outside the mask: set `mask` or `rect`")
+        return self
 
     def files_read(self) -> list[tuple[tuple, str, str]]:
         found = [((name,), getattr(self, name), name) for name in ("image", "mask") if getattr(self, name)]

@@ -6,6 +6,7 @@ from sdbake.schemas.errors import StateError
 from sdbake.schemas.stages import SampleParams
 from sdbake.stages.conditioning import pack_memo, unpack_memo
 from sdbake.stages.context import StageContext
+from sdbake.stages.keep_outside import finished_image, sample_beside_twin
 from sdbake.stages.regions import provenance_fields, stage_regions
 from sdbake.stages.sampler_run import (
     Guidance,
@@ -17,6 +18,7 @@ from sdbake.stages.sampler_run import (
 )
 from sdbake.stages.state import Position, State
 from sdbake.stages.token_merging import token_merging
+from sdbake.stages.vae import vae_options
 
 
 def run(p: SampleParams, state: State, ctx: StageContext) -> State:
@@ -50,14 +52,23 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         carry, model_calls = None, 0
     regions = stage_regions(p, ctx, (state.width, state.height))
     g = with_memo(guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl, regions=regions), model, p.sampler, ctx)
+    twin = None
     with token_merging(model.unet, p.tome_ratio, p.tome_max_downsample, ctx.stage_id):
-        x, carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise, carry=carry,
-                                            model_calls=model_calls)
-    return _result(p, state, ctx, x, carry, model_calls, setup, noise, g)
+        if state.twin is not None:       # an intervene with keep_outside: the unedited latent runs beside
+            x, carry, model_calls, twin = sample_beside_twin(setup, model, x, p.start, p.end, g, ctx,
+                                                             noise=noise, carry=carry, model_calls=model_calls,
+                                                             twin=state.twin)
+        else:
+            x, carry, model_calls = run_sampler(setup, model, x, p.start, p.end, g, ctx, noise=noise, carry=carry,
+                                                model_calls=model_calls)
+    image = None
+    if twin is not None and p.end == p.steps:    # the unedited pixels beyond the decoder's reach of the mask
+        image = finished_image(model, x, twin, vae_options(state, ctx), ctx.warn)
+    return _result(p, state, ctx, x, carry, model_calls, setup, noise, g, twin, image)
 
 
 def _result(p: SampleParams, state: State, ctx: StageContext, x, carry, model_calls, setup, noise,
-            g: Guidance) -> State:
+            g: Guidance, twin=None, image=None) -> State:
     finished = p.end == p.steps
     record = {"stage": ctx.stage_id, "type": "sample", "Steps": p.steps, "sampler": p.sampler,
               "scheduler": p.scheduler, "CFG scale": p.cfg, "start": p.start, "end": p.end,
@@ -76,7 +87,8 @@ def _result(p: SampleParams, state: State, ctx: StageContext, x, carry, model_ca
         position=None if finished else Position(p.steps, p.scheduler, p.end, float(setup.sigmas[p.end])),
         sampler=None if finished else p.sampler, carry=None if finished else carry,
         noise=None if finished else setup.pack_noise(noise), model_calls=0 if finished else model_calls,
-        image=None, image_from_latent=False, model=p.model, prompts=tuple(g.prompts), negatives=tuple(g.negatives),
+        twin=None if finished else twin,         # at the end the outside already equals the twin's
+        image=image, image_from_latent=False, model=p.model, prompts=tuple(g.prompts), negatives=tuple(g.negatives),
         embeddings=g.embeddings,
         provenance=state.provenance + (record,))
 

@@ -161,8 +161,9 @@ def guided_denoiser(model, sampler: str, g: Guidance, x: torch.Tensor, ctx: Stag
 
 
 def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: int, g: Guidance, ctx: StageContext,
-                *, noise, carry: Packed | None = None, model_calls: int = 0, wrap=None, concat=None):
-    """Walk sigmas[start:end+1] of the setup's schedule; returns (x, carry, model calls so far)."""
+                *, noise, carry: Packed | None = None, model_calls: int = 0, wrap=None, concat=None, walk=None):
+    """Walk sigmas[start:end+1] of the setup's schedule; returns (x, carry, model calls so far).
+    `walk(sampler, denoiser, x, sigmas, **kwargs)` replaces the one sampler call (keep_outside steps)."""
     denoiser = guided_denoiser(model, setup.sampler, g, x, ctx, model_calls=model_calls, concat=concat)
     sigmas = setup.sigmas
     sampler = samplers.get_sampler(setup.sampler)
@@ -171,8 +172,9 @@ def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: i
     total = end - start
     previews = StepPreviews.for_run(ctx, model, start)
     model_fn = previews.watch(wrap(denoiser) if wrap is not None else denoiser)
-    x, carry_obj = sampler(model_fn, x, sigmas[start:end + 1].to(x.device), noise_sampler=noise_sampler,
-                           carry=carry_obj, callback=lambda i: (ctx.progress(i + 1, total), previews.after_step(i)),
-                           steps_before=start, steps_after=len(sigmas) - 1 - end)
+    walk = walk or (lambda function, *args, **kwargs: function(*args, **kwargs))
+    x, carry_obj = walk(sampler, model_fn, x, sigmas[start:end + 1].to(x.device), noise_sampler=noise_sampler,
+                        carry=carry_obj, callback=lambda i: (ctx.progress(i + 1, total), previews.after_step(i)),
+                        steps_before=start, steps_after=len(sigmas) - 1 - end)
     packed = samplers.carry_to_tensors(carry_obj) if carry_obj is not None else None
     return x, packed, denoiser.model_calls

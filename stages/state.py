@@ -48,6 +48,7 @@ class State:
     img2img_denoise: float | None = None
     vae_tiled: bool | None = None         # None: tile automatically above AUTO_TILE_PIXELS
     embeddings: Packed | None = None      # text -> token embeddings memo (the encode stage's output)
+    twin: Packed | None = None            # intervene keep_outside: the unedited latent, its carry, the mask
     provenance: tuple[dict, ...] = field(default_factory=tuple)
 
     def evolve(self, **changes) -> State:
@@ -58,7 +59,7 @@ class State:
         return len(self.seeds)
 
 
-_PACKED_FIELDS = ("carry", "noise", "embeddings")
+_PACKED_FIELDS = ("carry", "noise", "embeddings", "twin")
 _TENSOR_FIELDS = ("latent", "image")
 
 

@@ -1,6 +1,8 @@
 """intervene: exact with no ops, exact outside its mask, keyed by the edited file's content."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image, ImageDraw
 from stage_helpers import recipe, render_text
@@ -81,3 +83,21 @@ def test_a_missing_paste_file_is_named_with_its_place_in_the_recipe(tmp_path, ti
     with pytest.raises(InputFileError) as err:
         render_text(tmp_path, _paste_recipe(tiny_model_dir, "m.png"), "m.toml")
     assert "patch.png" in str(err.value) and "m.toml:" in str(err.value)
+
+
+def test_the_preview_shows_the_edit_and_preview_before_the_picture_before_it(tmp_path):
+    """On the demo model (its VAE reproduces a flat colour): the fill is in the after-ops preview only."""
+    import numpy as np
+    demo = Path(__file__).resolve().parent.parent / "models" / "demo"
+    middle = ('[[stages]]\ntype = "intervene"\nrect = [16, 16, 32, 32]\npreview = "after.png"\n'
+              'preview_before = "before.png"\nops = [{ op = "fill", color = "#ff0000", rect = [16, 16, 32, 32] }]\n')
+    text = recipe(demo, SPLIT.format(middle=middle, out="f.png"), prompt="a blue square, white background")
+    render_text(tmp_path, text, "f.toml", until="intervene")
+    after = np.asarray(Image.open(tmp_path / "out" / "after.png").convert("RGB"), dtype=np.float32)
+    before = np.asarray(Image.open(tmp_path / "out" / "before.png").convert("RGB"), dtype=np.float32)
+    red = np.array([255.0, 0.0, 0.0])
+    inside = (slice(20, 44), slice(20, 44))                   # the rect less the VAE's blur at its edge
+    assert np.abs(after[inside] - red).mean() < 40, after[inside].mean(axis=(0, 1))
+    assert np.abs(before[inside] - red).mean() > 120, before[inside].mean(axis=(0, 1))
+    # the rest is the same picture, up to the decoder's whole-image statistics (measured 8.6 levels)
+    assert np.abs(after[48:, 48:] - before[48:, 48:]).mean() < 20
