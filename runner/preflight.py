@@ -2,7 +2,8 @@
 
 `validate` and every plan call `preflight`: files a recipe names exist and are regular files (models,
 VAEs, LoRAs, init/mask/paste/edit images, upscaler models, embeddings), save and preview templates
-render with the plan's variables, fill colours parse, wildcards have files, hires sizes are within
+render with the plan's variables, fill colours parse, intervene ops reach the image and the stage's
+rect (runner/preflight_edits.py), wildcards have files, hires sizes are within
 limits, and `on_exists = "error"` does not meet a file it would refuse. Every problem is reported at
 once, each as `file:line:col: path: message`, with a did-you-mean where a near name exists.
 """
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sdbake.runner.preflight_edits import edit_problems
 from sdbake.schemas.errors import (
     InputFileError,
     ModelError,
@@ -327,8 +329,12 @@ def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> 
                                  f"(from {current['width']}x{current['height']})")))
             current.update(width=width, height=height)
         sizes += _region_problems(where, stage, current)
-        field = "path" if isinstance(stage, SaveParams) else "preview" if getattr(stage, "preview", None) else None
-        if field:
+        if isinstance(stage, InterveneParams) and current["width"]:
+            sizes += edit_problems(where, stage, current["width"], current["height"],
+                                   lambda name: _resolve(loaded, name))
+        fields = ["path"] if isinstance(stage, SaveParams) else [
+            name for name in ("preview", "preview_before") if getattr(stage, name, None)]
+        for field in fields:
             problems += _template_problems(loaded, where + (field,), getattr(stage, field), stage, current,
                                            recipe_hash, now, output_root)
     return sizes, problems

@@ -50,6 +50,7 @@ SPECIFIC = {
     "width": [96], "height": [96], "tiled": [True], "start": [1], "end": [3], "sdxl": [{"crop": [8, 8]}],
     "regions": [[{"mask": "mask2.png", "prompt": "blue"}]], "tome_ratio": [0.5],
     "subseed_strength": [0.5],
+    "keep_outside": [True],
 }
 
 

@@ -101,6 +101,14 @@ CORPUS = [
      "embedding `styel` not found in: {folder}/embeddings (did you mean `style`?)"),
     ("hires target too large", "width = 64", "width = 4160", "scale =",
      "stages[4].scale: the hires target 8320x128 is outside 64-8192 pixels a side (from 4160x64)"),
+    ("paste outside the image", "at = [8, 8]", "at = [64, 8]", "ops = ",
+     ("stages[2].ops[0]: the paste op's extent [64, 8, 16, 16] lies entirely outside the 64x64 image: it would "
+     "change nothing")),
+    ("fill outside the stage's rect", 'type = "intervene"\n', 'type = "intervene"\nrect = [32, 32, 32, 32]\n',
+     "ops = ", ("stages[2].ops[1]: the fill op's extent [0, 0, 8, 8] lies entirely outside the stage's rect "
+     "[32, 32, 32, 32]: it would change nothing")),
+    ("intervene rect outside the image", 'type = "intervene"\n', 'type = "intervene"\nrect = [100, 0, 8, 8]\n',
+     "rect =", "stages[2].rect: the rect [100, 0, 8, 8] lies entirely outside the 64x64 image: nothing can change"),
     ("output collision", 'on_exists = "number"', 'on_exists = "error"', "path =",
      'already exists and on_exists = "error" (it was not made by this recipe'),
 ]
@@ -164,6 +172,14 @@ def test_validate_names_the_line_and_run_stops_before_any_stage(case, replace, b
     code = main(["run", str(recipe), "--out", out, "--cache-dir", str(tmp_path / "cache"), "--quiet"])
     assert code == 1 and expected in capsys.readouterr().err
     assert time.perf_counter() - started < 10
+
+
+def test_ops_partly_outside_the_image_or_the_rect_validate_and_are_clipped_at_run_time(corpus_folder, tmp_path,
+                                                                                        capsys):
+    recipe = write_recipe(corpus_folder, 'type = "intervene"\n', 'type = "intervene"\nrect = [4, 4, 60, 60]\n')
+    text = recipe.read_text().replace("at = [8, 8]", "at = [56, -8]")
+    recipe.write_text(text)
+    assert main(["validate", str(recipe), "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
 
 
 def test_rerun_with_on_exists_error_meets_its_own_image_and_passes(tmp_path, tiny_model_dir, capsys):
