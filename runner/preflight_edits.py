@@ -5,6 +5,7 @@ outside is clipped (PIL draws and pastes only what falls inside), as the docs sa
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,17 @@ def _meets(a: Box, b: Box) -> bool:
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    """The pasted image's size from its header (None when unreadable: the file checks report that)."""
+    """The pasted image's size from its header (None when unreadable: the file checks report that). PNG
+    and GIF headers are read here, so that `validate` stays free of PIL for them."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(24)
+    except OSError:
+        return None
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        return struct.unpack(">II", head[16:24])
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return struct.unpack("<HH", head[6:10])
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as image:
