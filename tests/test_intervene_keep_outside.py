@@ -160,3 +160,27 @@ def test_the_final_pixels_beyond_the_decoders_reach_equal_the_unedited_render(tm
     assert beyond.float().mean() > 0.5                          # most of the image is beyond the reach
     assert torch.equal(a[beyond], b[beyond])
     assert (a[8:24, 8:24] - b[8:24, 8:24]).abs().max() > 20     # and the edit shows
+
+
+
+def test_a_second_edit_widens_the_kept_region_and_one_without_keep_outside_ends_it(tmp_path, tiny_model_dir,
+                                                                                  monkeypatch, capsys):
+    seen = _recording(monkeypatch)
+    second = ('[[stages]]\ntype = "intervene"\nid = "again"\nrect = [32, 32, 32, 32]\n{keep}'
+              'ops = [{{ op = "fill", color = "#0000ff", rect = [32, 32, 32, 32] }}]\n\n')
+    first = EDIT.format(keep="keep_outside = true\n") + '[[stages]]\ntype = "sample"\nid = "mid"\nstart = 3\nend = 5\n\n'
+
+    def stages(keep: str, out: str) -> str:
+        return (f'[[stages]]\ntype = "sample"\nend = 3\n\n{first}{second.format(keep=keep)}'
+                f'[[stages]]\ntype = "sample"\nstart = 5\n\n[[stages]]\ntype = "save"\npath = "{out}"\n')
+    plain = render_text(tmp_path, recipe(tiny_model_dir, _stages("", "p.png", splits=(3, 8))), "p.toml")
+    widened = render_text(tmp_path, recipe(tiny_model_dir, stages("keep_outside = true\n", "w.png")), "w.toml")
+    a, b = plain.final_state.latent, widened.final_state.latent
+    both = OUTSIDE.clone()
+    both[:, :, 4:, 4:] = False                      # the second rect's cells
+    assert torch.equal(a[both.expand_as(a)], b[both.expand_as(b)])
+    assert not torch.equal(a[:, :, 4:, 4:], b[:, :, 4:, 4:])
+    capsys.readouterr()
+    render_text(tmp_path, recipe(tiny_model_dir, stages("", "n.png")), "n.toml")
+    assert seen["mid"].twin is not None and seen["again"].twin is None
+    assert "the outside kept by an earlier one follows this edit" in capsys.readouterr().err
