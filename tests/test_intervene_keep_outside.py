@@ -31,8 +31,8 @@ def _recording(monkeypatch) -> dict:
     seen = {}
     original = Runtime.run_stage
 
-    def run_stage(self, inv, state):
-        new_state, files = original(self, inv, state)
+    def run_stage(self, inv, state, **kwargs):
+        new_state, files = original(self, inv, state, **kwargs)
         seen[inv.id] = new_state
         return new_state, files
     monkeypatch.setattr(Runtime, "run_stage", run_stage)
@@ -43,7 +43,7 @@ OUTSIDE = torch.ones((1, 4, 8, 8), dtype=torch.bool)
 OUTSIDE[:, :, :4, :4] = False                     # the 32x32 pixel rect is latent cells [0:4, 0:4]
 
 
-@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde", "heun"])
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde", "heun", "uni_pc", "lcm"])
 def test_the_latent_outside_the_mask_equals_the_unedited_run_at_every_step(tmp_path, tiny_model_dir, monkeypatch,
                                                                             sampler):
     seen = _recording(monkeypatch)
