@@ -3,9 +3,9 @@
 `validate` and every plan call `preflight`: files a recipe names exist and are regular files (models,
 VAEs, LoRAs, init/mask/paste/edit images, upscaler models, embeddings), save and preview templates
 render with the plan's variables, fill colours parse, intervene ops reach the image and the stage's
-rect (runner/preflight_edits.py), wildcards have files, hires sizes are within
-limits, and `on_exists = "error"` does not meet a file it would refuse. Every problem is reported at
-once, each as `file:line:col: path: message`, with a did-you-mean where a near name exists.
+rect (preflight_edits.py), wildcards have files, hires sizes are within limits, and `on_exists = "error"`
+does not meet a file it would refuse. Every problem is reported at once, each as
+`file:line:col: path: message`, with a did-you-mean where a near name exists.
 """
 from __future__ import annotations
 
