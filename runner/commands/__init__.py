@@ -38,3 +38,19 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, help="model precision (default: float16 on CUDA, float32 on CPU)")
     parser.add_argument("--out", metavar="DIR", help="output root (default: the recipe's output_dir, else ./outputs)")
     parser.add_argument("--cache-dir", metavar="DIR", help=cache_dir_help())
+
+
+def write_text_output(text: str, path: str | None) -> int:
+    """A command's text result: on stdout, or written to path (then the path is printed); exit code 0."""
+    if path is None:
+        sys.stdout.write(text)
+        return 0
+    from pathlib import Path
+
+    from sdbake.schemas.errors import OutputError
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise OutputError(f"cannot write: {err.strerror or err}", file=path) from None
+    print(path)
+    return 0

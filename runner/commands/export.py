@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from sdbake.runner.commands import add_command, add_overrides
+from sdbake.runner.commands import add_command, add_overrides, write_text_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,13 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args) -> int:
-    from pathlib import Path
-
     from sdbake.runner.interop.comfy_export import export_comfyui, save_outputs
     from sdbake.runner.interop.comfy_nodes import validate_workflow
     from sdbake.runner.planning import PlanOptions, pick_random_seed, plan_recipe
     from sdbake.runner.sources import load_any
-    from sdbake.schemas.errors import OutputError, SdbakeError
+    from sdbake.schemas.errors import SdbakeError
 
     loaded = load_any(args.recipe, args.overrides)
     try:    # the plan renders the save paths; without the model files they fall back to recipe/stage names
@@ -53,12 +51,4 @@ def run_export(args) -> int:
               file=sys.stderr)
         return 1
     text = json.dumps(result.workflow, indent=2, ensure_ascii=False) + "\n"
-    if args.output is None:
-        sys.stdout.write(text)
-        return 0
-    try:
-        Path(args.output).write_text(text, encoding="utf-8")
-    except OSError as err:
-        raise OutputError(f"cannot write: {err.strerror or err}", file=args.output) from None
-    print(args.output)
-    return 0
+    return write_text_output(text, args.output)

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from sdbake.runner.commands import add_command, add_overrides
+from sdbake.runner.commands import add_command, add_overrides, write_text_output
 
 SET_HELP = "override a recipe value before checking, e.g. stages.hires.denoise=0.5 (repeatable)"
 
@@ -85,9 +85,7 @@ def run_schema(args) -> int:
     else:
         from sdbake.schemas.jsonschema import recipe_json_schema
         text = json.dumps(recipe_json_schema(), indent=2, sort_keys=True) + "\n"
-    if args.write is None:
-        sys.stdout.write(text)
-        return 0
+    return write_text_output(text, args.write)
     from pathlib import Path
 
     from sdbake.schemas.errors import OutputError

@@ -29,33 +29,43 @@ def _resnet_key(rest: str) -> str:
     raise KeyError(rest)
 
 
+def _unet_rules(layers_per_block: int, up_blocks_with_attention: set[int]):
+    """(diffusers key pattern, its LDM name) for every UNet key that is not in UNET_DIRECT."""
+    per_level = layers_per_block + 1
+
+    def upsampler(m) -> str:
+        slot = 2 if int(m[1]) in up_blocks_with_attention else 1
+        return f"output_blocks.{per_level * int(m[1]) + layers_per_block}.{slot}.conv.{m[2]}"
+    return (
+        (r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)",
+         lambda m: f"input_blocks.{per_level * int(m[1]) + int(m[2]) + 1}.0.{_resnet_key(m[3])}"),
+        (r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)",
+         lambda m: f"input_blocks.{per_level * int(m[1]) + int(m[2]) + 1}.1.{m[3]}"),
+        (r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)",
+         lambda m: f"input_blocks.{per_level * (int(m[1]) + 1)}.0.op.{m[2]}"),
+        (r"mid_block\.resnets\.(\d+)\.(.*)", lambda m: f"middle_block.{2 * int(m[1])}.{_resnet_key(m[2])}"),
+        (r"mid_block\.attentions\.0\.(.*)", lambda m: f"middle_block.1.{m[1]}"),
+        (r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)",
+         lambda m: f"output_blocks.{per_level * int(m[1]) + int(m[2])}.0.{_resnet_key(m[3])}"),
+        (r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)",
+         lambda m: f"output_blocks.{per_level * int(m[1]) + int(m[2])}.1.{m[3]}"),
+        (r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", upsampler),
+    )
+
+
 def unet_to_ldm(state_dict: dict[str, torch.Tensor], layers_per_block: int,
                 up_blocks_with_attention: set[int]) -> dict[str, torch.Tensor]:
-    per_level = layers_per_block + 1
+    rules = _unet_rules(layers_per_block, up_blocks_with_attention)
     out = {}
     for key, value in state_dict.items():
         head, _, tail = key.rpartition(".")          # tail: weight / bias
         if head in UNET_DIRECT:
             out[f"{UNET_DIRECT[head]}.{tail}"] = value
-        elif m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
-            i, j, rest = int(m[1]), int(m[2]), m[3]
-            out[f"input_blocks.{per_level * i + j + 1}.0.{_resnet_key(rest)}"] = value
-        elif m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
-            out[f"input_blocks.{per_level * int(m[1]) + int(m[2]) + 1}.1.{m[3]}"] = value
-        elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
-            out[f"input_blocks.{per_level * (int(m[1]) + 1)}.0.op.{m[2]}"] = value
-        elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
-            out[f"middle_block.{2 * int(m[1])}.{_resnet_key(m[2])}"] = value
-        elif m := re.match(r"mid_block\.attentions\.0\.(.*)", key):
-            out[f"middle_block.1.{m[1]}"] = value
-        elif m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
-            out[f"output_blocks.{per_level * int(m[1]) + int(m[2])}.0.{_resnet_key(m[3])}"] = value
-        elif m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
-            out[f"output_blocks.{per_level * int(m[1]) + int(m[2])}.1.{m[3]}"] = value
-        elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
-            i = int(m[1])
-            slot = 2 if i in up_blocks_with_attention else 1
-            out[f"output_blocks.{per_level * i + layers_per_block}.{slot}.conv.{m[2]}"] = value
+            continue
+        for pattern, ldm_name in rules:
+            if m := re.match(pattern, key):
+                out[ldm_name(m)] = value
+                break
         else:
             raise KeyError(f"no LDM name for UNet key {key}")
     return out
