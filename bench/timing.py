@@ -65,8 +65,12 @@ class Meter:
         times: dict[str, list[float]] = {name: [] for name in calls}
         cpu: dict[str, list[float]] = {name: [] for name in calls}
         peaks: dict[str, float | None] = dict.fromkeys(calls)
-        for _ in range(self.repeats):
-            for name, fn in calls.items():
+        names = list(calls)
+        for repeat in range(self.repeats):
+            # The order turns every repeat: the call that runs after another pays for what that one left
+            # (freed memory handed back, a garbage collection), so no call always follows the same one.
+            for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+                fn = calls[name]
                 if self.cuda:
                     torch.cuda.reset_peak_memory_stats()
                 started_cpu = time.process_time()
