@@ -55,7 +55,8 @@ def materialize(plan: Plan, inv: Invocation, files: dict[str, bytes] | None, ent
     else:
         items = [(inv.outputs[int(n)], entry.blob_bytes(n)) for n in sorted(entry.files, key=int)]
     for rel, data in items:
-        result = write_new_file(plan.output_root / rel, data, on_exists, root=plan.output_root)
+        result = write_new_file(plan.output_root / rel, data, on_exists, root=plan.output_root,
+                                sequence=getattr(inv.stage, "sequence_number", False))
         written.append((result.status, result.path))
         console.line(f"  {result.status}: {result.path}")
     return written

@@ -20,6 +20,7 @@ class StageFiles:
     def __init__(self, plan: Plan, inv: Invocation):
         self.root = plan.output_root
         self.on_exists = getattr(inv.stage, "on_exists", "number")
+        self.sequence = getattr(inv.stage, "sequence_number", False)
         self.writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="sdbake-write")
         self.pending: dict[str, Future[PendingFile]] = {}
 
@@ -28,7 +29,7 @@ class StageFiles:
         if relative in self.pending:                 # emitted again: the last bytes win, as in side_files
             self._discard(self.pending.pop(relative))
         self.pending[relative] = self.writers.submit(prepare_new_file, self.root / relative, data, self.on_exists,
-                                                     root=self.root)
+                                                     root=self.root, sequence=self.sequence)
 
     def commit(self, console) -> list:
         """Name every file, in path order; [(status, path)] as materialize gives them."""

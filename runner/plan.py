@@ -23,6 +23,7 @@ from sdbake.runner.kinds.common import (
     error_at,
     hash_files,
     key_of,
+    note_a1111_facts,
     wildcard_dirs,
 )
 from sdbake.runner.kinds.lora_tags import plan_lora_tags
@@ -155,6 +156,7 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
             document["loras"] = [[l.sha256, l.weight] for l in inv.loras]
         inv.inputs = document
         KINDS[stage.type].plan(stage, inv, document, ctx)
+        note_a1111_facts(ctx.carried, stage)
         plan_lora_tags(stage, inv, document, ctx)
         texts = inv.prompts + inv.negatives + [region.prompt for region in getattr(stage, "regions", None) or []]
         inv.embeddings = embeddings_used(loaded, texts) if texts else {}

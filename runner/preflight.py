@@ -290,13 +290,14 @@ class _ModelLabel:
         self.model_name = path.stem if path.is_file() else path.name
         known = cached_sha256(path) if path.is_file() else None
         self.model_hash = short_hash(known) if known else PLACEHOLDER_HASH
+        self.vae = loaded.recipe.models[name].vae if name in loaded.recipe.models else None
 
 
 def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> tuple[list[Problem], list[Problem]]:
     """Hires sizes, then save/preview templates rendered as the plan will and output collisions."""
     import hashlib
 
-    from sdbake.runner.kinds.common import resolve_prompts
+    from sdbake.runner.kinds.common import note_a1111_facts, resolve_prompts
     from sdbake.schemas.canonical import canonical_json
     recipe = loaded.recipe
     recipe_hash = hashlib.sha256(canonical_json(recipe, indent=None).encode()).hexdigest()
@@ -332,6 +333,10 @@ def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> 
         if isinstance(stage, InterveneParams) and current["width"]:
             sizes += edit_problems(where, stage, current["width"], current["height"],
                                    lambda name: _resolve(loaded, name))
+        note_a1111_facts(current, stage)
+        if isinstance(stage, SaveParams) and stage.pattern:
+            problems += _pattern_problems(loaded, where, stage, current, now, output_root)
+            continue
         fields = ["path"] if isinstance(stage, SaveParams) else [
             name for name in ("preview", "preview_before") if getattr(stage, name, None)]
         for field in fields:
@@ -350,6 +355,18 @@ def _region_problems(where: tuple, stage, current: dict) -> list[Problem]:
             if region.rect and (region.rect[0] + region.rect[2] > width or region.rect[1] + region.rect[3] > height)]
 
 
+def _pattern_problems(loaded, where, stage, current, now, output_root) -> list[Problem]:
+    """An A1111 pattern rendered as the plan will; with `number = false`, names that exist (a numbered
+    name is always free: the writer takes the next number)."""
+    from sdbake.runner.kinds.common import pattern_outputs
+    try:
+        rendered = pattern_outputs(current, stage, now, output_root, current.setdefault("planned", {}))
+    except SdbakeError as err:
+        return [(where + ("pattern",), err.message)]
+    return [] if stage.sequence_number else _existing_problems(loaded, where + ("pattern",), stage, rendered,
+                                                                  output_root)
+
+
 def _template_problems(loaded, where, template, stage, current, recipe_hash, now, output_root) -> list[Problem]:
     from sdbake.runner.kinds.common import template_variables
     from sdbake.stages.output.names import safe_relative_path
@@ -366,6 +383,11 @@ def _template_problems(loaded, where, template, stage, current, recipe_hash, now
         if "." not in relative.name:
             text += "." + {"jpeg": "jpg"}.get(getattr(stage, "format", None) or "png", stage.format or "png")
         rendered.append(text)
+    return problems + _existing_problems(loaded, where, stage, rendered, output_root)
+
+
+def _existing_problems(loaded, where, stage, rendered: list[str], output_root: Path) -> list[Problem]:
+    problems: list[Problem] = []
     if getattr(stage, "on_exists", None) == "error":
         for text in rendered:
             target = output_root / text

@@ -5,6 +5,7 @@ import re
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
+from sdbake.schemas.a1111_pattern import parse_pattern
 from sdbake.schemas.base import (
     BatchSize,
     Cfg,
@@ -318,13 +319,50 @@ class InpaintParams(SamplingStage):
         return self
 
 
+DEFAULT_SAVE_PATH = "{{ name }}/{{ seed }}-{{ prompt | words(6) }}.png"
+
+
 class SaveParams(StageBase):
     """Write images with A1111 infotext; a templated path confined to the output folder, never overwriting."""
     type: Literal["save"] = "save"
-    path: str = Field("{{ name }}/{{ seed }}-{{ prompt | words(6) }}.png", min_length=1)
+    path: str | None = Field(None, min_length=1, description="a jinja2 template (the default when no `pattern`: "
+                             f"`{DEFAULT_SAVE_PATH}`)")
+    pattern: str | None = Field(None, min_length=1, description="instead of `path`: an A1111 file name pattern, "
+                                "`[seed]-[prompt_spaces]` (its `samples_filename_pattern`)")
+    pattern_dir: str | None = Field(None, min_length=1, description="with `pattern`: A1111's directory name "
+                                    "pattern, `[date]` (its `directories_filename_pattern`)")
+    number: bool | None = Field(None, description="with `pattern`: A1111's `00000-` sequence number prefix (on "
+                                "unless false), the next after the highest in the folder when the file is written")
     format: Literal["png", "webp", "jpeg"] | None = Field(None, description="default: from the extension")
     quality: int = Field(95, ge=1, le=100)
     on_exists: Literal["number", "skip", "error"] = "number"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_path(cls, data):
+        if isinstance(data, dict) and data.get("path") is None and data.get("pattern") is None:
+            data = {**data, "path": DEFAULT_SAVE_PATH}
+        return data
+
+    @field_validator("pattern", "pattern_dir")
+    @classmethod
+    def _known_keys(cls, pattern, info):
+        if pattern is not None:
+            parse_pattern(pattern, folder=info.field_name == "pattern_dir")
+        return pattern
+
+    @model_validator(mode="after")
+    def _path_or_pattern(self):
+        if self.path is not None and self.pattern is not None:
+            raise ValueError("give `path` (a jinja2 template) or `pattern` (an A1111 pattern), not both")
+        if self.pattern is None and (self.pattern_dir is not None or self.number is not None):
+            raise ValueError("`pattern_dir` and `number` go with `pattern`")
+        return self
+
+    @property
+    def sequence_number(self) -> bool:
+        """Whether names get A1111's `00000-` prefix (a pattern with `number` not false)."""
+        return self.pattern is not None and self.number is not False
 
 
 Stage = Annotated[EncodeParams | SampleParams | InterveneParams | HiresParams | InpaintParams | SaveParams,

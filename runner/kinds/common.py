@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sdbake.runner.models.hashing import sha256_file
-from sdbake.schemas.errors import InputFileError, SdbakeError
+from sdbake.schemas.errors import InputFileError, OutputError, SdbakeError
 from sdbake.schemas.loader import LoadedRecipe
 from sdbake.schemas.positions import nearest
 
@@ -111,10 +111,87 @@ def template_variables(carried: dict, recipe, stage_id: str, recipe_hash: str, n
     }
 
 
+def note_a1111_facts(carried: dict, stage) -> None:
+    """What A1111's file name keys read beyond the template variables: the base pass's sampling (as the
+    infotext's Steps, CFG scale and Sampler), the prompts as typed, clip skip and the denoising strength."""
+    if stage.type == "encode":
+        carried.update(prompt_typed=stage.prompt, negative_typed=stage.negative, clip_skip=stage.clip_skip,
+                       denoising=stage.denoise if stage.image else None)
+    elif stage.type == "sample":
+        carried["base"] = {"steps": stage.steps, "cfg": stage.cfg, "sampler": stage.sampler,
+                           "scheduler": stage.scheduler}
+    elif stage.type == "hires":
+        carried["denoising"] = stage.denoise
+    elif stage.type == "inpaint":      # as its infotext: one loop's strength, none for a loopback
+        first = stage.denoise[0] if isinstance(stage.denoise, list) else stage.denoise
+        carried["denoising"] = first if stage.loops == 1 else None
+
+
+def image_facts(carried: dict, now: datetime, batch_index: int):
+    """An image's facts for an A1111 pattern (stages/output/a1111_names.py), from what the plan carried."""
+    from sdbake.schemas.names import a1111_sampler_label
+    from sdbake.stages.output.a1111_names import ImageFacts
+    from sdbake.stages.prompts.extra_networks import strip_tags
+    seeds = carried["seeds"] or [0]
+    base = carried.get("base") or {key: carried.get(key) for key in ("steps", "cfg", "sampler", "scheduler")}
+    sampler, schedule_type = a1111_sampler_label(base["sampler"], base["scheduler"]) if base["sampler"] else ("", "")
+    model = carried.get("model")
+    vae = getattr(model, "vae", None)
+    return ImageFacts(
+        seed=seeds[batch_index], seeds=seeds, batch_index=batch_index,
+        prompt=strip_tags(carried["prompts"][batch_index]) if carried["prompts"] else "",
+        prompt_typed=carried.get("prompt_typed", ""), negative_typed=carried.get("negative_typed", ""),
+        steps=base["steps"] or 0, cfg=base["cfg"] or 0.0, width=carried["width"], height=carried["height"],
+        sampler=sampler, schedule_type=schedule_type, model_hash=model.model_hash if model else "",
+        model_name=model.model_name if model else "", clip_skip=carried.get("clip_skip") or 1,
+        denoising=carried.get("denoising"), vae_file=Path(vae).name if vae else None, now=now)
+
+
+def pattern_outputs(carried: dict, stage, now: datetime, output_root: Path, planned: dict | None = None) -> list[str]:
+    """A pattern save's paths: A1111's folder pattern, then `NNNNN-` and the file pattern. The number is the
+    one the folder's state gives now (and after the names planned before); the writer takes the next free
+    one when it writes (stages/output/writer.py)."""
+    from sdbake.stages.output.a1111_names import (
+        file_decoration,
+        next_sequence_number,
+        numbered,
+        render_pattern,
+    )
+    from sdbake.stages.output.names import safe_file_name, safe_relative_folder
+    planned = {} if planned is None else planned
+    extension = {"jpeg": "jpg"}.get(stage.format or "png", stage.format or "png")
+    rendered = []
+    for batch_index in range(max(1, len(carried["seeds"]))):
+        facts = image_facts(carried, now, batch_index)
+        folder = "."
+        if stage.pattern_dir:      # as A1111: leading spaces and trailing separators go
+            folder = safe_relative_folder(render_pattern(stage.pattern_dir, facts, folder=True).lstrip(" ")
+                                          .rstrip("\\ /"), output_root).as_posix()
+        decoration = file_decoration(render_pattern(stage.pattern, facts), stage.sequence_number)
+        if stage.sequence_number:
+            where = output_root / folder
+            names = [p.name for p in where.iterdir()] if where.is_dir() else []
+            name = numbered(next_sequence_number(names + planned.get(folder, [])), decoration)
+        elif decoration:
+            name = decoration
+        else:          # A1111 numbers such a name; `number = false` asks for none
+            raise OutputError(f"the pattern {stage.pattern!r} gives an empty name for image {batch_index} "
+                              "(with `number = false`)")
+        name = safe_file_name(f"{name}.{extension}")
+        planned.setdefault(folder, []).append(name)
+        rendered.append(name if folder == "." else f"{folder}/{name}")
+    return rendered
+
+
 def render_outputs(ctx: PlanContext, template: str, field_name: str, stage, recipe_hash: str) -> list[str]:
     """The stage's output paths, one per image, relative to the output root."""
     from sdbake.stages.output.names import safe_relative_path
     from sdbake.stages.output.templates import render_path
+    if getattr(stage, "pattern", None):
+        try:
+            return pattern_outputs(ctx.carried, stage, ctx.now, ctx.output_root, ctx.carried.setdefault("planned", {}))
+        except SdbakeError as err:
+            raise ctx.error(("pattern",), f"stages[{ctx.index}].pattern: {err.message}", type(err)) from None
     rendered = []
     for batch_index in range(max(1, len(ctx.carried["seeds"]))):
         variables = template_variables(ctx.carried, ctx.loaded.recipe, stage.id, recipe_hash, ctx.now, batch_index)

@@ -3,13 +3,17 @@ whole file, so an edit after this save leaves it a hit), the image's seed and re
 the content hashes of every file the prefix read, so `run IMAGE` can find them again anywhere."""
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from sdbake.runner.kinds.common import PlanContext, key_of, render_outputs
 
 
 def plan(stage, inv, document: dict, ctx: PlanContext) -> None:
     recipe = ctx.prefix_recipe(stage)
     inv.outputs = render_outputs(ctx, stage.path, "path", stage, key_of(recipe))
-    document["outputs"] = inv.outputs
+    # A pattern's names carry a sequence number (and maybe the time) that no byte depends on: its key holds
+    # the pattern (in params) and the files' formats, so the next run is a hit writing the next numbers.
+    document["outputs"] = [PurePosixPath(o).suffix for o in inv.outputs] if stage.pattern else inv.outputs
     inputs = prefix_inputs(ctx.prefix)
     seeds = ctx.carried["seeds"] or [0]
     # the whole batch's prompts: its images are rendered together again (a batch's size changes the

@@ -102,3 +102,19 @@ def _require_inside(root: Path, relative: Path, rendered: str) -> None:
     if not target.is_relative_to(resolved_root):
         raise OutputError(f"save path {rendered!r} leads outside the output folder {str(root)!r} "
                           f"(to {str(target)!r}, through a symbolic link)")
+
+
+def safe_relative_folder(rendered: str, root: Path) -> Path:
+    """A folder relative to root (A1111's directory name pattern), each component sanitized; `Path('.')`
+    when nothing is left."""
+    _refuse_escaping(rendered)
+    parts = [name for name in (sanitize_component(f, _MAX_COMPONENT_BYTES) for f in rendered.split("/")) if name]
+    relative = Path(*parts)
+    _require_inside(root, relative, rendered)
+    return relative
+
+
+def safe_file_name(name: str) -> str:
+    """A whole file name made by an A1111 pattern: its parts were cut to 128 characters already, so the
+    name is cut only to what filesystems hold (255 bytes), keeping its extension."""
+    return sanitize_component(name, _MAX_COMPONENT_BYTES) or VISIBLE_FALLBACK

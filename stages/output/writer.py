@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from sdbake.schemas.errors import OutputError
+from sdbake.stages.output.a1111_names import next_sequence_number, numbered
 
 OnExists = Literal["number", "skip", "error"]
 WriteStatus = Literal["written", "identical", "skipped"]
@@ -42,6 +43,8 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 # Where the OS cannot open relative to a folder (Windows), paths are used, re-checked before the claim.
 _AT = os.open in os.supports_dir_fd and os.link in os.supports_dir_fd
+_LEADING_DIGITS = re.compile(r"\d*")
+_MAX_SEQUENCE_ATTEMPTS = 500
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,7 @@ class PendingFile:
     data: bytes
     on_exists: OnExists
     temp: str | None                   # None: an identical file was there already, nothing to write
+    sequence: bool = False             # an A1111 `NNNNN-` name: the number is the next free one at commit
 
 
 def _placed(target: Path, root: Path | None, on_exists: OnExists) -> tuple[Path, Path, Path]:
@@ -282,15 +286,25 @@ def _placed(target: Path, root: Path | None, on_exists: OnExists) -> tuple[Path,
     return target, root, relative
 
 
+def _same_name(folder: _Folder, name: str, sequence: bool) -> list[str]:
+    """The names that count as this one: its numbered siblings, or for an A1111 sequence name, the same
+    name under any number (`00003-1234-cat.png` is `00000-1234-cat.png` written by an earlier run)."""
+    if not sequence:
+        return _numbered_siblings(folder, name)
+    rest = name[len(_LEADING_DIGITS.match(name).group(0)):]
+    same = re.compile(r"\d+" + re.escape(rest) + r"\Z")
+    return sorted(n for n in folder.names() if same.match(n))
+
+
 def prepare_new_file(target: Path, data: bytes, on_exists: OnExists = "number",
-                     root: Path | None = None) -> PendingFile:
+                     root: Path | None = None, sequence: bool = False) -> PendingFile:
     """The first half of write_new_file: the bytes in a fsynced temporary file in the target's folder."""
     target, root, relative = _placed(target, root, on_exists)
     with _open_folder(root, relative.parts[:-1]) as folder:
         clean_stale_temps(folder)
-        if any(_holds_bytes(folder, existing, data) for existing in _numbered_siblings(folder, relative.parts[-1])):
-            return PendingFile(target, root, data, on_exists, None)
-        return PendingFile(target, root, data, on_exists, _write_temp(folder, data))
+        if any(_holds_bytes(folder, existing, data) for existing in _same_name(folder, relative.parts[-1], sequence)):
+            return PendingFile(target, root, data, on_exists, None, sequence)
+        return PendingFile(target, root, data, on_exists, _write_temp(folder, data), sequence)
 
 
 def discard_pending(pending: PendingFile) -> None:
@@ -310,9 +324,11 @@ def commit_new_file(pending: PendingFile) -> WriteResult:
         clean_stale_temps(folder)
         temp = pending.temp
         try:
-            for existing in _numbered_siblings(folder, name):
+            for existing in _same_name(folder, name, pending.sequence):
                 if _holds_bytes(folder, existing, data):
                     return WriteResult(target.with_name(existing), "identical")
+            if pending.sequence:
+                return _claim_next_number(folder, target, temp if temp is not None else _write_temp(folder, data))
             if _exists(folder, name) and on_exists != "number":
                 return _refuse_existing(target, on_exists)
             if temp is None:
@@ -334,13 +350,26 @@ def commit_new_file(pending: PendingFile) -> WriteResult:
                 folder.unlink(temp)
 
 
+def _claim_next_number(folder: _Folder, target: Path, temp: str) -> WriteResult:
+    """As A1111's save_image: the next number after the highest leading number in the folder, read when
+    the file is named (another program may have written meanwhile); taken again if someone was faster."""
+    rest = target.name[len(_LEADING_DIGITS.match(target.name).group(0)):]
+    for _attempt in range(_MAX_SEQUENCE_ATTEMPTS):
+        candidate = numbered(next_sequence_number(folder.names()), rest)
+        if _claim(folder, temp, candidate):
+            folder.fsync()
+            return WriteResult(target.with_name(candidate), "written")
+    raise OutputError(f"no free sequence number for {target} after {_MAX_SEQUENCE_ATTEMPTS} tries")
+
+
 def write_new_file(target: Path, data: bytes, on_exists: OnExists = "number",
-                   root: Path | None = None) -> WriteResult:
+                   root: Path | None = None, sequence: bool = False) -> WriteResult:
     """Write data at target, or next to it; never replace a file that holds other bytes. With root
-    (the output root), no folder between root and target may be a symbolic link at write time."""
+    (the output root), no folder between root and target may be a symbolic link at write time. With
+    sequence, target's leading number is replaced by the next free one (A1111's `00000-` prefix)."""
     target, root, _ = _placed(target, root, on_exists)
     # An identical file costs no temporary file: a re-run of an unchanged recipe writes nothing.
-    return commit_new_file(PendingFile(target, root, data, on_exists, None))
+    return commit_new_file(PendingFile(target, root, data, on_exists, None, sequence))
 
 
 def _refuse_existing(target: Path, on_exists: OnExists) -> WriteResult:
