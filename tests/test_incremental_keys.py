@@ -51,7 +51,10 @@ SPECIFIC = {
     "regions": [[{"mask": "mask2.png", "prompt": "blue"}]], "tome_ratio": [0.5],
     "subseed_strength": [0.5],
     "keep_outside": [True],
+    "pattern": ["[seed]-[prompt_words]"], "pattern_dir": ["[date]"], "number": [False],
 }
+# A save's A1111 pattern replaces its `path`: an edit of these fields is made on a pattern save.
+PATTERN_FIELDS = ("pattern", "pattern_dir", "number")
 
 
 def candidates(name: str, value):
@@ -108,6 +111,9 @@ def test_editing_one_field_of_stage_k_misses_exactly_k_and_what_reads_it(folder)
                 edited = copy.deepcopy(base)
                 if value == stage.get(name):
                     continue
+                if name in PATTERN_FIELDS:
+                    edited["stages"][k].pop("path", None)
+                    edited["stages"][k].setdefault("pattern", "[seed]")
                 edited["stages"][k][name] = value
                 after = plan_keys(folder, edited)
                 if after is not None:
