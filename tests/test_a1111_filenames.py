@@ -1,12 +1,16 @@
 """A1111 file name patterns in save stages (`pattern = "[seed]-[prompt_spaces]"`), checked against names
-derived by hand from A1111 v1.10's modules/images.py (github:AUTOMATIC1111/stable-diffusion-webui, tag
-v1.10.1): `sanitize_filename_part` (replace_spaces, `invalid_filename_chars = '#<>:"/\\|?*\\n\\r\\t'`,
-lstrip ' ', cut to `max_filename_part_length` = 128 (--filenames-max-length default), rstrip ' .'),
-`FilenameGenerator.replacements` and `.apply` (`re_pattern`, `re_pattern_arg`, case-insensitive keys,
-NOTHING_AND_SKIP_PREVIOUS_TEXT), `prompt_words` (`re_nonletters`, `directories_max_prompt_words` = 8,
-`empty`), `datetime` (default %Y%m%d%H%M%S, `<format><time zone>`), `string_hash` (8 hex default),
-`get_vae_filename`, `get_next_sequence_number` and `save_image` (`f"{basecount + i:05}"`, `-` before
-the decoration, `directories_filename_pattern` with lstrip(' ') and rstrip('\\ /')).
+derived by hand from A1111 v1.10's modules/images.py: `sanitize_filename_part` (replace_spaces,
+`invalid_filename_chars = '#<>:"/\\|?*\\n\\r\\t'`, lstrip ' ', cut to `max_filename_part_length` = 128
+(the --filenames-max-length default), rstrip ' .'), `FilenameGenerator.replacements` and `.apply`
+(`re_pattern`, `re_pattern_arg`, case-insensitive keys, NOTHING_AND_SKIP_PREVIOUS_TEXT), `prompt_words`
+(`re_nonletters`, `directories_max_prompt_words` = 8, `empty`), `datetime` (default %Y%m%d%H%M%S,
+`<format><time zone>`), `string_hash` (8 hex by default), `get_vae_filename`, `get_next_sequence_number`
+and `save_image` (`f"{basecount + i:05}"`, `-` before the decoration, `directories_filename_pattern`
+with lstrip(' ') and rstrip('\\ /')).
+Sources read: the index holds github:AUTOMATIC1111/stable-diffusion-webui's modules/images.py only in a
+2022 version (apply_filename_pattern, get_next_sequence_number); the v1.10 FilenameGenerator (the key
+table above, get_sampler_scheduler, string_hash, get_vae_filename) was read in the stored Forge copy of
+that file, which is v1.10's plus the Forge-only keys dcfg, shift and elapsed_time (left out here).
 """
 from __future__ import annotations
 
