@@ -140,7 +140,7 @@ _VALUES: dict[str, Callable[[ImageFacts, tuple[str, ...]], object]] = {
     "prompt_words": lambda f, a: _prompt_words(f.prompt),
     "batch_number": lambda f, a: SKIP if _one_image(f) else f.batch_index + 1,
     "batch_size": lambda f, a: len(f.seeds),
-    # one batch per save stage (no batch count): the job number is the batch number
+    # counted within the batch: with n_iter each batch is planned on its own (A1111 counts across batches)
     "generation_number": lambda f, a: SKIP if _one_image(f) else f.batch_index + 1,
     "hasprompt": lambda f, a: _hasprompt(f.prompt, a),
     "clip_skip": lambda f, a: f.clip_skip,
