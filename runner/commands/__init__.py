@@ -27,6 +27,11 @@ def add_actions(parser: argparse.ArgumentParser, dest: str, help: str):
     return parser.add_subparsers(dest=dest, metavar="ACTION", help=help)
 
 
+def add_recipe_argument(parser: argparse.ArgumentParser, dest: str = "recipe", metavar: str = "RECIPE") -> None:
+    """The recipe a command reads: a recipe file, or an image whose embedded recipe sdbake wrote."""
+    parser.add_argument(dest, metavar=metavar, help="a recipe file, or an image made by sdbake")
+
+
 def add_overrides(parser: argparse.ArgumentParser,
                   help: str = "override a recipe value, e.g. stages.hires.denoise=0.5 (repeatable)") -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)

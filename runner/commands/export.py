@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from sdbake.runner.commands import add_command, add_overrides, write_text_output
+from sdbake.runner.commands import add_command, add_overrides, add_recipe_argument, write_text_output
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Writes a ComfyUI workflow (API format, core nodes only) that renders the recipe's settings. "
                     "Each setting no ComfyUI core node expresses is a warning on stderr naming its stage; exit 0, "
                     "or 1 with --strict (then nothing is written).")
-    export.add_argument("recipe", metavar="RECIPE", help="a recipe file, or an image made by sdbake")
+    add_recipe_argument(export)
     export.add_argument("--to", choices=("comfyui",), required=True, help="the target format")
     export.add_argument("-o", "--output", metavar="FILE", help="write the workflow here (default: stdout)")
     export.add_argument("--strict", action="store_true", help="exit 1 and write nothing when a setting is left out")

@@ -4,18 +4,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdbake.runner.commands import add_command, add_overrides
+from sdbake.runner.commands import add_command, add_overrides, add_recipe_argument
+
+HELP = "bundle a recipe (or an image's recipe) with its input files, to run elsewhere"
+DESCRIPTION = ("Writes the recipe and every file it reads (init images, masks, paste images, wildcard files, "
+               "embeddings) into one .tar.gz; models are listed by name and sha256, not packed, and found by hash in "
+               "the model folders of the machine that runs the bundle.")
+EXAMPLES = ["sdbake pack recipes/demo.toml -o demo.tar.gz      then, elsewhere: sdbake run demo.tar.gz",
+            "sdbake pack outputs/demo/1-base.png -o base.tar.gz   one image's recipe prefix and inputs"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    pack = add_command(
-        subparsers, "pack", run_pack, "bundle a recipe (or an image's recipe) with its input files, to run elsewhere",
-        ["sdbake pack recipes/demo.toml -o demo.tar.gz      then, elsewhere: sdbake run demo.tar.gz",
-         "sdbake pack outputs/demo/1-base.png -o base.tar.gz   one image's recipe prefix and inputs"],
-        description="Writes the recipe and every file it reads (init images, masks, paste images, wildcard files, "
-                    "embeddings) into one .tar.gz; models are listed by name and sha256, not packed, and found by "
-                    "hash in the model folders of the machine that runs the bundle.")
-    pack.add_argument("recipe", metavar="RECIPE|IMAGE", help="a recipe file, or an image made by sdbake")
+    pack = add_command(subparsers, "pack", run_pack, HELP, EXAMPLES, description=DESCRIPTION)
+    add_recipe_argument(pack, metavar="RECIPE|IMAGE")
     pack.add_argument("-o", "--output", required=True, type=Path, metavar="BUNDLE.tar.gz",
                       help="the bundle to write (.tar.gz or .tgz)")
     add_overrides(pack, "override a recipe value before packing")

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from sdbake.runner.commands import add_command, add_overrides, write_text_output
+from sdbake.runner.commands import add_command, add_overrides, add_recipe_argument, write_text_output
 
 SET_HELP = "override a recipe value before checking, e.g. stages.hires.denoise=0.5 (repeatable)"
 
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "canonical", run_canonical, "print the normalized recipe (defaults filled, keys sorted)",
         ["sdbake canonical recipes/demo.yaml --format toml",
          "git config diff.sdbake.textconv \"sdbake canonical\"   semantic git diff of recipes"])
-    canonical.add_argument("file", metavar="FILE", help="a recipe file, or an image made by sdbake")
+    add_recipe_argument(canonical, dest="file", metavar="FILE")
     canonical.add_argument("--format", choices=("toml", "yaml", "json"), default="toml",
                            help="output format (default: toml)")
     add_overrides(canonical, SET_HELP)

@@ -5,11 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from sdbake.runner.commands import add_command, add_overrides, add_render_options
+from sdbake.runner.commands import add_command, add_overrides, add_recipe_argument, add_render_options
 
 
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", metavar="RECIPE", help="a recipe file, or an image made by sdbake")
+    add_recipe_argument(parser)
     add_overrides(parser)
     add_render_options(parser)
     parser.add_argument("--inputs", metavar="DIR", type=Path,
