@@ -371,7 +371,8 @@ def main() -> None:
             from gpu_sdxl import sdxl_rows  # the whole SDXL pipeline: base -> refiner, diffusers and sdbake
             rows += sdxl_rows(settings, meter, work, sdbake_call, stage_split, Row)
     header = (f"{device_name(settings)}; torch {torch.__version__}; {settings.dtype_name}; Euler, CFG {settings.cfg}; "
-              f"{'tiny components' if settings.tiny else 'full SD1.5 / SDXL architectures, random weights'}; "
+              f"{'tiny components' if settings.tiny else 'full SD1.5 / SDXL architectures, random weights'}"
+              f"{f' at {settings.size}px, {settings.steps} steps' if settings.device == 'cpu' and not settings.tiny else ''}; "
               f"median of {settings.repeats} after one warm-up")
     print_table(rows, header, notes)
     print(f"whole benchmark: {time.perf_counter() - started:.0f} s")
