@@ -1,7 +1,6 @@
 """`sdbake import`: the command, the recipe writer it shares with every importer, its refusals."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -160,15 +159,3 @@ def test_model_map_rewrites_a_lora_tag_to_the_local_file(tmp_path, capsys):
     assert encode == {"type": "encode", "prompt": "a knight, <lora:loras/detail-tweaker.safetensors:0.6>, "
                                                   "<lora:other:1>", "negative": "<lora:add_detail:1>"}
     assert "LoRA 'other' (0123456789ab)" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(importlib.util.find_spec("sdbake.runner.interop.comfy_import") is not None,
-                    reason="this sdbake imports ComfyUI workflows (tested with the importer)")
-def test_a_workflow_without_the_comfyui_importer_is_one_clear_line(tmp_path, capsys):
-    workflow = tmp_path / "workflow.json"
-    workflow.write_text('{"3": {"class_type": "KSampler", "inputs": {}}}')
-    assert main(["import", str(workflow), "-o", str(tmp_path / "flow.toml")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err == f"{workflow}: importing ComfyUI workflows is not in this version of sdbake yet; A1111 images " \
-                  "and infotext files are"
-    assert not (tmp_path / "flow.toml").exists()

@@ -80,7 +80,8 @@ def import_command(args) -> int:
         if args.init_image or args.mask:
             raise InputFileError("--init-image and --mask are for A1111 sources: a workflow names its own "
                                  "images", file=str(source))
-        recipe, unmapped = _import_workflow(source, model_map)
+        from sdbake.runner.interop.comfy_import import import_workflow
+        recipe, unmapped = import_workflow(source, model_map)
         recipe.setdefault("name", name)
         header, notes = [f"Imported from the ComfyUI workflow {source.name} by `sdbake import`."], []
     else:
@@ -113,18 +114,3 @@ def _import_a1111(source: Path, name: str, model_map: dict, recipe_dir: Path, ar
     if resolver.unresolved_line():
         imported.notes.append(resolver.unresolved_line())
     return imported
-
-
-def _import_workflow(source: Path, model_map: dict) -> tuple[dict, list[str]]:
-    """ComfyUI workflows: sdbake.runner.interop.comfy_import.import_workflow, when this install has it."""
-    from sdbake.schemas.errors import InputFileError
-    module_name = "sdbake.runner.interop.comfy_import"
-    try:
-        import importlib
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as missing:
-        if missing.name != module_name:
-            raise
-        raise InputFileError("importing ComfyUI workflows is not in this version of sdbake yet; A1111 images "
-                             "and infotext files are", file=str(source)) from None
-    return module.import_workflow(source, model_map)
