@@ -69,3 +69,10 @@ class CacheError(SdbakeError):
 
 class LockError(SdbakeError):
     """A run with --locked found models or prompts that differ from the lock file."""
+
+
+def did_you_mean(name: str, choices) -> str:
+    """` (did you mean `x`?)` for the nearest of choices, or "" when none is near."""
+    import difflib
+    hint = difflib.get_close_matches(str(name), sorted(set(choices)), n=1, cutoff=0.6)
+    return f" (did you mean `{hint[0]}`?)" if hint else ""

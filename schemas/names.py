@@ -4,8 +4,9 @@ the sampler registry (stages/samplers/registry.py adds the functions), the promp
 infotext (A1111 labels)."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
+
+from sdbake.schemas.errors import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def parse_sampler(label: str) -> tuple[str, str | None]:
         raise ValueError(f"A1111 sampler {missing!r} is not available in sdbake (known: {', '.join(SAMPLERS)}, "
                          f"or an A1111 label such as 'DPM++ 2M Karras')")
     raise ValueError(f"unknown sampler {label!r} (known: {', '.join(SAMPLERS)}, or an A1111 label such "
-                     f"as 'DPM++ 2M Karras'){_did_you_mean(text, [*SAMPLERS, *_SAMPLER_BY_LABEL])}")
+                     f"as 'DPM++ 2M Karras'){did_you_mean(text, [*SAMPLERS, *_SAMPLER_BY_LABEL])}")
 
 
 def _sampler_name(text: str) -> str | None:
@@ -131,17 +132,12 @@ def parse_scheduler(label: str) -> str:
         raise ValueError(f"A1111 schedule type {missing!r} is not available in sdbake "
                          f"(known: {', '.join(SCHEDULERS)}, or Automatic)")
     raise ValueError(f"unknown scheduler {label!r} (known: {', '.join(SCHEDULERS)}, or Automatic)"
-                     f"{_did_you_mean(text, [*SCHEDULERS, *(label.lower() for label in SCHEDULERS.values())])}")
+                     f"{did_you_mean(text, [*SCHEDULERS, *(label.lower() for label in SCHEDULERS.values())])}")
 
 
 def automatic_scheduler(sampler: str) -> str:
     """The schedule A1111 v1.10 uses for `sampler` when its schedule type is "Automatic"."""
     return A1111_AUTOMATIC_SCHEDULERS.get(sampler, "normal")
-
-
-def _did_you_mean(text: str, choices: list[str]) -> str:
-    hint = difflib.get_close_matches(text, choices, n=1, cutoff=0.6)
-    return f" (did you mean `{hint[0]}`?)" if hint else ""
 
 
 def a1111_sampler_label(sampler: str, scheduler: str) -> tuple[str, str]:
