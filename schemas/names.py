@@ -45,11 +45,13 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "uni_pc": SamplerInfo("UniPC", discard_penultimate_sigma=True),
     "uni_pc_bh2": SamplerInfo("UniPC BH2", discard_penultimate_sigma=True),
 }
-# ComfyUI scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's
-# ddim_uniform is what A1111 calls "DDIM".
+# Scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's ddim_uniform is
+# what A1111 calls "DDIM". polyexponential and align_your_steps are A1111's names: ComfyUI's KSampler has
+# neither (only its custom-sampling nodes do), so exporting one to ComfyUI is reported.
 SCHEDULERS: dict[str, str] = {
     "normal": "Normal", "karras": "Karras", "exponential": "Exponential", "sgm_uniform": "SGM Uniform",
     "simple": "Simple", "ddim_uniform": "DDIM", "beta": "Beta", "kl_optimal": "KL Optimal",
+    "polyexponential": "Polyexponential", "align_your_steps": "Align Your Steps",
 }
 
 SAMPLER_IDS = tuple(SAMPLERS)
@@ -82,7 +84,6 @@ AUTOMATIC = "automatic"
 # A1111 schedule names and aliases that are not a ComfyUI id or an A1111 label of one: its `uniform`
 # is the model's own discretisation, ComfyUI's `normal`.
 _SCHEDULER_ALIASES = {"uniform": "normal", "sgmuniform": "sgm_uniform", "ddim": "ddim_uniform"}
-A1111_SCHEDULERS_MISSING = ("Polyexponential", "Align Your Steps")
 
 
 def _scheduler_names() -> dict[str, str]:
@@ -121,16 +122,12 @@ def _sampler_name(text: str) -> str | None:
 
 
 def parse_scheduler(label: str) -> str:
-    """A ComfyUI id or an A1111 "Schedule type" label -> the id; "Automatic" -> `automatic`, which the
+    """A scheduler id or an A1111 "Schedule type" label -> the id; "Automatic" -> `automatic`, which the
     recipe resolves per sampler (automatic_scheduler)."""
     text = " ".join(label.strip().split()).lower()
     found = _scheduler_names().get(text)
     if found:
         return found
-    missing = next((name for name in A1111_SCHEDULERS_MISSING if name.lower() == text), None)
-    if missing:
-        raise ValueError(f"A1111 schedule type {missing!r} is not available in sdbake "
-                         f"(known: {', '.join(SCHEDULERS)}, or Automatic)")
     raise ValueError(f"unknown scheduler {label!r} (known: {', '.join(SCHEDULERS)}, or Automatic)"
                      f"{did_you_mean(text, [*SCHEDULERS, *(label.lower() for label in SCHEDULERS.values())])}")
 

@@ -94,9 +94,10 @@ def model_sigmas_of(model) -> torch.Tensor:
 
 
 def sampling_setup(model, sampler: str, scheduler: str, steps: int) -> SamplingSetup:
+    """The stage's schedule from its model's sigmas (and family: align_your_steps has levels per family)."""
     msigmas = model_sigmas_of(model)
     return SamplingSetup(sampler, scheduler, steps, msigmas,
-                         samplers.sampler_sigmas(sampler, scheduler, msigmas, steps))
+                         samplers.sampler_sigmas(sampler, scheduler, msigmas, steps, family=model.family))
 
 
 def schedule_length(sampler: str, steps: int) -> int:

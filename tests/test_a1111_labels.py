@@ -98,7 +98,8 @@ A1111_SAMPLERS = {
 }
 A1111_SCHEDULES = {"Uniform": "normal", "Karras": "karras", "Exponential": "exponential",
                    "SGM Uniform": "sgm_uniform", "SGMUniform": "sgm_uniform", "Simple": "simple", "Normal": "normal",
-                   "DDIM": "ddim_uniform", "Beta": "beta"}
+                   "DDIM": "ddim_uniform", "Beta": "beta", "KL Optimal": "kl_optimal",
+                   "Polyexponential": "polyexponential", "Align Your Steps": "align_your_steps"}
 
 
 def resolved(tmp_path, tiny_model_dir, sampler: str, scheduler: str | None = None) -> tuple[str, str]:
@@ -140,8 +141,3 @@ def test_a1111_samplers_without_an_implementation_say_so(tmp_path, tiny_model_di
     with pytest.raises(RecipeError, match=f"A1111 sampler '{label.replace('+', '[+]')[:17]}.*' is not available"):
         resolved(tmp_path, tiny_model_dir, label, "karras")
 
-
-@pytest.mark.parametrize("label", ["Polyexponential", "Align Your Steps"])
-def test_a1111_schedules_without_an_implementation_say_so(tmp_path, tiny_model_dir, label):
-    with pytest.raises(RecipeError, match=f"A1111 schedule type '{label}' is not available"):
-        resolved(tmp_path, tiny_model_dir, "Euler", label)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sdbake.runner.cli import main
+from sdbake.runner.interop.comfy_export import SCHEDULER_STAND_INS
 from sdbake.runner.interop.comfy_nodes import node_definitions, validate_workflow
 from sdbake.schemas.names import SAMPLERS, SCHEDULERS
 from stage_helpers import recipe
@@ -94,7 +95,27 @@ def test_clip_skip_and_loras_become_clip_set_last_layer_and_lora_loader(tmp_path
 def test_sdbake_sampler_and_scheduler_ids_are_comfyui_choices():
     ksampler = node_definitions()["KSampler"]["input"]["required"]
     assert set(SAMPLERS) <= set(ksampler["sampler_name"][0])
-    assert set(SCHEDULERS) <= set(ksampler["scheduler"][0])
+    # A1111's polyexponential and align_your_steps are not KSampler choices: the export says what it writes
+    assert set(SCHEDULERS) - set(ksampler["scheduler"][0]) == set(SCHEDULER_STAND_INS)
+    assert {stand_in for stand_in, _why in SCHEDULER_STAND_INS.values()} <= set(ksampler["scheduler"][0])
+
+
+@pytest.mark.parametrize("scheduler,stand_in", [("Polyexponential", "exponential"),
+                                                ("Align Your Steps", "kl_optimal")])
+def test_a1111_schedules_comfyui_lacks_are_exported_with_a_warning(tmp_path, tiny_single_file, capsys, scheduler,
+                                                                  stand_in):
+    stages = '[[stages]]\ntype = "sample"\n\n[[stages]]\ntype = "save"\npath = "a.png"\n'
+    text = recipe(tiny_single_file, stages).replace('scheduler = "karras"', f'scheduler = "{scheduler}"')
+    (tmp_path / "r.toml").write_text(text)
+    code, workflow = export(tmp_path, tmp_path / "r.toml")
+    err = capsys.readouterr().err
+    assert code == 0 and validate_workflow(workflow) == []
+    assert by_class(workflow, "KSamplerAdvanced")[0]["inputs"]["scheduler"] == stand_in
+    name = scheduler.lower().replace(" ", "_")
+    assert (f"warning: stage sample (sample): scheduler {name} is not one of ComfyUI's KSampler schedulers: "
+            f"exported as {stand_in}") in err
+    code, workflow = export(tmp_path, tmp_path / "r.toml", "--strict")
+    assert code == 1
 
 
 def test_the_validator_names_each_problem_and_its_node():

@@ -28,6 +28,12 @@ PROMPT_SYNTAX = [(re.compile(r"\[[^\[\]]*:[^\[\]]*\]"), "prompt editing [from:to
                  (re.compile(r"\[[^\[\]]*\|[^\[\]]*\]"), "alternation [a|b]"),
                  (re.compile(r"\bBREAK\b"), "BREAK"),
                  (re.compile(r"__[^_\s]+__|\{[^{}]*\|[^{}]*\}"), "wildcards")]
+# sdbake schedulers ComfyUI's KSampler lacks (A1111's): what the export writes instead, and why that one.
+SCHEDULER_STAND_INS = {
+    "polyexponential": ("exponential", "the same schedule at A1111's rho 1, up to rounding"),
+    "align_your_steps": ("kl_optimal", ("the same paper's analytic schedule; ComfyUI's AlignYourStepsScheduler "
+                                        "node, for SamplerCustomAdvanced, interpolates other levels")),
+}
 AND = re.compile(r"\s*\bAND\b\s*")
 AND_WEIGHT = re.compile(r"^(.*?)\s*:\s*(-?\d+(?:\.\d+)?)\s*$", re.DOTALL)
 
@@ -151,9 +157,17 @@ class _Exporter:
         if getattr(stage, "tome_ratio", None):
             self.warn(stage, "token merging (tome_ratio) is ComfyUI's TomePatchModel, not a core node: left out")
         return {"model": model, "noise_seed": seed, "steps": steps, "cfg": stage.cfg,
-                "sampler_name": stage.sampler, "scheduler": stage.scheduler,
+                "sampler_name": stage.sampler, "scheduler": self.scheduler(stage),
                 "positive": self.text(stage if stage.prompt is not None else self.encode, clip, prompt),
                 "negative": self.text(stage if stage.negative is not None else self.encode, clip, negative)}
+
+    def scheduler(self, stage) -> str:
+        if stage.scheduler not in SCHEDULER_STAND_INS:
+            return stage.scheduler
+        stand_in, why = SCHEDULER_STAND_INS[stage.scheduler]
+        self.warn(stage, f"scheduler {stage.scheduler} is not one of ComfyUI's KSampler schedulers: "
+                         f"exported as {stand_in} ({why})")
+        return stand_in
 
     def ksampler(self, title: str, common: dict, *, start: int, end: int = 10000, leftover: bool = False) -> None:
         node = self.add("KSamplerAdvanced", title, add_noise="enable" if self.fresh else "disable", **common,

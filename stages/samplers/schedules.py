@@ -1,4 +1,6 @@
-"""Sigma schedules from a model's own discrete noise schedule, matching ComfyUI v0.3.64 `calculate_sigmas`.
+"""Sigma schedules from a model's own discrete noise schedule, matching ComfyUI v0.3.64 `calculate_sigmas`,
+and A1111 v1.10's `polyexponential` and `align_your_steps` (modules/sd_schedulers.py), which ComfyUI's
+KSampler lacks.
 
 Dtypes: `model_sigmas` returns float64, the exact values. ComfyUI keeps `sigmas.float()` and
 `sigmas.log().float()` (the log taken in float64) as its buffers and computes every schedule in
@@ -17,6 +19,13 @@ from sdbake.schemas.names import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
 from sdbake.schemas.names import SCHEDULER_IDS as SCHEDULERS
 
 from .beta_distribution import beta_ppf
+
+# A1111 v1.10 get_align_your_steps_sigmas: NVIDIA's published 10-step noise levels (11 sigmas, rounded
+# to 3 decimals), the SDXL ones for an SDXL model and the SD 1.5 ones for any other.
+ALIGN_YOUR_STEPS_LEVELS = {
+    "sd1": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
+    "sdxl": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
+}
 
 
 def model_sigmas(beta_start: float = 0.00085, beta_end: float = 0.012,
@@ -90,8 +99,9 @@ def _interpolated_sigma(t: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tens
 
 
 def sigma_schedule(scheduler: str, model_sigmas: torch.Tensor, steps: int, *,
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """`steps` + 1 sigmas, descending, ending with 0, as ComfyUI's `calculate_sigmas(scheduler)`.
+                   dtype: torch.dtype = torch.float32, family: str = "sd1") -> torch.Tensor:
+    """`steps` + 1 sigmas, descending, ending with 0, as ComfyUI's `calculate_sigmas(scheduler)` (A1111's
+    functions for the two it lacks). `family` ("sd1" | "sdxl", the model's) picks align_your_steps' levels.
 
     ddim_uniform keeps ComfyUI's quirk: when 1000 is not a multiple of `steps` it can return more
     than steps + 1 sigmas (e.g. 9 for 7 steps).
@@ -115,17 +125,22 @@ def sigma_schedule(scheduler: str, model_sigmas: torch.Tensor, steps: int, *,
         return _ddim_uniform(sigmas, steps, dtype)
     if scheduler == "kl_optimal":
         return _kl_optimal(steps, float(sigmas[0]), float(sigmas[-1]), dtype)
+    if scheduler == "polyexponential":
+        return _polyexponential(steps, float(sigmas[0]), float(sigmas[-1]), dtype)
+    if scheduler == "align_your_steps":
+        return _align_your_steps(steps, family, dtype)
     return _beta(sigmas, steps, dtype, alpha=0.6, beta=0.6)
 
 
 def sampler_sigmas(sampler: str, scheduler: str, model_sigmas: torch.Tensor, steps: int, *,
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The schedule a sampler walks: as ComfyUI's KSampler, dpm_2 (and dpm_2_ancestral) compute steps + 1
-    sigmas and drop the second-to-last, so the last step goes from a small sigma straight to 0."""
+                   dtype: torch.dtype = torch.float32, family: str = "sd1") -> torch.Tensor:
+    """The schedule a sampler walks: as ComfyUI's KSampler (and A1111's get_sigmas), dpm_2 (and
+    dpm_2_ancestral) compute steps + 1 sigmas and drop the second-to-last, so the last step goes from a
+    small sigma straight to 0."""
     if sampler in DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
-        sigmas = sigma_schedule(scheduler, model_sigmas, steps + 1, dtype=dtype)
+        sigmas = sigma_schedule(scheduler, model_sigmas, steps + 1, dtype=dtype, family=family)
         return torch.cat([sigmas[:-2], sigmas[-1:]])
-    return sigma_schedule(scheduler, model_sigmas, steps, dtype=dtype)
+    return sigma_schedule(scheduler, model_sigmas, steps, dtype=dtype, family=family)
 
 
 def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
@@ -151,6 +166,55 @@ def _kl_optimal(steps: int, sigma_min: float, sigma_max: float, dtype: torch.dty
     ComfyUI divides 0 by 0 for one step (NaN); here one step is sigma_max, then 0."""
     fraction = torch.arange(steps, dtype=dtype) / max(steps - 1, 1)
     return _with_zero((fraction * math.atan(sigma_min) + (1 - fraction) * math.atan(sigma_max)).tan())
+
+
+def _polyexponential(steps: int, sigma_min: float, sigma_max: float, dtype: torch.dtype,
+                     rho: float = 1.0) -> torch.Tensor:
+    """k-diffusion's get_sigmas_polyexponential: log sigma runs from log sigma_max to log sigma_min as a
+    ramp from 1 to 0 raised to `rho`. A1111 passes the model's sigma_min / sigma_max and keeps the
+    function's rho of 1 (its "rho" setting is 0, unset, by default): uniform in log sigma, the same
+    schedule as `exponential` computed another way (they differ in the last bits)."""
+    ramp = torch.linspace(1, 0, steps, dtype=dtype) ** rho
+    log_min, log_max = math.log(sigma_min), math.log(sigma_max)
+    return _with_zero(torch.exp(ramp * (log_max - log_min) + log_min))
+
+
+def _align_your_steps(steps: int, family: str, dtype: torch.dtype) -> torch.Tensor:
+    """A1111's "Align Your Steps": the 11 levels as they are for 11 steps (A1111 compares the step
+    count, not steps + 1, with the levels' length), otherwise `steps` values log-linearly interpolated
+    between them, then 0. So 10 steps end at 0.029 (ComfyUI's node instead takes steps + 1 levels and
+    sets the last to 0), and 1 step is the single value at the low end, 0.029 -> 0."""
+    levels = ALIGN_YOUR_STEPS_LEVELS["sdxl" if family == "sdxl" else "sd1"]
+    if steps != len(levels):
+        levels = _loglinear_interpolation(levels, steps)
+    # A1111 computes in float64 (numpy) and returns a FloatTensor: rounded once, at the end
+    return torch.tensor([*levels, 0.0], dtype=torch.float64).to(dtype)
+
+
+def _loglinear_interpolation(levels: tuple[float, ...], count: int) -> list[float]:
+    """`count` values spread evenly over the levels' index range (0 to 1, as numpy's linspace), each
+    interpolated linearly in log sigma between its two neighbouring levels; descending like `levels`.
+    Python floats, in the order of operations of numpy's linspace and interp."""
+    log_levels = [math.log(level) for level in reversed(levels)]      # ascending, at positions k / last
+    last = len(log_levels) - 1
+    level_step, query_step = 1 / last, (1 / (count - 1) if count > 1 else 0.0)
+    values = []
+    for i in range(count):
+        position = 1.0 if i == count - 1 and count > 1 else i * query_step
+        if position >= 1.0:
+            log_sigma = log_levels[last]
+        else:
+            k = min(int(position * last), last - 1)
+            # the position's neighbours; float rounding may put the product one level off
+            while k > 0 and k * level_step > position:
+                k -= 1
+            while k + 1 < last and (k + 1) * level_step <= position:
+                k += 1
+            left, right = k * level_step, (1.0 if k + 1 == last else (k + 1) * level_step)
+            slope = (log_levels[k + 1] - log_levels[k]) / (right - left)
+            log_sigma = slope * (position - left) + log_levels[k]
+        values.append(math.exp(log_sigma))
+    return values[::-1]
 
 
 def _uniform_timesteps(log_sigmas: torch.Tensor, steps: int, dtype: torch.dtype, *, sgm: bool) -> torch.Tensor:
