@@ -26,6 +26,26 @@ def _file_record(path: Path, sha256: str) -> dict:
     return {"path": str(path), "size": size, "sha256": sha256, "short_hash": short_hash(sha256)}
 
 
+def _lora_record(lora) -> dict:
+    record = dict(_file_record(lora.path, lora.sha256), weight=lora.weight)
+    if lora.tag is not None:                 # a prompt's `<lora:...>` tag: its name and UNet weight too
+        record["tag"] = lora.tag
+        if lora.unet_weight is not None:
+            record["unet_weight"] = lora.unet_weight
+    return record
+
+
+def stage_loras(plan: Plan) -> dict[str, list[dict]]:
+    """Per stage, the LoRA files it declares: its own `loras`, then those its prompt's `<lora:...>` tags
+    name (a tag is pinned at the stage whose prompt has it; the stages after it apply the same files)."""
+    found = {}
+    for inv in plan.invocations:
+        own = [lora for lora in inv.loras if lora.tag is None]
+        if own or inv.lora_tags:
+            found[inv.id] = [_lora_record(lora) for lora in own + inv.lora_tags]
+    return found
+
+
 def lock_document(plan: Plan, outputs: list[Path] | None = None) -> dict:
     models = {}
     for name, files in sorted(plan.models.items()):
@@ -33,7 +53,7 @@ def lock_document(plan: Plan, outputs: list[Path] | None = None) -> dict:
         if files.vae:
             record["vae"] = _file_record(files.vae, files.vae_sha256)
         if files.loras:
-            record["loras"] = [dict(_file_record(l.path, l.sha256), weight=l.weight) for l in files.loras]
+            record["loras"] = [_lora_record(lora) for lora in files.loras]
         models[name] = record
     prompts = {}
     for inv in plan.invocations:
@@ -47,6 +67,9 @@ def lock_document(plan: Plan, outputs: list[Path] | None = None) -> dict:
         "models": models, "prompts": prompts,
         "stages": {inv.id: inv.key for inv in plan.invocations},
     }
+    loras = stage_loras(plan)
+    if loras:
+        document["loras"] = loras
     if plan.random_seed is not None:      # `seed = -1` drew it: `run --locked` uses it again
         document["random_seed"] = plan.random_seed
     if plan.random_subseed is not None:
@@ -109,11 +132,35 @@ def lock_differences(locked: dict, current: dict) -> list[str]:
                                 f"{(b or {}).get('sha256', 'none')[:12]} now ({(b or {}).get('path', '-')})")
         if [l["sha256"] for l in old.get("loras", [])] != [l["sha256"] for l in new.get("loras", [])]:
             problems.append(f"model {name}.loras: LoRA files differ from the lock")
+    problems += _lora_differences(locked.get("loras", {}), current.get("loras", {}))
     old_prompts, new_prompts = locked.get("prompts", {}), current.get("prompts", {})
     for stage in sorted(set(old_prompts) | set(new_prompts)):
         if old_prompts.get(stage) != new_prompts.get(stage):
             problems.append(f"stage {stage}: resolved prompts differ from the lock "
                             f"({old_prompts.get(stage)} -> {new_prompts.get(stage)})")
+    return problems
+
+
+def _lora_label(record: dict) -> str:
+    return f"<lora:{record['tag']}>" if "tag" in record else Path(record.get("path", "?")).name
+
+
+def _lora_differences(old: dict, new: dict) -> list[str]:
+    """One line per stage LoRA or tag LoRA whose file differs from the lock (a file, not its weight: the
+    weight is in the recipe or the prompt, which the lock pins as they are)."""
+    problems = []
+    for stage in sorted(set(old) | set(new)):
+        before, now = old.get(stage, []), new.get(stage, [])
+        if [r.get("sha256") for r in before] == [r.get("sha256") for r in now]:
+            continue
+        if len(before) != len(now):
+            problems.append(f"stage {stage}: LoRAs {', '.join(map(_lora_label, before)) or 'none'} in the lock, "
+                            f"{', '.join(map(_lora_label, now)) or 'none'} now")
+            continue
+        for a, b in zip(before, now):
+            if a.get("sha256") != b.get("sha256"):
+                problems.append(f"stage {stage}: LoRA {_lora_label(b)}: sha256 {str(a.get('sha256'))[:12]} in the "
+                                f"lock, {b['sha256'][:12]} now ({b.get('path', '-')})")
     return problems
 
 

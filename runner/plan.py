@@ -51,6 +51,7 @@ class Invocation:
     files: dict[str, Path] = field(default_factory=dict)       # param name -> resolved file it reads
     model: ModelFiles | None = None
     loras: list[LoraFile] = field(default_factory=list)        # the stage's own LoRAs
+    lora_tags: list[LoraFile] = field(default_factory=list)    # the LoRAs its own prompt's tags name
     prompts: list[str] = field(default_factory=list)           # resolved prompts, one per image
     negatives: list[str] = field(default_factory=list)
     wildcards: dict[str, Path] = field(default_factory=dict)   # wildcard files its prompts read

@@ -134,3 +134,78 @@ def test_verify_reports_an_output_that_differs_from_the_lock(capsys, project):
     code, out, _ = sdbake(capsys, project, "verify")
     assert code == 1
     assert f"output img/42.png: sha256 {digest[:12]} differs from the lock's 000000000000" in out
+
+
+# ---- LoRAs: a recipe's `loras` and a prompt's `<lora:...>` tags are pinned alike -------------------------
+
+def resave_with_other_bytes(path: Path) -> None:
+    """The same LoRA weights in a file with other bytes (metadata added), as a re-download can give."""
+    from safetensors.torch import load_file, save_file
+    save_file(load_file(path), path, metadata={"note": "saved again"})
+
+
+@pytest.fixture
+def lora_project(tmp_path, tiny_model_dir, tiny_lora, monkeypatch) -> Path:
+    """A LoRA folder (configured as `loras`) and three recipes loading tiny.safetensors: through the model
+    entry's `loras` (m.toml), a stage's `loras` (s.toml) and a prompt tag (t.toml)."""
+    monkeypatch.setenv("SDBAKE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "loras").mkdir()
+    shutil.copy(tiny_lora, tmp_path / "loras" / "tiny.safetensors")
+    (tmp_path / "sdbake.toml").write_text(f'[folders]\nloras = ["{tmp_path / "loras"}"]\n', encoding="utf-8")
+    monkeypatch.setenv("SDBAKE_CONFIG", str(tmp_path / "sdbake.toml"))
+    plain = txt2img(tiny_model_dir, steps=3, path="img/{{ seed }}.png", name="loras", prompt="a red circle")
+    write(tmp_path, "m.toml", plain.replace(f'checkpoint = "{tiny_model_dir}"\n', f'checkpoint = "{tiny_model_dir}"\n'
+                                            'loras = [{ name = "tiny", weight = 0.8 }]\n'))
+    write(tmp_path, "s.toml", plain.replace('type = "sample"\n', 'type = "sample"\nloras = [{ name = "tiny", '
+                                                                 'weight = 0.8 }]\n'))
+    write(tmp_path, "t.toml", plain.replace("a red circle", "a red circle <lora:tiny:0.8:0.5>"))
+    return tmp_path
+
+
+def sdbake_recipe(capsys, folder: Path, recipe: str, *args: str) -> tuple[int, str, str]:
+    from sdbake.runner.cli import main
+    capsys.readouterr()
+    code = main([args[0], str(folder / recipe), "--out", str(folder / "out"), *args[1:]])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_lock_pins_a_tag_lora_at_the_stage_whose_prompt_names_it(capsys, lora_project):
+    lora = lora_project / "loras" / "tiny.safetensors"
+    code, _, err = sdbake_recipe(capsys, lora_project, "t.toml", "lock")
+    assert code == 0, err
+    lock = tomllib.loads((lora_project / "t.toml.lock").read_text(encoding="utf-8"))
+    assert lock["loras"] == {"encode": [{"path": str(lora), "size": lora.stat().st_size,
+                                         "sha256": hashlib.sha256(lora.read_bytes()).hexdigest(),
+                                         "short_hash": hashlib.sha256(lora.read_bytes()).hexdigest()[:10],
+                                         "tag": "tiny", "weight": 0.8, "unet_weight": 0.5}]}
+    assert "loras" not in lock["models"]["m"]
+    code, _, err = sdbake_recipe(capsys, lora_project, "s.toml", "lock")     # a stage's own `loras`: the same
+    assert code == 0, err
+    stage = tomllib.loads((lora_project / "s.toml.lock").read_text(encoding="utf-8"))["loras"]
+    assert list(stage) == ["sample"] and stage["sample"][0]["sha256"] == lock["loras"]["encode"][0]["sha256"]
+    assert "tag" not in stage["sample"][0]
+
+
+@pytest.mark.parametrize("recipe, line", [
+    ("m.toml", "model m.loras: LoRA files differ from the lock"),
+    ("s.toml", "stage sample: LoRA tiny.safetensors: sha256 {old} in the lock, {new} now ({path})"),
+    ("t.toml", "stage encode: LoRA <lora:tiny>: sha256 {old} in the lock, {new} now ({path})"),
+])
+def test_run_locked_and_verify_refuse_a_changed_lora_file_wherever_the_recipe_names_it(capsys, lora_project,
+                                                                                        recipe, line):
+    lora = lora_project / "loras" / "tiny.safetensors"
+    old = hashlib.sha256(lora.read_bytes()).hexdigest()
+    assert sdbake_recipe(capsys, lora_project, recipe, "lock")[0] == 0
+    assert sdbake_recipe(capsys, lora_project, recipe, "run", "--locked")[0] == 0      # unchanged: it runs
+    shutil.rmtree(lora_project / "out")
+    resave_with_other_bytes(lora)
+    new = hashlib.sha256(lora.read_bytes()).hexdigest()
+    expected = line.format(old=old[:12], new=new[:12], path=lora)
+    code, out, err = sdbake_recipe(capsys, lora_project, recipe, "run", "--locked")
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == [f"{lora_project / recipe}: {expected}",
+                                        f"{lora_project / recipe}: 1 difference(s) from the lock file"]
+    assert not (lora_project / "out").exists()                 # refused before rendering anything
+    code, out, _ = sdbake_recipe(capsys, lora_project, recipe, "verify")
+    assert code == 1 and expected in out.splitlines()

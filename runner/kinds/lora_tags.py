@@ -18,7 +18,7 @@ from sdbake.stages.prompts.extra_networks import LoraTag, lora_tags
 
 def plan_lora_tags(stage, inv, document: dict, ctx: PlanContext) -> None:
     if inv.prompts:
-        ctx.carried["lora_tags"] = _tag_files(inv.prompts, ctx)
+        inv.lora_tags = ctx.carried["lora_tags"] = _tag_files(inv.prompts, ctx)
     tags = ctx.carried.get("lora_tags") or []
     if getattr(stage, "model", None) and tags:
         inv.loras = inv.loras + tags
