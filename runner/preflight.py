@@ -294,7 +294,7 @@ def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> 
     """Hires sizes, then save/preview templates rendered as the plan will and output collisions."""
     import hashlib
 
-    from sdbake.runner.kinds.common import note_a1111_facts, resolve_prompts
+    from sdbake.runner.kinds.common import batch_job, note_a1111_facts, resolve_prompts
     from sdbake.schemas.canonical import canonical_json
     recipe = loaded.recipe
     recipe_hash = hashlib.sha256(canonical_json(recipe, indent=None).encode()).hexdigest()
@@ -316,7 +316,7 @@ def _output_problems(loaded: LoadedRecipe, output_root: Path, now: datetime) -> 
                                    negatives=resolve_prompts(stage.negative, seeds, loaded))
             except SdbakeError:
                 current.update(prompts=[stage.prompt] * len(seeds), negatives=[stage.negative] * len(seeds))
-            current.update(seeds=seeds, width=stage.width, height=stage.height)
+            current.update(seeds=seeds, width=stage.width, height=stage.height, job=batch_job(loaded, stage))
         elif getattr(stage, "sampler", None) is not None:
             current.update(steps=stage.steps, cfg=stage.cfg, sampler=stage.sampler, scheduler=stage.scheduler)
         if isinstance(stage, HiresParams) and current["width"]:

@@ -24,6 +24,16 @@ else:                                   # pragma: no cover
 RECIPE_SUFFIXES = (".toml", ".yaml", ".yml")
 
 
+@dataclass(frozen=True)
+class BatchJob:
+    """Where a recipe sits in an A1111 batch count job (`n_iter`, rendered as sweep points): its batch, the
+    number of batches, and each encode stage's seeds over the whole job (A1111's `p.all_seeds`), which
+    the file name keys `[generation_number]`, `[seed_first]` and `[seed_last]` count over."""
+    iteration: int                              # 0-based, A1111's p.iteration
+    n_iter: int
+    seeds: dict[str, list[int]]                 # encode stage id -> every image's seed, batch after batch
+
+
 @dataclass
 class LoadedRecipe:
     recipe: Recipe
@@ -36,6 +46,7 @@ class LoadedRecipe:
     # stage id -> {"prompts": [...], "negatives": [...]}: the prompts an image's batch used, wildcards
     # already expanded (`run IMAGE` renders them, not the templates)
     resolved: dict[str, dict] = field(default_factory=dict)
+    job: BatchJob | None = None     # a batch of an `n_iter` job (runner/sweep/matrix.py batch_sweep)
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> LoadedRecipe:

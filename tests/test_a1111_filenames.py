@@ -41,6 +41,17 @@ def facts(**changes) -> ImageFacts:
                          "denoising": None, "vae_file": None, "now": NOW, **changes})
 
 
+JOB_PATTERN = "[generation_number]-[seed_first]-[seed_last]-[seed]-[batch_number]"
+
+
+def job(iteration: int, index: int, *, batch_size: int = 2, n_iter: int = 3, **changes) -> dict:
+    """Image `index` of batch `iteration` of an A1111 job of n_iter batches, seed 1234 (no variation seed)."""
+    first = 1234 + iteration * batch_size
+    seeds = list(range(first, first + batch_size))
+    return {"seeds": seeds, "seed": seeds[index], "batch_index": index, "iteration": iteration, "n_iter": n_iter,
+            "all_seeds": list(range(1234, 1234 + n_iter * batch_size)), **changes}
+
+
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -86,6 +97,16 @@ A1111_TABLE = [
     ("[none]", {}, ""),
     ("[basename]", {}, "img"),
     ("[]-[seed]", {}, "[]-1234"),                                     # empty brackets are text
+    *[(JOB_PATTERN, job(iteration, index), expected) for iteration, index, expected in [
+        # n_iter = 3, batch_size = 2, seed 1234: p.all_seeds = 1234..1239 (seed + x over the job), and
+        # generation_number = p.iteration * p.batch_size + p.batch_index + 1
+        (0, 0, "1-1234-1239-1234-1"), (0, 1, "2-1234-1239-1235-2"), (1, 0, "3-1234-1239-1236-1"),
+        (1, 1, "4-1234-1239-1237-2"), (2, 0, "5-1234-1239-1238-1"), (2, 1, "6-1234-1239-1239-2")]],
+    # batch_size = 1, n_iter = 3, third batch: seed_first is the image's seed and seed_last is skipped (A1111
+    # tests p.batch_size == 1), generation_number is not (it tests n_iter == 1 and batch_size == 1)
+    (JOB_PATTERN, job(2, 0, batch_size=1), "3-1236-1236"),
+    # a variation seed: every image keeps the seed, so p.all_seeds is 1234 six times
+    (JOB_PATTERN, job(1, 1, all_seeds=[1234] * 6, seeds=[1234, 1234], seed=1234), "4-1234-1234-1234-2"),
 ]
 
 
@@ -251,3 +272,17 @@ def test_writer_takes_the_next_number_at_write_time_and_finds_its_own_bytes_unde
     other = write_new_file(tmp_path / "00012-42-cat.png", b"new bytes", root=tmp_path, sequence=True)
     assert (other.status, other.path.name) == ("written", "00012-42-cat.png")
     assert (tmp_path / "00010-someone else.png").read_bytes() == b"theirs"
+
+
+def test_a_batch_count_job_numbers_its_names_over_the_whole_job_as_a1111(tmp_path, tiny_model_dir):
+    pytest.importorskip("torch")
+    from sdbake.runner.cli import main
+    recipe = _pattern_recipe(tmp_path, tiny_model_dir, 'pattern = "[generation_number]-[seed_first]-[seed_last]-'
+                             '[seed]-[batch_number]"\nnumber = false\n')
+    recipe.write_text(recipe.read_text().replace("batch_size = 2\n", "batch_size = 2\nn_iter = 3\n"))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                 "--quiet"]) == 0
+    # seed 42: the job's seeds are 42..47, as the table above for seed 1234
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "1-42-47-42-1.png", "2-42-47-43-2.png", "3-42-47-44-1.png", "4-42-47-45-2.png", "5-42-47-46-1.png",
+        "6-42-47-47-2.png"]

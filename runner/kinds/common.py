@@ -127,6 +127,15 @@ def note_a1111_facts(carried: dict, stage) -> None:
         carried["denoising"] = first if stage.loops == 1 else None
 
 
+def batch_job(loaded: LoadedRecipe, stage) -> tuple[int, int, list[int]] | None:
+    """(batch, batches, the job's seeds) when the encode stage's images are one batch of an `n_iter` job,
+    else None. Only file names read it: never a cache key (each batch's bytes are its own)."""
+    job = loaded.job
+    if job is None or stage.id not in job.seeds:
+        return None
+    return job.iteration, job.n_iter, job.seeds[stage.id]
+
+
 def image_facts(carried: dict, now: datetime, batch_index: int):
     """An image's facts for an A1111 pattern (stages/output/a1111_names.py), from what the plan carried."""
     from sdbake.schemas.names import a1111_sampler_label
@@ -137,8 +146,10 @@ def image_facts(carried: dict, now: datetime, batch_index: int):
     sampler, schedule_type = a1111_sampler_label(base["sampler"], base["scheduler"]) if base["sampler"] else ("", "")
     model = carried.get("model")
     vae = getattr(model, "vae", None)
+    iteration, n_iter, all_seeds = carried.get("job") or (0, 1, seeds)
     return ImageFacts(
-        seed=seeds[batch_index], seeds=seeds, batch_index=batch_index,
+        seed=seeds[batch_index], seeds=seeds, batch_index=batch_index, iteration=iteration, n_iter=n_iter,
+        all_seeds=all_seeds,
         prompt=strip_tags(carried["prompts"][batch_index]) if carried["prompts"] else "",
         prompt_typed=carried.get("prompt_typed", ""), negative_typed=carried.get("negative_typed", ""),
         steps=base["steps"] or 0, cfg=base["cfg"] or 0.0, width=carried["width"], height=carried["height"],

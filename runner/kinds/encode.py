@@ -3,7 +3,7 @@ and the wildcard files and embeddings its prompts read. Never by later stages: t
 encode any scheduled text its memo lacks."""
 from __future__ import annotations
 
-from sdbake.runner.kinds.common import PlanContext
+from sdbake.runner.kinds.common import PlanContext, batch_job
 from sdbake.runner.kinds.prompts import plan_prompts
 
 
@@ -11,4 +11,4 @@ def plan(stage, inv, document: dict, ctx: PlanContext) -> None:
     seeds = stage.image_seeds()
     plan_prompts(stage.prompt, stage.negative, seeds, inv, document, ctx)
     ctx.carried.update(prompts=inv.prompts, negatives=inv.negatives, seeds=seeds, width=stage.width,
-                       height=stage.height, model=inv.model)
+                       height=stage.height, model=inv.model, job=batch_job(ctx.loaded, stage))

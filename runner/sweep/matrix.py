@@ -21,7 +21,7 @@ from typing import Any
 from sdbake.runner.sweep.axes import PROMPT_FIELDS, Axis, apply_value, build_axis, stage_index
 from sdbake.schemas.errors import RecipeError, SdbakeError
 from sdbake.schemas.limits import limit, over_limit
-from sdbake.schemas.loader import LoadedRecipe, apply_overrides, parse_document, validate_document
+from sdbake.schemas.loader import BatchJob, LoadedRecipe, apply_overrides, parse_document, validate_document
 from sdbake.schemas.positions import Positions
 from sdbake.schemas.stages import STAGE_TYPES
 
@@ -255,7 +255,7 @@ def batch_sweep(loaded: LoadedRecipe, label: str, has_axes: bool) -> Sweep:
                           f"instead (e.g. `seed = \"1-8\"` in [matrix])", file=label)
     pick_random_seed(loaded)
     pick_random_seed(loaded, field="subseed")
-    points = []
+    recipes = []
     for batch in range(count):
         recipe = loaded.recipe.model_copy(deep=True)
         recipe.defaults.n_iter = None
@@ -265,8 +265,15 @@ def batch_sweep(loaded: LoadedRecipe, label: str, has_axes: bool) -> Sweep:
                     stage.subseed += batch * stage.batch_size
                 else:
                     stage.seed += batch * stage.batch_size
+        recipes.append(recipe)
+    # the job's seeds, as A1111's p.all_seeds: what its file name keys count over
+    job_seeds = {stage.id: [seed for recipe in recipes for seed in recipe.stages[index].image_seeds()]
+                 for index, stage in enumerate(loaded.recipe.stages) if isinstance(stage, EncodeParams)}
+    points = []
+    for batch, recipe in enumerate(recipes):
         point_loaded = LoadedRecipe(recipe=recipe, path=loaded.path, folder=loaded.folder,
-                                    positions=loaded.positions, found=loaded.found, resolved=loaded.resolved)
+                                    positions=loaded.positions, found=loaded.found, resolved=loaded.resolved,
+                                    job=BatchJob(batch, count, job_seeds))
         points.append(Point((batch,), {"batch": batch + 1}, canonical_dict(recipe), point_loaded))
     axis = Axis("n_iter", ("defaults", "n_iter"), "int", list(range(1, count + 1)), "batch")
     return Sweep([axis], points, save_grid=False, name=loaded.recipe.name, label=label, folder=loaded.folder,

@@ -62,6 +62,9 @@ class ImageFacts:
     denoising: float | None = None
     vae_file: str | None = None       # the separate VAE's file name; None: the checkpoint's own
     now: datetime = field(default_factory=datetime.now)
+    iteration: int = 0                # the batch's place in an `n_iter` job (A1111's p.iteration)
+    n_iter: int = 1
+    all_seeds: list[int] = field(default_factory=list)    # the job's seeds (p.all_seeds); empty: the batch's
 
 
 def _hash(text: str, args: tuple[str, ...]) -> str:
@@ -109,14 +112,26 @@ def _vae_filename(name: str | None) -> str:
 
 
 def _one_image(facts: ImageFacts) -> bool:
+    """A batch of one (A1111 tests p.batch_size == 1, whatever the batch count)."""
     return len(facts.seeds) <= 1
+
+
+def _job_seeds(facts: ImageFacts) -> list[int]:
+    return facts.all_seeds or facts.seeds
+
+
+def _generation_number(facts: ImageFacts) -> object:
+    """The image's number in the whole job: batch * batch size + index in the batch + 1."""
+    if facts.n_iter == 1 and _one_image(facts):
+        return SKIP
+    return facts.iteration * len(facts.seeds) + facts.batch_index + 1
 
 
 _VALUES: dict[str, Callable[[ImageFacts, tuple[str, ...]], object]] = {
     "basename": lambda f, a: "img",
     "seed": lambda f, a: f.seed,
-    "seed_first": lambda f, a: f.seed if _one_image(f) else f.seeds[0],
-    "seed_last": lambda f, a: SKIP if _one_image(f) else f.seeds[-1],
+    "seed_first": lambda f, a: f.seed if _one_image(f) else _job_seeds(f)[0],
+    "seed_last": lambda f, a: SKIP if _one_image(f) else _job_seeds(f)[-1],
     "steps": lambda f, a: f.steps,
     "cfg": lambda f, a: f.cfg,
     "width": lambda f, a: f.width,
@@ -140,8 +155,7 @@ _VALUES: dict[str, Callable[[ImageFacts, tuple[str, ...]], object]] = {
     "prompt_words": lambda f, a: _prompt_words(f.prompt),
     "batch_number": lambda f, a: SKIP if _one_image(f) else f.batch_index + 1,
     "batch_size": lambda f, a: len(f.seeds),
-    # counted within the batch: with n_iter each batch is planned on its own (A1111 counts across batches)
-    "generation_number": lambda f, a: SKIP if _one_image(f) else f.batch_index + 1,
+    "generation_number": lambda f, a: _generation_number(f),
     "hasprompt": lambda f, a: _hasprompt(f.prompt, a),
     "clip_skip": lambda f, a: f.clip_skip,
     "denoising": lambda f, a: f.denoising if f.denoising else SKIP,
