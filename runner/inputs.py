@@ -85,19 +85,39 @@ def find_by_hash(sha256: str, relative: str | None, folders: Iterable[Path], sto
     return store.find(sha256) if store is not None else None
 
 
-def model_by_hash(checkpoint: str, sha256: str, folder: Path) -> Path | None:
-    """A checkpoint that is not where the recipe says (or is another file there): the file or diffusers
-    folder in the configured checkpoint folders with the recorded content hash, else None."""
+def found_key(kind: str, name: str) -> str:
+    """Where `LoadedRecipe.found` keeps the file found by hash for a name the recipe writes: under the name
+    for checkpoints and input files, under `<loras>name` for a LoRA (a checkpoint may be spelled alike)."""
+    return name if kind == "checkpoints" else f"<{kind}>{name}"
+
+
+def in_model_folders(sha256: str, kind: str) -> Path | None:
+    """The file or diffusers folder in the configured folders of `kind` with this content hash."""
     from sdbake.runner.modelfiles import path_sha256
-    from sdbake.runner.models.search import list_folder, load_search_config, resolve_model_file
-    from sdbake.schemas.errors import SdbakeError
-    try:
-        if path_sha256(resolve_model_file(checkpoint, "checkpoints", folder)) == sha256:
-            return None
-    except SdbakeError:
-        pass
-    for models_folder in load_search_config().folders["checkpoints"]:
-        for candidate in list_folder(models_folder, "checkpoints"):
+    from sdbake.runner.models.search import list_folder, load_search_config
+    for models_folder in load_search_config().folders[kind]:
+        for candidate in list_folder(models_folder, kind):
             if path_sha256(candidate) == sha256:
                 return candidate.resolve()
     return None
+
+
+def named_sha256(resolve, name: str, folder: Path) -> tuple[Path | None, str | None]:
+    """The file `resolve(name, folder)` leads to and its content hash; (None, None) when it leads nowhere."""
+    from sdbake.runner.modelfiles import path_sha256
+    from sdbake.schemas.errors import SdbakeError
+    try:
+        path = resolve(name, folder)
+    except SdbakeError:
+        return None, None
+    return (path, path_sha256(path)) if path.exists() else (None, None)
+
+
+def model_by_hash(checkpoint: str, sha256: str, folder: Path) -> Path | None:
+    """A checkpoint that is not where the recipe says (or is another file there): the file or diffusers
+    folder in the configured checkpoint folders with the recorded content hash, else None."""
+    from sdbake.runner.models.search import resolve_model_file
+    if named_sha256(lambda name, where: resolve_model_file(name, "checkpoints", where), checkpoint, folder)[1] \
+            == sha256:
+        return None
+    return in_model_folders(sha256, "checkpoints")

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sdbake.runner.inputs import found_key
 from sdbake.runner.kinds import KINDS
 from sdbake.runner.kinds.common import (
     PlanContext,
@@ -104,6 +105,12 @@ def embeddings_used(loaded: LoadedRecipe, texts: list[str]) -> dict[str, Path]:
             if re.search(rf"(?<![\w]){re.escape(stem)}(?![\w])", joined)}
 
 
+def found_loras(refs: list, loaded: LoadedRecipe) -> list:
+    """LoRA references with the files `run IMAGE` found by the recorded hash put in, as a checkpoint's."""
+    return [ref.model_copy(update={"name": str(loaded.found[found_key("loras", ref.name)])})
+            if found_key("loras", ref.name) in loaded.found else ref for ref in refs]
+
+
 def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
                now: datetime | None = None, cache_dir: Path | str | None = None) -> Plan:
     recipe = loaded.recipe
@@ -129,6 +136,8 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
                 return models[name]
             if entry.checkpoint in loaded.found:
                 entry = entry.model_copy(update={"checkpoint": str(loaded.found[entry.checkpoint])})
+            if entry.loras:
+                entry = entry.model_copy(update={"loras": found_loras(entry.loras, loaded)})
             try:
                 models[name] = resolve_model(name, entry, loaded.folder)
             except SdbakeError as err:
@@ -153,7 +162,7 @@ def build_plan(loaded: LoadedRecipe, numerics: Numerics, output_root: Path, *,
             document["model"] = inv.model.identity()
             document["numerics"] = fingerprint
         if getattr(stage, "loras", None):
-            inv.loras = resolve_loras(stage.loras, loaded.folder)
+            inv.loras = resolve_loras(found_loras(stage.loras, loaded), loaded.folder)
             document["loras"] = [[l.sha256, l.weight] for l in inv.loras]
         inv.inputs = document
         KINDS[stage.type].plan(stage, inv, document, ctx)

@@ -155,9 +155,10 @@ def _image_fields(stage) -> list[tuple[tuple, str]]:
 
 def _model_file(loaded: LoadedRecipe, where: tuple, name: str, kind: str, folders_ok: bool) -> list[Problem]:
     """A checkpoint / VAE / LoRA / upscaler named by path or by a name in the model folders."""
+    from sdbake.runner.inputs import found_key
     from sdbake.runner.models.search import list_folder, load_search_config, resolve_model_file
     try:
-        path = loaded.found.get(name) or resolve_model_file(name, kind, loaded.folder)
+        path = loaded.found.get(found_key(kind, name)) or resolve_model_file(name, kind, loaded.folder)
     except SdbakeError as err:
         known = [p.name for f in load_search_config().folders[kind] for p in list_folder(f, kind)]
         direct = _resolve(loaded, name)

@@ -120,7 +120,55 @@ def _found_inputs(document: dict, recipe: dict, image: Path, folder: Path, searc
             if entry and entry.get("checkpoint") else None
         if located is not None:
             found[entry["checkpoint"]] = located
+    found.update(_found_loras(document, recipe, stages, image, folder))
     return found
+
+
+def _found_loras(document: dict, recipe: dict, stages: dict, image: Path, folder: Path) -> dict[str, Path]:
+    """The LoRAs the image recorded (a model entry's and a stage's `loras`, the files of `<lora:...>` tags),
+    as models are found: by the recorded hash where the name leads to another file or none."""
+    from sdbake.runner.inputs import found_key
+    from sdbake.runner.kinds.lora_tags import resolve_tag_name
+    from sdbake.runner.models.search import resolve_model_file
+
+    def by_name(name: str, where: Path) -> Path:
+        return resolve_model_file(name, "loras", where)
+    wanted: dict[str, tuple[str, object]] = {}       # name as written -> (sha256, how the name resolves)
+    for name, identity in document.get("models", {}).items():
+        refs = (recipe["models"].get(name) or {}).get("loras") or []
+        for ref, (sha256, _weight) in zip(refs, identity.get("loras") or []):
+            wanted[ref["name"]] = (sha256, by_name)
+    for stage_id, records in document.get("loras", {}).items():
+        own = [record for record in records if "tag" not in record]   # the stage's `loras`, then its tags
+        for ref, record in zip(stages[stage_id].get("loras") or [], own):
+            wanted[ref["name"]] = (record["sha256"], by_name)
+        for record in records:
+            if "tag" in record:
+                wanted[record["tag"]] = (record["sha256"], resolve_tag_name)
+    found = {}
+    for name, (sha256, resolve) in wanted.items():
+        if not SHA256.fullmatch(str(sha256)):
+            raise ValueError(f"LoRA {name}: `{sha256}` is not a sha256")
+        located = _lora_by_hash(name, sha256, resolve, image, folder)
+        if located is not None:
+            found[found_key("loras", name)] = located
+    return found
+
+
+def _lora_by_hash(name: str, sha256: str, resolve, image: Path, folder: Path) -> Path | None:
+    """None when `name` leads to the recorded file; else the LoRA with that hash under another name (said
+    on stderr); a LoRA that no folder holds is an error, never a render with another file."""
+    from sdbake.runner.inputs import in_model_folders, named_sha256
+    named, named_hash = named_sha256(resolve, name, folder)
+    if named_hash == sha256:
+        return None
+    located = in_model_folders(sha256, "loras")
+    other = f"`{name}` is {named}, sha256 {named_hash[:12]}" if named is not None else f"no file is named `{name}`"
+    if located is None:
+        raise InputFileError(f"LoRA `{name}` (sha256 {sha256[:12]}) is in no LoRA folder ({other})", file=str(image))
+    print(f"note: {image}: LoRA `{name}` (sha256 {sha256[:12]}) found by its hash: {located} ({other})",
+          file=sys.stderr)
+    return located
 
 
 def load_git_revision(spec: str, overrides: list[str] = ()) -> LoadedRecipe:

@@ -265,3 +265,68 @@ def test_a_tag_in_a_region_prompt_is_a_validate_error(tmp_path, tiny_model_dir, 
     assert main(["validate", str(path), "--out", str(tmp_path / "out")]) == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "regions[0].prompt: LoRA tags are not read in region prompts" in line
+
+
+# ---- run IMAGE: the LoRA file the image recorded, found by its hash ------------------------------------
+
+def render_image(tmp_path, model, **recipe_args):
+    path = recipe(tmp_path, model, "img", "a red circle <lora:tiny:0.8>", **recipe_args) if "prompt" not in \
+        recipe_args else recipe(tmp_path, model, "img", **recipe_args)
+    assert main(["run", str(path), "--out", str(tmp_path / "first"), "--cache-dir", str(tmp_path / "cache"),
+                 "--quiet"]) == 0
+    return tmp_path / "first" / "img.png"
+
+
+def rerender(capsys, image, out, cache):
+    """`sdbake run IMAGE` with a cache of its own, so the LoRA is loaded again: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(["run", str(image), "--out", str(out), "--cache-dir", str(cache)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def pixels(path) -> bytes:
+    from PIL import Image
+    with Image.open(path) as image:
+        return image.convert("RGB").tobytes()
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("how", ["tag", "model loras", "stage loras"])
+def test_run_image_finds_a_renamed_lora_by_the_hash_it_recorded(tmp_path, tiny_model_dir, lora_dir, capsys, how):
+    ref = '{ name = "tiny", weight = 0.8 }'
+    args = {"tag": {}, "model loras": {"prompt": "a red circle", "model_loras": ref},
+            "stage loras": {"prompt": "a red circle", "stage_loras": ref}}[how]
+    image = render_image(tmp_path, tiny_model_dir, **args)
+    sha = digest(lora_dir / "tiny.safetensors")
+    (lora_dir / "tiny.safetensors").rename(lora_dir / "renamed.safetensors")
+    code, out, err = rerender(capsys, image, tmp_path / "again", tmp_path / "fresh-cache")
+    assert code == 0, err
+    assert "reproduced" in out and pixels(tmp_path / "again" / "img.png") == pixels(image)
+    assert f"note: {image}: LoRA `tiny` (sha256 {sha[:12]}) found by its hash: {lora_dir / 'renamed.safetensors'} " \
+           "(no file is named `tiny`)" in err.splitlines()
+
+
+def test_run_image_refuses_a_tag_lora_whose_file_changed_and_takes_the_recorded_one_where_it_is(
+        tmp_path, tiny_model_dir, lora_dir, capsys):
+    from safetensors.torch import load_file, save_file
+    image = render_image(tmp_path, tiny_model_dir)
+    lora = lora_dir / "tiny.safetensors"
+    original, sha = lora.read_bytes(), digest(lora)
+    save_file({name: tensor * 2 for name, tensor in load_file(lora).items()}, lora)   # another LoRA, same name
+    changed = digest(lora)
+    code, out, err = rerender(capsys, image, tmp_path / "refused", tmp_path / "fresh-cache")
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == [(f"{image}: LoRA `tiny` (sha256 {sha[:12]}) is in no LoRA folder "
+                                        f"(`tiny` is {lora}, sha256 {changed[:12]})")]
+    assert not (tmp_path / "refused").exists()                 # never a silent different image
+    (lora_dir / "kept.safetensors").write_bytes(original)      # the recorded file, under another name
+    code, out, err = rerender(capsys, image, tmp_path / "again", tmp_path / "fresh-cache")
+    assert code == 0, err
+    assert "reproduced" in out and pixels(tmp_path / "again" / "img.png") == pixels(image)
+    assert [line for line in err.splitlines() if line.startswith("note:")] == [
+        (f"note: {image}: LoRA `tiny` (sha256 {sha[:12]}) found by its hash: {lora_dir / 'kept.safetensors'} "
+         f"(`tiny` is {lora}, sha256 {changed[:12]})")]

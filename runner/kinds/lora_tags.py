@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdbake.runner.inputs import found_key
 from sdbake.runner.kinds.common import PlanContext
 from sdbake.runner.modelfiles import LoraFile, path_sha256
 from sdbake.schemas.errors import ModelError, PromptError, SdbakeError
@@ -70,7 +71,8 @@ def resolve_tag_name(name: str, recipe_dir: Path) -> Path:
 
 def _tag_file(tag: LoraTag, ctx: PlanContext, where: str) -> LoraFile:
     try:
-        path = resolve_tag_name(tag.name, ctx.loaded.folder)
+        # `run IMAGE`: the file with the hash the image recorded, when the name leads elsewhere
+        path = ctx.loaded.found.get(found_key("loras", tag.name)) or resolve_tag_name(tag.name, ctx.loaded.folder)
     except SdbakeError as err:
         raise ctx.error(("prompt",), f"{where}: <lora:{tag.name}>: {err.message}", ModelError) from None
     if not path.is_file():

@@ -45,6 +45,8 @@ def prefix_inputs(prefix: list) -> dict:
         if inv.model is not None:
             models[inv.model.entry_name] = inv.model.identity()
         if inv.loras:
-            loras[inv.id] = [{"name": l.path.name, "sha256": l.sha256, "weight": l.weight} for l in inv.loras]
+            # a tag's name too: `run IMAGE` finds the file the tag loaded by this hash (runner/sources.py)
+            loras[inv.id] = [{"name": l.path.name, "sha256": l.sha256, "weight": l.weight,
+                              **({"tag": l.tag} if l.tag is not None else {})} for l in inv.loras]
     return {"files": files, "wildcards": wildcards, "embeddings": embeddings, "models": models, "loras": loras,
             "stage_keys": {inv.id: inv.key for inv in prefix}}
