@@ -17,6 +17,8 @@ class SamplerInfo:
                                               # "sde": a Brownian path over the whole schedule
     discard_penultimate_sigma: bool = False   # ComfyUI's KSampler: steps + 1 sigmas, the second-to-last dropped
     alias_of: str | None = None               # the same sampler under another ComfyUI id (its label parses to that)
+    vp_initial_noise: bool = False            # A1111's timestep samplers: txt2img starts from unit noise in the
+                                              # variance-preserving latent, x = noise * sqrt(1 + sigma_max^2)
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -44,6 +46,8 @@ SAMPLERS: dict[str, SamplerInfo] = {
     # bh1); the numbers here are ComfyUI's. "UniPC BH2" is ours: A1111 has no label for the variant.
     "uni_pc": SamplerInfo("UniPC", discard_penultimate_sigma=True),
     "uni_pc_bh2": SamplerInfo("UniPC BH2", discard_penultimate_sigma=True),
+    # A1111's "PLMS" (sd_samplers_timesteps_impl.py); ComfyUI has none (its ipndm is the nearest).
+    "plms": SamplerInfo("PLMS", vp_initial_noise=True),
 }
 # Scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's ddim_uniform is
 # what A1111 calls "DDIM". polyexponential and align_your_steps are A1111's names: ComfyUI's KSampler has
@@ -71,14 +75,15 @@ A1111_SAMPLER_ALIASES = {
     "k_dpmpp_3m_sde": "dpmpp_3m_sde",
 }
 # A1111 v1.10 samplers with no sdbake implementation: named as such instead of "unknown".
-A1111_SAMPLERS_MISSING = ("DPM++ 2M SDE Heun", "DPM fast", "DPM adaptive", "Restart", "DDIM CFG++", "PLMS")
+A1111_SAMPLERS_MISSING = ("DPM++ 2M SDE Heun", "DPM fast", "DPM adaptive", "Restart", "DDIM CFG++")
 # What A1111 v1.10's "Automatic" schedule type means per sampler (the `scheduler` option of its sampler
-# table); a sampler without one uses the model's own discretisation, ComfyUI's `normal`, and DDIM its
-# uniform timesteps.
+# table); a sampler without one uses the model's own discretisation, ComfyUI's `normal`. A1111's timestep
+# samplers (DDIM, PLMS) ignore the schedule type and walk timesteps 1, 1 + s, ... (s = 1000 // steps):
+# ComfyUI's ddim_uniform, which adds the last step to sigma 0 (docs/design.md).
 A1111_AUTOMATIC_SCHEDULERS = {
     "dpmpp_2m": "karras", "dpmpp_sde": "karras", "dpmpp_2s_ancestral": "karras", "dpm_2": "karras",
     "dpm_2_ancestral": "karras", "dpmpp_2m_sde": "exponential", "dpmpp_3m_sde": "exponential",
-    "ddim": "ddim_uniform",
+    "ddim": "ddim_uniform", "plms": "ddim_uniform",
 }
 AUTOMATIC = "automatic"
 # A1111 schedule names and aliases that are not a ComfyUI id or an A1111 label of one: its `uniform`

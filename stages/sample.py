@@ -26,7 +26,6 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
         raise StateError("there is no latent to sample: add an `encode` stage before it", stage=ctx.stage_id)
     model = ctx.model(p.model)
     setup = sampling_setup(model, p.sampler, p.scheduler, p.steps)
-    sigmas = setup.sigmas
     if state.position is not None:
         at = state.position
         if (at.step, at.steps, at.scheduler) != (p.start, p.steps, p.scheduler):
@@ -47,8 +46,9 @@ def run(p: SampleParams, state: State, ctx: StageContext) -> State:
                                 seed_variations(state, model.vae_scale_factor))
         initial = noise.draw().to(ctx.device)
         # A1111: txt2img starts from noise * sigmas[0]; img2img adds noise * sigmas[start] to the image.
-        base = state.latent.to(ctx.device) if state.latent_kind != "empty" else torch.zeros_like(initial)
-        x = base + initial * sigmas[p.start]
+        empty = state.latent_kind == "empty"
+        base = torch.zeros_like(initial) if empty else state.latent.to(ctx.device)
+        x = base + initial * setup.noise_scale(p.start, empty)
         carry, model_calls = None, 0
     regions = stage_regions(p, ctx, (state.width, state.height))
     g = with_memo(guidance(state, ctx, p.cfg, p.steps, micro=p.sdxl, regions=regions), model, p.sampler, ctx)
@@ -124,7 +124,7 @@ def run_batch(params: list[SampleParams], states: list[State], contexts: list[St
     noise = setup.new_noise([seed for state in states for seed in state.seeds], states[0].latent.shape[1:],
                             ctx.device, [variation for variations in per_state for variation in variations])
     initial = noise.draw().to(ctx.device)
-    x = torch.zeros_like(initial) + initial * setup.sigmas[p.start]
+    x = torch.zeros_like(initial) + initial * setup.noise_scale(p.start, True)
     own = [with_memo(guidance(state, c, q.cfg, q.steps, micro=q.sdxl,
                               regions=stage_regions(q, c, (state.width, state.height))), model, q.sampler, c)
            for q, state, c in zip(params, states, contexts)]

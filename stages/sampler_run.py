@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+from sdbake.schemas.names import SAMPLERS as SAMPLER_TABLE
 from sdbake.stages import samplers
 from sdbake.stages.conditioning import (
     added_time_ids,
@@ -32,6 +33,15 @@ class SamplingSetup:
     steps: int
     model_sigmas: torch.Tensor          # the model's discrete sigmas (ascending)
     sigmas: torch.Tensor                # the schedule: steps + 1 values, last 0
+
+    def noise_scale(self, start: int, empty_latent: bool) -> torch.Tensor:
+        """What the initial noise is multiplied by: sigmas[start] (k-diffusion, and A1111's img2img with any
+        sampler), but sqrt(1 + sigma^2) for a txt2img start of A1111's timestep samplers (SamplerInfo
+        vp_initial_noise): they start from unit noise in the variance-preserving latent."""
+        sigma = self.sigmas[start]
+        if empty_latent and SAMPLER_TABLE[self.sampler].vp_initial_noise:
+            return (sigma.double() ** 2 + 1).sqrt().to(sigma.dtype)
+        return sigma
 
     def new_noise(self, seeds, shape_chw, device, variations=None) -> samplers.ImageNoise:
         """Fresh per-image generators; the first draw is the initial noise (with each image's A1111

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from sdbake.runner.cli import main
-from sdbake.runner.interop.comfy_export import SCHEDULER_STAND_INS
+from sdbake.runner.interop.comfy_export import SAMPLER_STAND_INS, SCHEDULER_STAND_INS
 from sdbake.runner.interop.comfy_nodes import node_definitions, validate_workflow
 from sdbake.schemas.names import SAMPLERS, SCHEDULERS
 from stage_helpers import recipe
@@ -94,7 +94,9 @@ def test_clip_skip_and_loras_become_clip_set_last_layer_and_lora_loader(tmp_path
 
 def test_sdbake_sampler_and_scheduler_ids_are_comfyui_choices():
     ksampler = node_definitions()["KSampler"]["input"]["required"]
-    assert set(SAMPLERS) <= set(ksampler["sampler_name"][0])
+    # A1111's PLMS is not a KSampler choice: the export says what it writes
+    assert set(SAMPLERS) - set(ksampler["sampler_name"][0]) == set(SAMPLER_STAND_INS)
+    assert {stand_in for stand_in, _why in SAMPLER_STAND_INS.values()} <= set(ksampler["sampler_name"][0])
     # A1111's polyexponential and align_your_steps are not KSampler choices: the export says what it writes
     assert set(SCHEDULERS) - set(ksampler["scheduler"][0]) == set(SCHEDULER_STAND_INS)
     assert {stand_in for stand_in, _why in SCHEDULER_STAND_INS.values()} <= set(ksampler["scheduler"][0])
@@ -116,6 +118,16 @@ def test_a1111_schedules_comfyui_lacks_are_exported_with_a_warning(tmp_path, tin
             f"exported as {stand_in}") in err
     code, workflow = export(tmp_path, tmp_path / "r.toml", "--strict")
     assert code == 1
+
+
+def test_a_sampler_comfyui_lacks_exports_as_the_nearest_with_a_warning(tmp_path, tiny_single_file, capsys):
+    stages = '[[stages]]\ntype = "sample"\nsampler = "PLMS"\n\n[[stages]]\ntype = "save"\npath = "a.png"\n'
+    (tmp_path / "r.toml").write_text(recipe(tiny_single_file, stages))
+    code, workflow = export(tmp_path, tmp_path / "r.toml")
+    assert code == 0 and validate_workflow(workflow) == []
+    assert by_class(workflow, "KSamplerAdvanced")[0]["inputs"]["sampler_name"] == "ipndm"
+    assert ("warning: stage sample (sample): sampler plms is not one of ComfyUI's KSampler samplers: exported as "
+            "ipndm (the same Adams-Bashforth steps after an Euler first step") in capsys.readouterr().err
 
 
 def test_the_validator_names_each_problem_and_its_node():

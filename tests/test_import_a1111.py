@@ -88,6 +88,7 @@ EXPECTED = {
                       "stages.2.prompt": 'a sign that says "OPEN: 24/7", neon,\nnight street, sharp',
                       "stages.2.upscaler": "latent-nearest"},
     "extensions": {"defaults.sampler": "dpmpp_2m", "stages.1": {"type": "sample", "tome_ratio": 0.3}},
+    "txt2img_plms": {"defaults.sampler": "plms", "defaults.scheduler": "ddim_uniform", "defaults.steps": 25},
 }
 # Unmapped keys that must be kept, word for word, as comments.
 UNMAPPED = {

@@ -76,7 +76,7 @@ def test_split_at_any_step_equals_one_run(schedules, sampler, scheduler, tmp_pat
 
 @pytest.mark.parametrize("scheduler", ["exponential", "sgm_uniform", "simple", "ddim_uniform", "beta"])
 def test_split_is_exact_for_every_scheduler(schedules, scheduler, tmp_path):
-    for sampler in ("lms", "dpmpp_2m", "dpmpp_3m_sde", "euler_ancestral", "dpmpp_sde", "uni_pc", "ddpm"):
+    for sampler in ("lms", "dpmpp_2m", "dpmpp_3m_sde", "euler_ancestral", "dpmpp_sde", "uni_pc", "ddpm", "plms"):
         sigmas = schedules[sampler, scheduler]
         assert torch.equal(run_split(sampler, sigmas, 13, tmp_path), run_whole(sampler, sigmas)), (sampler, scheduler)
 

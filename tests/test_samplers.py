@@ -242,9 +242,16 @@ def test_sampler_properties():
 def test_every_sampler_function_is_in_the_table_and_every_table_entry_has_one():
     import inspect
 
-    from sdbake.stages.samplers import ddpm_samplers, dpm_solver_samplers, karras_samplers, uni_pc_samplers
+    from sdbake.stages.samplers import (
+        ddpm_samplers,
+        dpm_solver_samplers,
+        karras_samplers,
+        plms_samplers,
+        uni_pc_samplers,
+    )
     assert list(SAMPLER_FUNCTIONS) == list(names.SAMPLERS) == list(SAMPLERS)
-    defined = {function for module in (karras_samplers, dpm_solver_samplers, ddpm_samplers, uni_pc_samplers)
+    defined = {function for module in (karras_samplers, dpm_solver_samplers, ddpm_samplers, uni_pc_samplers,
+                                       plms_samplers)
                for name, function in inspect.getmembers(module, inspect.isfunction)
                if name.startswith("sample_") and function.__module__ == module.__name__}
     assert defined == set(SAMPLER_FUNCTIONS.values())      # no sampler function left out of the registry

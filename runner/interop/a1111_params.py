@@ -7,17 +7,12 @@ from dataclasses import dataclass, field
 
 from sdbake.runner.interop.model_names import ModelResolver
 from sdbake.schemas.errors import InputFileError
-from sdbake.schemas.names import parse_sampler, parse_scheduler
+from sdbake.schemas.names import automatic_scheduler, parse_sampler, parse_scheduler
 from sdbake.schemas.stages import A1111_UPSCALER_LABELS
 
 INIT_IMAGE_PLACEHOLDER = "REPLACE-ME-init-image.png"
 MASK_PLACEHOLDER = "REPLACE-ME-inpaint-mask.png"
 _TITLE_HASH = re.compile(r"^(.*?)\s*\[([0-9a-fA-F]{8,64})\]$")
-# A1111's "Automatic" schedule: the sampler's own default (modules/sd_samplers_kdiffusion.py options),
-# else the model's discrete schedule, which is ComfyUI's `normal`; DDIM steps uniformly in timesteps.
-AUTOMATIC_SCHEDULES = {"dpmpp_2m": "karras", "dpmpp_sde": "karras", "dpmpp_2s_ancestral": "karras",
-                       "dpm_2": "karras", "dpm_2_ancestral": "karras", "dpmpp_2m_sde": "exponential",
-                       "dpmpp_3m_sde": "exponential", "ddim": "ddim_uniform"}
 IMG2IMG_KEYS = ("Mask blur", "Inpaint area", "Masked area padding", "Masked content", "Mask mode")
 
 
@@ -79,7 +74,7 @@ class ParamMapper:
         # Before 1.9 A1111 had no Schedule type: a label without Karras/Exponential used the model's schedule.
         if schedule is None and version is not None and version < (1, 9):
             return sampler, "normal"
-        return sampler, AUTOMATIC_SCHEDULES.get(sampler, "normal")
+        return sampler, automatic_scheduler(sampler)
 
 
 def a1111_version(text: str | None) -> tuple[int, ...] | None:

@@ -7,7 +7,6 @@ import math
 import re
 
 from sdbake.runner.interop.a1111_params import (
-    AUTOMATIC_SCHEDULES,
     IMG2IMG_KEYS,
     INIT_IMAGE_PLACEHOLDER,
     MASK_PLACEHOLDER,
@@ -18,7 +17,7 @@ from sdbake.runner.interop.a1111_params import (
 )
 from sdbake.runner.interop.model_names import ModelResolver
 from sdbake.schemas.errors import InputFileError
-from sdbake.schemas.names import parse_sampler, parse_scheduler
+from sdbake.schemas.names import automatic_scheduler, parse_sampler, parse_scheduler
 
 HIRES_KEYS = ("Hires upscale", "Hires resize-1", "Hires upscaler", "Hires steps", "Hires sampler",
               "Hires prompt", "Hires negative prompt", "Hires checkpoint", "Hires CFG Scale", "Hires schedule type")
@@ -192,7 +191,7 @@ def _hires(mapper: ParamMapper, defaults: dict, models: dict, resolver: ModelRes
         # Without `Hires schedule type` the hires pass used the base pass's schedule (A1111 writes the key
         # only when they differ); "Automatic" is the hires sampler's own default.
         if (schedule or "").lower() == "automatic":
-            scheduler = AUTOMATIC_SCHEDULES.get(stage.get("sampler", defaults.get("sampler")), "normal")
+            scheduler = automatic_scheduler(stage.get("sampler", defaults.get("sampler")))
         elif schedule and schedule != "Use same scheduler":
             scheduler = parse_scheduler(schedule)
     except ValueError as err:

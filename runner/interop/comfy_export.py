@@ -34,6 +34,11 @@ SCHEDULER_STAND_INS = {
     "align_your_steps": ("kl_optimal", ("the same paper's analytic schedule; ComfyUI's AlignYourStepsScheduler "
                                         "node, for SamplerCustomAdvanced, interpolates other levels")),
 }
+# sdbake samplers ComfyUI's KSampler lacks (A1111's): the nearest one the export writes, and how it differs.
+SAMPLER_STAND_INS = {
+    "plms": ("ipndm", ("the same Adams-Bashforth steps after an Euler first step, where A1111's PLMS takes a "
+                       "pseudo improved Euler step with two model calls")),
+}
 AND = re.compile(r"\s*\bAND\b\s*")
 AND_WEIGHT = re.compile(r"^(.*?)\s*:\s*(-?\d+(?:\.\d+)?)\s*$", re.DOTALL)
 
@@ -157,9 +162,17 @@ class _Exporter:
         if getattr(stage, "tome_ratio", None):
             self.warn(stage, "token merging (tome_ratio) is ComfyUI's TomePatchModel, not a core node: left out")
         return {"model": model, "noise_seed": seed, "steps": steps, "cfg": stage.cfg,
-                "sampler_name": stage.sampler, "scheduler": self.scheduler(stage),
+                "sampler_name": self.sampler(stage), "scheduler": self.scheduler(stage),
                 "positive": self.text(stage if stage.prompt is not None else self.encode, clip, prompt),
                 "negative": self.text(stage if stage.negative is not None else self.encode, clip, negative)}
+
+    def sampler(self, stage) -> str:
+        if stage.sampler not in SAMPLER_STAND_INS:
+            return stage.sampler
+        stand_in, why = SAMPLER_STAND_INS[stage.sampler]
+        self.warn(stage, f"sampler {stage.sampler} is not one of ComfyUI's KSampler samplers: "
+                         f"exported as {stand_in} ({why})")
+        return stand_in
 
     def scheduler(self, stage) -> str:
         if stage.scheduler not in SCHEDULER_STAND_INS:

@@ -28,6 +28,7 @@ from .karras_samplers import (
     sample_heun,
     sample_lms,
 )
+from .plms_samplers import sample_plms
 from .stepping import check_sigmas
 from .uni_pc_samplers import sample_uni_pc, sample_uni_pc_bh2
 
@@ -55,6 +56,7 @@ SAMPLER_FUNCTIONS: dict[str, Sampler] = {
     "lcm": sample_lcm,
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
+    "plms": sample_plms,
 }
 
 
