@@ -115,10 +115,13 @@ def recipe_reference_markdown() -> str:
             ("The ComfyUI id, or A1111's label or alias (`k_dpmpp_2m`) in any case, alone or with a schedule "
              "suffix (`\"DPM++ 2M Karras\"` = `dpmpp_2m` with `karras`; an explicit `scheduler` wins). "
              "`scheduler = \"Automatic\"` is A1111's default schedule of the sampler (karras for DPM++ 2M, "
-             "SDE, 2S a and DPM2; exponential for DPM++ 2M/3M SDE; `ddim_uniform` for DDIM; else `normal`)."), "",
-            "| sampler | A1111 label | model calls per step | noise |", "|---|---|---|---|",
-            *(f"| `{name}` | `{info.label}` | {2 if info.second_order else 1} | {info.noise or 'none'} |"
-              for name, info in SAMPLERS.items()), "",
+             "SDE, 2S a and DPM2; exponential for DPM++ 2M SDE (and Heun), 3M SDE; `ddim_uniform` for DDIM; else "
+             "`normal`). Split: a sample stage split into parts (`end` < `steps`, then one that continues) equals "
+             "one run bit for bit; a sampler that chooses its own steps over the range it is given runs any "
+             "slice (img2img, hires, inpaint) but refuses splits at validate time."), "",
+            "| sampler | A1111 label | model calls per step | noise | split |", "|---|---|---|---|---|",
+            *(f"| `{name}` | `{info.label}` | {2 if info.second_order else 1} | {info.noise or 'none'} | "
+              f"{'refused' if info.whole_range else 'exact'} |" for name, info in SAMPLERS.items()), "",
             "## Schedulers", "", "| scheduler | A1111 label |", "|---|---|",
             *(f"| `{name}` | `{label}` |" for name, label in SCHEDULERS.items()), "",
             "## Upscalers (hires `upscaler`)", "",

@@ -19,6 +19,9 @@ class SamplerInfo:
     alias_of: str | None = None               # the same sampler under another ComfyUI id (its label parses to that)
     vp_initial_noise: bool = False            # A1111's timestep samplers: txt2img starts from unit noise in the
                                               # variance-preserving latent, x = noise * sqrt(1 + sigma_max^2)
+    whole_range: bool = False                 # chooses its own steps over the range it is given (dpm_fast,
+                                              # dpm_adaptive): it runs any slice as a whole run, but a split
+                                              # run would differ from one run, so splits are refused
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -48,6 +51,9 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "uni_pc_bh2": SamplerInfo("UniPC BH2", discard_penultimate_sigma=True),
     # A1111's "PLMS" (sd_samplers_timesteps_impl.py); ComfyUI has none (its ipndm is the nearest).
     "plms": SamplerInfo("PLMS", vp_initial_noise=True),
+    # k-diffusion's sample_dpmpp_2m_sde with solver_type 'heun' (A1111's table passes it as an option)
+    "dpmpp_2m_sde_heun": SamplerInfo("DPM++ 2M SDE Heun", noise="sde"),
+    "dpmpp_2m_sde_heun_gpu": SamplerInfo("DPM++ 2M SDE Heun", noise="sde", alias_of="dpmpp_2m_sde_heun"),
 }
 # Scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's ddim_uniform is
 # what A1111 calls "DDIM". polyexponential and align_your_steps are A1111's names: ComfyUI's KSampler has
@@ -65,6 +71,7 @@ ANCESTRAL_SAMPLERS = frozenset(name for name, info in SAMPLERS.items() if info.n
 SDE_SAMPLERS = frozenset(name for name, info in SAMPLERS.items() if info.noise == "sde")
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(
     name for name, info in SAMPLERS.items() if info.discard_penultimate_sigma)
+WHOLE_RANGE_SAMPLERS = frozenset(name for name, info in SAMPLERS.items() if info.whole_range)
 
 _SAMPLER_BY_LABEL = {info.label.lower(): name for name, info in SAMPLERS.items() if info.alias_of is None}
 # A1111 v1.10's sampler aliases (modules/sd_samplers_kdiffusion.py, sd_samplers_timesteps.py), lower-cased.
@@ -72,10 +79,10 @@ A1111_SAMPLER_ALIASES = {
     "k_euler_a": "euler_ancestral", "k_euler_ancestral": "euler_ancestral", "k_euler": "euler", "k_lms": "lms",
     "k_heun": "heun", "k_dpm_2": "dpm_2", "k_dpm_2_a": "dpm_2_ancestral", "k_dpmpp_2s_a": "dpmpp_2s_ancestral",
     "k_dpmpp_2m": "dpmpp_2m", "k_dpmpp_sde": "dpmpp_sde", "k_dpmpp_2m_sde": "dpmpp_2m_sde",
-    "k_dpmpp_3m_sde": "dpmpp_3m_sde",
+    "k_dpmpp_3m_sde": "dpmpp_3m_sde", "k_dpmpp_2m_sde_heun": "dpmpp_2m_sde_heun",
 }
 # A1111 v1.10 samplers with no sdbake implementation: named as such instead of "unknown".
-A1111_SAMPLERS_MISSING = ("DPM++ 2M SDE Heun", "DPM fast", "DPM adaptive", "Restart", "DDIM CFG++")
+A1111_SAMPLERS_MISSING = ("DPM fast", "DPM adaptive", "Restart", "DDIM CFG++")
 # What A1111 v1.10's "Automatic" schedule type means per sampler (the `scheduler` option of its sampler
 # table); a sampler without one uses the model's own discretisation, ComfyUI's `normal`. A1111's timestep
 # samplers (DDIM, PLMS) ignore the schedule type and walk timesteps 1, 1 + s, ... (s = 1000 // steps):
@@ -83,7 +90,7 @@ A1111_SAMPLERS_MISSING = ("DPM++ 2M SDE Heun", "DPM fast", "DPM adaptive", "Rest
 A1111_AUTOMATIC_SCHEDULERS = {
     "dpmpp_2m": "karras", "dpmpp_sde": "karras", "dpmpp_2s_ancestral": "karras", "dpm_2": "karras",
     "dpm_2_ancestral": "karras", "dpmpp_2m_sde": "exponential", "dpmpp_3m_sde": "exponential",
-    "ddim": "ddim_uniform", "plms": "ddim_uniform",
+    "ddim": "ddim_uniform", "plms": "ddim_uniform", "dpmpp_2m_sde_heun": "exponential",
 }
 AUTOMATIC = "automatic"
 # A1111 schedule names and aliases that are not a ComfyUI id or an A1111 label of one: its `uniform`
@@ -135,6 +142,17 @@ def parse_scheduler(label: str) -> str:
         return found
     raise ValueError(f"unknown scheduler {label!r} (known: {', '.join(SCHEDULERS)}, or Automatic)"
                      f"{did_you_mean(text, [*SCHEDULERS, *(label.lower() for label in SCHEDULERS.values())])}")
+
+
+def split_refusal(sampler: str) -> str | None:
+    """Why a sample stage with `sampler` cannot be one part of a split run (it continues a run, or
+    ends before its last step), or None when it can: a whole-range sampler picks its steps from the
+    range it is given, so two parts do not make the steps of one run."""
+    info = SAMPLERS.get(sampler)
+    if info is None or not info.whole_range:
+        return None
+    return (f"{info.label} ({sampler}) chooses its own steps over the range it is given, so a split run "
+            f"would differ from one run: run it in one sample stage, or split with another sampler")
 
 
 def automatic_scheduler(sampler: str) -> str:

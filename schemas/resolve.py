@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from sdbake.schemas.names import AUTOMATIC, automatic_scheduler, parse_sampler
+from sdbake.schemas.names import AUTOMATIC, automatic_scheduler, parse_sampler, split_refusal
 from sdbake.schemas.recipe import Recipe
 from sdbake.schemas.stages import (
     A1111_UPSCALER_LABELS,
@@ -223,9 +223,10 @@ def _sample_position(stage: SampleParams, latent, img2img_denoise, where):
         return latent, (where + ("end",), f"must be <= steps ({steps}) (got {stage.end})")
     if stage.start >= stage.end:
         return latent, (where + ("start",), f"must be < end ({stage.end}) (got {stage.start})")
-    if stage.end < steps:
-        return ("noisy", stage.end, steps, stage.scheduler), None
-    return "clean", None
+    after = ("noisy", stage.end, steps, stage.scheduler) if stage.end < steps else "clean"
+    # a slice from an init image (img2img) is a whole run; continuing one or stopping early is a split
+    refusal = split_refusal(stage.sampler) if isinstance(latent, tuple) or stage.end < steps else None
+    return after, ((where + ("sampler",), refusal) if refusal else None)
 
 
 __all__ = ["STAGE_TYPES", "default_stage_ids", "resolve"]

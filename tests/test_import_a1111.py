@@ -89,6 +89,9 @@ EXPECTED = {
                       "stages.2.upscaler": "latent-nearest"},
     "extensions": {"defaults.sampler": "dpmpp_2m", "stages.1": {"type": "sample", "tome_ratio": 0.3}},
     "txt2img_plms": {"defaults.sampler": "plms", "defaults.scheduler": "ddim_uniform", "defaults.steps": 25},
+    # "Automatic" is the schedule of A1111's sampler table: exponential for the 2M SDE samplers
+    "txt2img_dpmpp_2m_sde_heun": {"defaults.sampler": "dpmpp_2m_sde_heun", "defaults.scheduler": "exponential",
+                                  "defaults.steps": 24, "defaults.width": 512, "defaults.height": 768},
 }
 # Unmapped keys that must be kept, word for word, as comments.
 UNMAPPED = {

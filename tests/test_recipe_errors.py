@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sdbake.schemas.errors import RecipeError, SdbakeError
 from sdbake.schemas.loader import load_recipe, load_text
+from sdbake.schemas.names import SAMPLERS
 
 T = '''version = 1
 name = "t"
@@ -96,7 +97,7 @@ CASES = [
     ("toml-unknown-op", "toml", TS + 'end = 10\n\n[[stages]]\ntype = "intervene"\nops = [{ op = "rotate" }]\n',
      "recipe.toml:20:8: stages[2].ops[0]: unknown op 'rotate' (expected one of 'paste', 'image', 'adjust', 'blur', 'fill')"),
     ("yaml-unknown-sampler", "yaml", YS + '    sampler: euler_b\n',
-     "recipe.yaml:12:5: stages[1].sampler: unknown sampler 'euler_b' (known: euler, euler_ancestral, heun, dpm_2, dpm_2_ancestral, lms, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde, ddim, dpmpp_sde_gpu, dpmpp_2m_sde_gpu, dpmpp_3m_sde_gpu, ddpm, lcm, uni_pc, uni_pc_bh2, plms, or an A1111 label such as 'DPM++ 2M Karras') (did you mean `euler`?)"),
+     f"recipe.yaml:12:5: stages[1].sampler: unknown sampler 'euler_b' (known: {', '.join(SAMPLERS)}, or an A1111 label such as 'DPM++ 2M Karras') (did you mean `euler`?)"),
     ("toml-unknown-scheduler", "toml", TS + 'scheduler = "cosine"\n',
      "recipe.toml:16:1: stages[1].scheduler: unknown scheduler 'cosine' (known: normal, karras, exponential, sgm_uniform, simple, ddim_uniform, beta, kl_optimal, polyexponential, align_your_steps, or Automatic)"),
     ("yaml-unknown-model-reference", "yaml", YS + '    model: refiner\n',

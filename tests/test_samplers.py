@@ -200,7 +200,8 @@ def test_a1111_labels_and_comfyui_ids_parse():
     assert parse_sampler("  Euler ") == ("euler", None)
     assert parse_sampler("dpmpp_3m_sde") == ("dpmpp_3m_sde", None)
     expected = {"Heun": "heun", "DPM2": "dpm_2", "LMS": "lms", "DPM++ 2S a": "dpmpp_2s_ancestral",
-                "DPM++ 2M SDE": "dpmpp_2m_sde", "DPM++ 3M SDE": "dpmpp_3m_sde", "DDIM": "ddim"}
+                "DPM++ 2M SDE": "dpmpp_2m_sde", "DPM++ 3M SDE": "dpmpp_3m_sde", "DDIM": "ddim",
+                "DPM++ 2M SDE Heun": "dpmpp_2m_sde_heun"}
     for label, sampler in expected.items():
         assert parse_sampler(label) == (sampler, None)
         assert parse_sampler(label.upper() + " KARRAS") == (sampler, "karras")
@@ -210,7 +211,7 @@ def test_a1111_labels_and_comfyui_ids_parse():
     assert parse_sampler("LCM Karras") == ("lcm", "karras")
     assert parse_scheduler("KL Optimal") == "kl_optimal" == parse_scheduler("kl_optimal")
     # a *_gpu id writes its CPU twin's label, and that label reads back as the twin
-    for alias in ("dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu"):
+    for alias in ("dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu", "dpmpp_2m_sde_heun_gpu"):
         twin = names.SAMPLERS[alias].alias_of
         assert a1111_sampler_label(alias, "karras") == a1111_sampler_label(twin, "karras")
         assert parse_sampler(a1111_sampler_label(alias, "karras")[0]) == (twin, None)
@@ -232,7 +233,8 @@ def test_sampler_properties():
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "ancestral"] == [
         "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "sde"] == [
-        "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu"]
+        "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu",
+        "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"]
     # ComfyUI's KSampler drops the second-to-last sigma for these (comfy/samplers.py)
     assert names.DISCARD_PENULTIMATE_SIGMA_SAMPLERS == {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
     with pytest.raises(ValueError):

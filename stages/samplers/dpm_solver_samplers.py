@@ -1,5 +1,5 @@
 """DPM-Solver++ samplers (Lu et al. 2022) in log-SNR time lambda = -log sigma: dpmpp_2s_ancestral,
-dpmpp_sde, dpmpp_2m, dpmpp_2m_sde (midpoint), dpmpp_3m_sde. The math follows k-diffusion's
+dpmpp_sde, dpmpp_2m, dpmpp_2m_sde (midpoint), dpmpp_2m_sde_heun, dpmpp_3m_sde. The math follows k-diffusion's
 `sampling.py` as ComfyUI v0.3.64 ships it for eps/v models, with eta = 1, s_noise = 1, r = 1/2.
 
 The multistep ones keep their past denoised estimates and step sizes in the carry, so a split run
@@ -127,10 +127,23 @@ def _sde_noise(noise_sampler: NoiseSampler, sigma: torch.Tensor, sigma_next: tor
     return noise_sampler(sigma, sigma_next) * sigma_next * (-2 * h).expm1().neg().sqrt()
 
 
-def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                        noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
-                        callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
-    """DPM-Solver++(2M) SDE, midpoint correction; the carry keeps the last denoised and step size."""
+def _midpoint_correction(alpha_t: torch.Tensor, h: torch.Tensor, r: torch.Tensor,
+                         difference: torch.Tensor) -> torch.Tensor:
+    """k-diffusion's solver_type 'midpoint' (the default): half the first-order weight."""
+    return 0.5 * alpha_t * (-2 * h).expm1().neg() * (1 / r) * difference
+
+
+def _heun_correction(alpha_t: torch.Tensor, h: torch.Tensor, r: torch.Tensor,
+                     difference: torch.Tensor) -> torch.Tensor:
+    """k-diffusion's solver_type 'heun': the phi_2 weight (1 - e^-2h) / -2h + 1 of the exponential integrator."""
+    h_eta = 2 * h
+    return alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * difference
+
+
+def _dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sampler: NoiseSampler | None,
+                  carry: Carry | None, callback: StepCallback, correction) -> tuple[torch.Tensor, Carry]:
+    """DPM-Solver++(2M) SDE with eta = 1; `correction` is the second-order term from the last denoised
+    estimate. The carry keeps that estimate and the last step size (the same for either correction)."""
     sigma_values = check_sigmas(sigmas)
     history = carry
     old_denoised = history.denoised[0] if history and history.denoised else None
@@ -146,11 +159,24 @@ def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
             alpha_t = sigmas[i + 1] * lambda_t.exp()
             x = _sde_first_order(x, denoised, sigmas[i], sigmas[i + 1], h, alpha_t)
             if old_denoised is not None:
-                r = h_last / h
-                x = x + 0.5 * alpha_t * (-2 * h).expm1().neg() * (1 / r) * (denoised - old_denoised)
+                x = x + correction(alpha_t, h, h_last / h, denoised - old_denoised)
             x = x + _sde_noise(noise_sampler, sigmas[i], sigmas[i + 1], h)
         old_denoised = denoised
     return x, Carry(sigmas[-1], denoised=_present(old_denoised), step_sizes=_present(h))
+
+
+def sample_dpmpp_2m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                        noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                        callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """DPM-Solver++(2M) SDE, midpoint correction."""
+    return _dpmpp_2m_sde(denoise, x, sigmas, noise_sampler, carry, callback, _midpoint_correction)
+
+
+def sample_dpmpp_2m_sde_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                             noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                             callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """DPM-Solver++(2M) SDE, Heun correction (k-diffusion's solver_type='heun'; A1111's "DPM++ 2M SDE Heun")."""
+    return _dpmpp_2m_sde(denoise, x, sigmas, noise_sampler, carry, callback, _heun_correction)
 
 
 def sample_dpmpp_3m_sde(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,

@@ -16,6 +16,7 @@ from .ddpm_samplers import sample_ddpm, sample_lcm
 from .dpm_solver_samplers import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
+    sample_dpmpp_2m_sde_heun,
     sample_dpmpp_2s_ancestral,
     sample_dpmpp_3m_sde,
     sample_dpmpp_sde,
@@ -57,6 +58,8 @@ SAMPLER_FUNCTIONS: dict[str, Sampler] = {
     "uni_pc": sample_uni_pc,
     "uni_pc_bh2": sample_uni_pc_bh2,
     "plms": sample_plms,
+    "dpmpp_2m_sde_heun": sample_dpmpp_2m_sde_heun,
+    "dpmpp_2m_sde_heun_gpu": sample_dpmpp_2m_sde_heun,
 }
 
 
