@@ -118,10 +118,15 @@ def recipe_reference_markdown() -> str:
              "SDE, 2S a and DPM2; exponential for DPM++ 2M SDE (and Heun), 3M SDE; `ddim_uniform` for DDIM; else "
              "`normal`). Split: a sample stage split into parts (`end` < `steps`, then one that continues) equals "
              "one run bit for bit; a sampler that chooses its own steps over the range it is given runs any "
-             "slice (img2img, hires, inpaint) but refuses splits at validate time."), "",
+             "slice (img2img, hires, inpaint) but refuses splits at validate time: `dpm_fast` makes `steps` "
+             "model calls in all, in fewer steps of up to three calls uniform in log sigma; `dpm_adaptive` as "
+             "many as its error control needs (three per try). Both run ComfyUI's way, with eta 0; A1111 runs "
+             "them with its eta option, 1 by default: its \"DPM fast\" is `dpm_fast_a1111`, and an infotext "
+             "of `dpm_fast` or `dpm_adaptive` says `Eta: 0.0`."), "",
             "| sampler | A1111 label | model calls per step | noise | split |", "|---|---|---|---|---|",
-            *(f"| `{name}` | `{info.label}` | {2 if info.second_order else 1} | {info.noise or 'none'} | "
-              f"{'refused' if info.whole_range else 'exact'} |" for name, info in SAMPLERS.items()), "",
+            *(f"| `{name}` | `{info.label}` | {'its own' if info.whole_range else 2 if info.second_order else 1} | "
+              f"{info.noise or 'none'} | {'refused' if info.whole_range else 'exact'} |"
+              for name, info in SAMPLERS.items()), "",
             "## Schedulers", "", "| scheduler | A1111 label |", "|---|---|",
             *(f"| `{name}` | `{label}` |" for name, label in SCHEDULERS.items()), "",
             "## Upscalers (hires `upscaler`)", "",

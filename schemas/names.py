@@ -22,6 +22,9 @@ class SamplerInfo:
     whole_range: bool = False                 # chooses its own steps over the range it is given (dpm_fast,
                                               # dpm_adaptive): it runs any slice as a whole run, but a split
                                               # run would differ from one run, so splits are refused
+    eta: float | None = None                  # the eta it runs with, where A1111 passes its "Eta for k-diffusion
+                                              # samplers" (default 1): an eta other than 1 is written to the
+                                              # infotext as `Eta`, and import reads it back to this entry
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -54,6 +57,13 @@ SAMPLERS: dict[str, SamplerInfo] = {
     # k-diffusion's sample_dpmpp_2m_sde with solver_type 'heun' (A1111's table passes it as an option)
     "dpmpp_2m_sde_heun": SamplerInfo("DPM++ 2M SDE Heun", noise="sde"),
     "dpmpp_2m_sde_heun_gpu": SamplerInfo("DPM++ 2M SDE Heun", noise="sde", alias_of="dpmpp_2m_sde_heun"),
+    # k-diffusion's DPM-Solver drivers over the range they are given. ComfyUI runs them with eta 0; A1111
+    # with its eta option (1 by default: fresh noise from the image generators every step), so its label
+    # "DPM fast" is dpm_fast_a1111, and an infotext with `Eta: 0` is ComfyUI's dpm_fast. sdbake's
+    # dpm_adaptive has no eta-1 twin (its images step on their own); its infotext says `Eta: 0`.
+    "dpm_fast": SamplerInfo("DPM fast", whole_range=True, eta=0.0),
+    "dpm_adaptive": SamplerInfo("DPM adaptive", whole_range=True, eta=0.0),
+    "dpm_fast_a1111": SamplerInfo("DPM fast", noise="ancestral", whole_range=True, eta=1.0),
 }
 # Scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's ddim_uniform is
 # what A1111 calls "DDIM". polyexponential and align_your_steps are A1111's names: ComfyUI's KSampler has
@@ -73,16 +83,19 @@ DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset(
     name for name, info in SAMPLERS.items() if info.discard_penultimate_sigma)
 WHOLE_RANGE_SAMPLERS = frozenset(name for name, info in SAMPLERS.items() if info.whole_range)
 
-_SAMPLER_BY_LABEL = {info.label.lower(): name for name, info in SAMPLERS.items() if info.alias_of is None}
+# A label alone means A1111's default eta, 1: where two entries share a label, the one with eta 1 wins.
+_SAMPLER_BY_LABEL = {info.label.lower(): name for name, info in sorted(
+    SAMPLERS.items(), key=lambda item: item[1].eta == 1.0) if info.alias_of is None}
 # A1111 v1.10's sampler aliases (modules/sd_samplers_kdiffusion.py, sd_samplers_timesteps.py), lower-cased.
 A1111_SAMPLER_ALIASES = {
     "k_euler_a": "euler_ancestral", "k_euler_ancestral": "euler_ancestral", "k_euler": "euler", "k_lms": "lms",
     "k_heun": "heun", "k_dpm_2": "dpm_2", "k_dpm_2_a": "dpm_2_ancestral", "k_dpmpp_2s_a": "dpmpp_2s_ancestral",
     "k_dpmpp_2m": "dpmpp_2m", "k_dpmpp_sde": "dpmpp_sde", "k_dpmpp_2m_sde": "dpmpp_2m_sde",
     "k_dpmpp_3m_sde": "dpmpp_3m_sde", "k_dpmpp_2m_sde_heun": "dpmpp_2m_sde_heun",
+    "k_dpm_fast": "dpm_fast_a1111", "k_dpm_ad": "dpm_adaptive",
 }
 # A1111 v1.10 samplers with no sdbake implementation: named as such instead of "unknown".
-A1111_SAMPLERS_MISSING = ("DPM fast", "DPM adaptive", "Restart", "DDIM CFG++")
+A1111_SAMPLERS_MISSING = ("Restart", "DDIM CFG++")
 # What A1111 v1.10's "Automatic" schedule type means per sampler (the `scheduler` option of its sampler
 # table); a sampler without one uses the model's own discretisation, ComfyUI's `normal`. A1111's timestep
 # samplers (DDIM, PLMS) ignore the schedule type and walk timesteps 1, 1 + s, ... (s = 1000 // steps):
@@ -153,6 +166,22 @@ def split_refusal(sampler: str) -> str | None:
         return None
     return (f"{info.label} ({sampler}) chooses its own steps over the range it is given, so a split run "
             f"would differ from one run: run it in one sample stage, or split with another sampler")
+
+
+def a1111_eta(sampler: str) -> float | None:
+    """The `Eta` an infotext must carry for A1111 to run `sampler` as sdbake does (None: its default)."""
+    eta = SAMPLERS[sampler].eta
+    return eta if eta is not None and eta != 1.0 else None
+
+
+def with_eta(sampler: str, eta: float) -> str | None:
+    """The entry with `sampler`'s A1111 label that runs with `eta` (DPM fast + Eta 0 -> dpm_fast), or
+    None when sdbake has none; a sampler whose eta A1111 does not use is itself."""
+    info = SAMPLERS[sampler]
+    if info.eta is None:
+        return sampler
+    return next((name for name, other in SAMPLERS.items()
+                 if other.label == info.label and other.alias_of is None and other.eta == eta), None)
 
 
 def automatic_scheduler(sampler: str) -> str:

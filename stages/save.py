@@ -9,7 +9,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from sdbake.schemas.names import a1111_sampler_label
+from sdbake.schemas.names import a1111_eta, a1111_sampler_label
 from sdbake.schemas.stages import SaveParams
 from sdbake.stages.context import StageContext
 from sdbake.stages.images import to_pil
@@ -37,6 +37,8 @@ def infotext_params(state: State, index: int, ctx: StageContext) -> dict:
         sampler, schedule_type = a1111_sampler_label(last["sampler"], last["scheduler"])
         params.update({"Steps": last["Steps"], "Sampler": sampler, "Schedule type": schedule_type,
                        "CFG scale": last["CFG scale"]})
+        # A1111 runs DPM fast / adaptive with its eta option (1 unless the infotext says `Eta`)
+        params["Eta"] = a1111_eta(last["sampler"])
     params["Seed"] = state.seeds[index]
     if state.subseeds:               # as A1111: only with a strength above 0
         params["Variation seed"] = state.subseeds[index]

@@ -94,7 +94,7 @@ def test_clip_skip_and_loras_become_clip_set_last_layer_and_lora_loader(tmp_path
 
 def test_sdbake_sampler_and_scheduler_ids_are_comfyui_choices():
     ksampler = node_definitions()["KSampler"]["input"]["required"]
-    # A1111's PLMS is not a KSampler choice: the export says what it writes
+    # A1111's PLMS and eta-1 DPM fast are not KSampler choices: the export says what it writes
     assert set(SAMPLERS) - set(ksampler["sampler_name"][0]) == set(SAMPLER_STAND_INS)
     assert {stand_in for stand_in, _why in SAMPLER_STAND_INS.values()} <= set(ksampler["sampler_name"][0])
     # A1111's polyexponential and align_your_steps are not KSampler choices: the export says what it writes

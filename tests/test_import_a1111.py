@@ -30,7 +30,7 @@ MAPPED = {"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Mod
           "VAE", "Denoising strength", "Clip skip", "Hires upscale", "Hires resize", "Hires steps",
           "Hires upscaler", "Hires sampler", "Hires schedule type", "Hires prompt", "Hires negative prompt",
           "Mask blur", "Inpaint area", "Masked area padding", "Refiner", "First pass size", "RNG", "Lora hashes",
-          "Hires checkpoint", "Token merging ratio",
+          "Hires checkpoint", "Token merging ratio", "Eta",
           *(("Variation seed", "Variation seed strength", "Seed resize from") if VARIATION else ())}
 
 # Per corpus file: recipe values (dotted paths, stage index) the import must give.
@@ -92,6 +92,11 @@ EXPECTED = {
     # "Automatic" is the schedule of A1111's sampler table: exponential for the 2M SDE samplers
     "txt2img_dpmpp_2m_sde_heun": {"defaults.sampler": "dpmpp_2m_sde_heun", "defaults.scheduler": "exponential",
                                   "defaults.steps": 24, "defaults.width": 512, "defaults.height": 768},
+    # A1111 runs DPM fast with its eta option, 1 unless the infotext says `Eta`: sdbake's dpm_fast_a1111;
+    # DPM adaptive with `Eta: 0` is ComfyUI's dpm_adaptive
+    "txt2img_dpm_fast": {"defaults.sampler": "dpm_fast_a1111", "defaults.scheduler": "normal", "defaults.steps": 30},
+    "txt2img_dpm_adaptive_eta0": {"defaults.sampler": "dpm_adaptive", "defaults.scheduler": "karras",
+                                  "defaults.height": 640},
 }
 # Unmapped keys that must be kept, word for word, as comments.
 UNMAPPED = {

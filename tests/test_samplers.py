@@ -217,10 +217,17 @@ def test_a1111_labels_and_comfyui_ids_parse():
         assert parse_sampler(a1111_sampler_label(alias, "karras")[0]) == (twin, None)
         assert parse_sampler(alias) == (alias, None)
     assert a1111_sampler_label("uni_pc", "kl_optimal") == ("UniPC", "KL Optimal")
+    # "DPM fast" alone is A1111's (eta 1); ComfyUI's eta-0 dpm_fast writes the same label with `Eta: 0`
+    assert parse_sampler("DPM fast") == ("dpm_fast_a1111", None) and parse_sampler("k_dpm_fast") == ("dpm_fast_a1111", None)
+    assert parse_sampler("DPM adaptive Karras") == ("dpm_adaptive", "karras") == parse_sampler("k_dpm_ad Karras")
+    assert parse_sampler("dpm_fast") == ("dpm_fast", None)
+    assert (names.a1111_eta("dpm_fast"), names.a1111_eta("dpm_fast_a1111"), names.a1111_eta("euler")) == (0.0, None, None)
+    assert (names.with_eta("dpm_fast_a1111", 0.0), names.with_eta("dpm_fast", 1.0), names.with_eta("dpm_adaptive", 1.0),
+            names.with_eta("euler_ancestral", 0.5)) == ("dpm_fast", "dpm_fast_a1111", None, "euler_ancestral")
 
 
 def test_unknown_sampler_names_list_the_valid_ones():
-    for bad in ("DPM++ 2M Turbo", "euler_cfg_pp", "dpm_fast", "", "Karras"):
+    for bad in ("DPM++ 2M Turbo", "euler_cfg_pp", "dpm_faster", "", "Karras"):
         with pytest.raises(ValueError, match="dpmpp_2m.*DPM\\+\\+ 2M"):
             parse_sampler(bad)
     with pytest.raises(ValueError, match="valid"):
@@ -231,12 +238,14 @@ def test_sampler_properties():
     assert [name for name in SAMPLERS if is_second_order(name)] == [
         "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "ancestral"] == [
-        "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm"]
+        "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm", "dpm_fast_a1111"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "sde"] == [
         "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu",
         "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"]
     # ComfyUI's KSampler drops the second-to-last sigma for these (comfy/samplers.py)
     assert names.DISCARD_PENULTIMATE_SIGMA_SAMPLERS == {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
+    # they pick their own steps over the range they are given: splits are refused (tests/test_split_refusal.py)
+    assert names.WHOLE_RANGE_SAMPLERS == {"dpm_fast", "dpm_adaptive", "dpm_fast_a1111"}
     with pytest.raises(ValueError):
         is_second_order("nope")
 
@@ -246,14 +255,15 @@ def test_every_sampler_function_is_in_the_table_and_every_table_entry_has_one():
 
     from sdbake.stages.samplers import (
         ddpm_samplers,
+        dpm_solver_fast,
         dpm_solver_samplers,
         karras_samplers,
         plms_samplers,
         uni_pc_samplers,
     )
     assert list(SAMPLER_FUNCTIONS) == list(names.SAMPLERS) == list(SAMPLERS)
-    defined = {function for module in (karras_samplers, dpm_solver_samplers, ddpm_samplers, uni_pc_samplers,
-                                       plms_samplers)
+    modules = (karras_samplers, dpm_solver_samplers, ddpm_samplers, uni_pc_samplers, plms_samplers, dpm_solver_fast)
+    defined = {function for module in modules
                for name, function in inspect.getmembers(module, inspect.isfunction)
                if name.startswith("sample_") and function.__module__ == module.__name__}
     assert defined == set(SAMPLER_FUNCTIONS.values())      # no sampler function left out of the registry

@@ -4,21 +4,19 @@ before its last step is one validate error line, and `run` stops before any stag
 init image (img2img) is a whole run of its own and is accepted."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from recipe_helpers import write
-from sdbake.schemas import names
 from stage_helpers import recipe
 
-WHOLE_RANGE = "euler"     # marked whole_range for these tests: the check reads the table, not a name list
-FIX = ("Euler (euler) chooses its own steps over the range it is given, so a split run would differ from "
-       "one run: run it in one sample stage, or split with another sampler")
+WHOLE_RANGE = "dpm_fast"
 
 
-@pytest.fixture
-def whole_range(monkeypatch):
-    monkeypatch.setitem(names.SAMPLERS, WHOLE_RANGE, dataclasses.replace(names.SAMPLERS[WHOLE_RANGE], whole_range=True))
+def fix(sampler: str, label: str) -> str:
+    return (f"{label} ({sampler}) chooses its own steps over the range it is given, so a split run would differ "
+            "from one run: run it in one sample stage, or split with another sampler")
+
+
+FIX = fix("dpm_fast", "DPM fast")
 
 
 SPLIT = '[[stages]]\ntype = "sample"\nend = 4\n\n[[stages]]\ntype = "sample"\nsampler = "{second}"\n'
@@ -30,14 +28,17 @@ def validate(tmp_path, capsys, text: str) -> tuple[int, list[str]]:
     return code, capsys.readouterr().err.strip().splitlines()
 
 
-def test_a_stage_that_ends_early_is_refused_with_the_fix(tmp_path, capsys, tiny_model_dir, whole_range):
-    text = recipe(tiny_model_dir, SPLIT.format(second="dpmpp_2m"), sampler=WHOLE_RANGE)
+@pytest.mark.parametrize("sampler,label,resolved", [("dpm_fast", "DPM fast", "dpm_fast"),
+                                                    ("DPM fast", "DPM fast", "dpm_fast_a1111"),
+                                                    ("dpm_adaptive", "DPM adaptive", "dpm_adaptive")])
+def test_a_stage_that_ends_early_is_refused_with_the_fix(tmp_path, capsys, tiny_model_dir, sampler, label, resolved):
+    text = recipe(tiny_model_dir, SPLIT.format(second="dpmpp_2m"), sampler=sampler)
     code, err = validate(tmp_path, capsys, text)
     assert code == 1
-    assert err == [f"{tmp_path / 'r.toml'}:20:1: stages[1].sampler: {FIX}"]
+    assert err == [f"{tmp_path / 'r.toml'}:20:1: stages[1].sampler: {fix(resolved, label)}"]
 
 
-def test_a_stage_that_continues_a_run_is_refused(tmp_path, capsys, tiny_model_dir, whole_range):
+def test_a_stage_that_continues_a_run_is_refused(tmp_path, capsys, tiny_model_dir):
     text = recipe(tiny_model_dir, SPLIT.format(second=WHOLE_RANGE), sampler="dpmpp_2m")
     code, err = validate(tmp_path, capsys, text)
     assert code == 1
@@ -45,7 +46,7 @@ def test_a_stage_that_continues_a_run_is_refused(tmp_path, capsys, tiny_model_di
     assert err == [f"{tmp_path / 'r.toml'}:26:1: stages[2].sampler: {FIX}"]
 
 
-def test_the_same_recipe_in_one_stage_and_an_img2img_slice_validate(tmp_path, capsys, tiny_model_dir, whole_range):
+def test_the_same_recipe_in_one_stage_and_an_img2img_slice_validate(tmp_path, capsys, tiny_model_dir):
     from PIL import Image
     code, err = validate(tmp_path, capsys, recipe(tiny_model_dir, '[[stages]]\ntype = "sample"\n', sampler=WHOLE_RANGE))
     assert (code, err) == (0, [])
@@ -56,11 +57,11 @@ def test_the_same_recipe_in_one_stage_and_an_img2img_slice_validate(tmp_path, ca
     assert (code, err) == (0, [])
 
 
-def test_run_stops_before_any_stage(tmp_path, capsys, tiny_model_dir, whole_range):
+def test_run_stops_before_any_stage(tmp_path, capsys, tiny_model_dir):
     from sdbake.runner.cli import main
     text = recipe(tiny_model_dir, SPLIT.format(second="dpmpp_2m") + '\n[[stages]]\ntype = "save"\npath = "x.png"\n',
                   sampler=WHOLE_RANGE)
     path = write(tmp_path, "r.toml", text)
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 1
-    assert "stages[1].sampler: Euler (euler) chooses its own steps" in capsys.readouterr().err
+    assert f"stages[1].sampler: {FIX}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))

@@ -128,6 +128,8 @@ def _defaults(mapper: ParamMapper, version, imported: Imported) -> dict:
     sampling = mapper.sampler("Sampler", "Schedule type", version)
     if sampling:
         defaults["sampler"], defaults["scheduler"] = sampling
+        defaults["sampler"], note = mapper.sampler_eta(defaults["sampler"])
+        imported.header += [note] if note else []
     cfg = mapper.number("CFG scale")
     if cfg is not None:
         defaults["cfg"] = cfg

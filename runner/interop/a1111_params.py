@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sdbake.runner.interop.model_names import ModelResolver
 from sdbake.schemas.errors import InputFileError
-from sdbake.schemas.names import automatic_scheduler, parse_sampler, parse_scheduler
+from sdbake.schemas.names import SAMPLERS, automatic_scheduler, parse_sampler, parse_scheduler, with_eta
 from sdbake.schemas.stages import A1111_UPSCALER_LABELS
 
 INIT_IMAGE_PLACEHOLDER = "REPLACE-ME-init-image.png"
@@ -75,6 +75,26 @@ class ParamMapper:
         if schedule is None and version is not None and version < (1, 9):
             return sampler, "normal"
         return sampler, automatic_scheduler(sampler)
+
+
+    def sampler_eta(self, sampler: str) -> tuple[str, str | None]:
+        """`sampler` as A1111 ran it with the infotext's `Eta` (1, its default, when the key is absent), for
+        the samplers whose eta sdbake fixes (DPM fast, DPM adaptive), and a note when no entry runs it so."""
+        if SAMPLERS[sampler].eta is None:
+            return sampler, None
+        text = self.take("Eta")
+        try:
+            eta = 1.0 if text is None else float(text)
+        except ValueError:
+            raise InputFileError(f"A1111 parameter `Eta: {text}` is not a number", file=self.source) from None
+        twin = with_eta(sampler, eta)
+        if twin is not None:
+            return twin, None
+        if text is not None:
+            self.unmapped.append(f"Eta: {text}")
+        said = "its default" if text is None else "the infotext's `Eta`"
+        return sampler, (f"A1111 ran {SAMPLERS[sampler].label} with eta {eta:g} ({said}): sdbake's {sampler} runs "
+                         f"with eta {SAMPLERS[sampler].eta:g}, so the same settings give another image.")
 
 
 def a1111_version(text: str | None) -> tuple[int, ...] | None:

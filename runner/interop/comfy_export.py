@@ -38,6 +38,8 @@ SCHEDULER_STAND_INS = {
 SAMPLER_STAND_INS = {
     "plms": ("ipndm", ("the same Adams-Bashforth steps after an Euler first step, where A1111's PLMS takes a "
                        "pseudo improved Euler step with two model calls")),
+    "dpm_fast_a1111": ("dpm_fast", ("A1111's DPM fast runs with eta 1, fresh noise each step; ComfyUI's dpm_fast "
+                                    "with eta 0, which gives another image")),
 }
 AND = re.compile(r"\s*\bAND\b\s*")
 AND_WEIGHT = re.compile(r"^(.*?)\s*:\s*(-?\d+(?:\.\d+)?)\s*$", re.DOTALL)

@@ -13,6 +13,7 @@ from sdbake.schemas.names import SECOND_ORDER_SAMPLERS
 
 from .carry import Carry, history_for
 from .ddpm_samplers import sample_ddpm, sample_lcm
+from .dpm_solver_fast import sample_dpm_adaptive, sample_dpm_fast
 from .dpm_solver_samplers import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
@@ -60,6 +61,10 @@ SAMPLER_FUNCTIONS: dict[str, Sampler] = {
     "plms": sample_plms,
     "dpmpp_2m_sde_heun": sample_dpmpp_2m_sde_heun,
     "dpmpp_2m_sde_heun_gpu": sample_dpmpp_2m_sde_heun,
+    # ComfyUI's ids (eta 0) and A1111's "DPM fast" (eta 1): the table's eta is passed (schemas/names.py)
+    "dpm_fast": sample_dpm_fast,
+    "dpm_adaptive": sample_dpm_adaptive,
+    "dpm_fast_a1111": sample_dpm_fast,
 }
 
 
@@ -67,9 +72,11 @@ def _named(name: str, function: Sampler) -> Sampler:
     """`function` as sampler `name`: it sees only a carry of its own (a carry of another sampler is a
     position, not a history), gets a noise source when it needs one, and its carry says who made it.
     `steps_before` / `steps_after` place the slice in its whole schedule (how many steps the schedule has
-    before and after it); the samplers whose step rules look at the whole schedule (uni_pc) take them."""
+    before and after it); the samplers whose step rules look at the whole schedule (uni_pc) take them.
+    A sampler with an `eta` parameter gets the table's (dpm_fast: ComfyUI's 0, dpm_fast_a1111: A1111's 1)."""
     needs_noise = SAMPLER_TABLE[name].noise is not None
     needs_position = "steps_after" in inspect.signature(function).parameters
+    eta = {"eta": SAMPLER_TABLE[name].eta} if "eta" in inspect.signature(function).parameters else {}
 
     @functools.wraps(function)
     def sample(denoise, x: torch.Tensor, sigmas: torch.Tensor, *, noise_sampler=None, carry: Carry | None = None,
@@ -79,7 +86,7 @@ def _named(name: str, function: Sampler) -> Sampler:
             raise ValueError(f"sampler {name!r} adds noise: it needs a noise_sampler (see noise_sampler_for)")
         position = {"steps_before": steps_before, "steps_after": steps_after} if needs_position else {}
         x, new_carry = function(denoise, x, sigmas, noise_sampler=noise_sampler,
-                                carry=history_for(name, sigmas, carry), callback=callback, **position)
+                                carry=history_for(name, sigmas, carry), callback=callback, **position, **eta)
         return x, dataclasses.replace(new_carry, sampler=name)
     return sample
 
