@@ -64,6 +64,9 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "dpm_fast": SamplerInfo("DPM fast", whole_range=True, eta=0.0),
     "dpm_adaptive": SamplerInfo("DPM adaptive", whole_range=True, eta=0.0),
     "dpm_fast_a1111": SamplerInfo("DPM fast", noise="ancestral", whole_range=True, eta=1.0),
+    # A1111's Restart (sd_samplers_extra.py restart_sampler): Heun steps, with noise from the image
+    # generators to go back up; from 20 steps on it rebuilds its schedule over the range it is given
+    "restart": SamplerInfo("Restart", second_order=True, noise="ancestral", whole_range=True),
 }
 # Scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's ddim_uniform is
 # what A1111 calls "DDIM". polyexponential and align_your_steps are A1111's names: ComfyUI's KSampler has
@@ -95,7 +98,7 @@ A1111_SAMPLER_ALIASES = {
     "k_dpm_fast": "dpm_fast_a1111", "k_dpm_ad": "dpm_adaptive",
 }
 # A1111 v1.10 samplers with no sdbake implementation: named as such instead of "unknown".
-A1111_SAMPLERS_MISSING = ("Restart", "DDIM CFG++")
+A1111_SAMPLERS_MISSING = ("DDIM CFG++",)
 # What A1111 v1.10's "Automatic" schedule type means per sampler (the `scheduler` option of its sampler
 # table); a sampler without one uses the model's own discretisation, ComfyUI's `normal`. A1111's timestep
 # samplers (DDIM, PLMS) ignore the schedule type and walk timesteps 1, 1 + s, ... (s = 1000 // steps):
@@ -103,7 +106,7 @@ A1111_SAMPLERS_MISSING = ("Restart", "DDIM CFG++")
 A1111_AUTOMATIC_SCHEDULERS = {
     "dpmpp_2m": "karras", "dpmpp_sde": "karras", "dpmpp_2s_ancestral": "karras", "dpm_2": "karras",
     "dpm_2_ancestral": "karras", "dpmpp_2m_sde": "exponential", "dpmpp_3m_sde": "exponential",
-    "ddim": "ddim_uniform", "plms": "ddim_uniform", "dpmpp_2m_sde_heun": "exponential",
+    "ddim": "ddim_uniform", "plms": "ddim_uniform", "dpmpp_2m_sde_heun": "exponential", "restart": "karras",
 }
 AUTOMATIC = "automatic"
 # A1111 schedule names and aliases that are not a ComfyUI id or an A1111 label of one: its `uniform`

@@ -97,6 +97,11 @@ EXPECTED = {
     "txt2img_dpm_fast": {"defaults.sampler": "dpm_fast_a1111", "defaults.scheduler": "normal", "defaults.steps": 30},
     "txt2img_dpm_adaptive_eta0": {"defaults.sampler": "dpm_adaptive", "defaults.scheduler": "karras",
                                   "defaults.height": 640},
+    # Restart's "Automatic" is karras (A1111's sampler table); the hires pass uses the same sampler
+    "txt2img_restart": {"defaults.sampler": "restart", "defaults.scheduler": "karras", "defaults.steps": 24,
+                        "defaults.height": 640,
+                        "stages.2": {"type": "hires", "scale": 1.5, "upscaler": "latent-bilinear", "steps": 12,
+                                     "denoise": 0.45}},
 }
 # Unmapped keys that must be kept, word for word, as comments.
 UNMAPPED = {

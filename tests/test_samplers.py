@@ -236,16 +236,16 @@ def test_unknown_sampler_names_list_the_valid_ones():
 
 def test_sampler_properties():
     assert [name for name in SAMPLERS if is_second_order(name)] == [
-        "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu"]
+        "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "restart"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "ancestral"] == [
-        "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm", "dpm_fast_a1111"]
+        "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm", "dpm_fast_a1111", "restart"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "sde"] == [
         "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu",
         "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"]
     # ComfyUI's KSampler drops the second-to-last sigma for these (comfy/samplers.py)
     assert names.DISCARD_PENULTIMATE_SIGMA_SAMPLERS == {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
     # they pick their own steps over the range they are given: splits are refused (tests/test_split_refusal.py)
-    assert names.WHOLE_RANGE_SAMPLERS == {"dpm_fast", "dpm_adaptive", "dpm_fast_a1111"}
+    assert names.WHOLE_RANGE_SAMPLERS == {"dpm_fast", "dpm_adaptive", "dpm_fast_a1111", "restart"}
     with pytest.raises(ValueError):
         is_second_order("nope")
 
@@ -259,10 +259,12 @@ def test_every_sampler_function_is_in_the_table_and_every_table_entry_has_one():
         dpm_solver_samplers,
         karras_samplers,
         plms_samplers,
+        restart_samplers,
         uni_pc_samplers,
     )
     assert list(SAMPLER_FUNCTIONS) == list(names.SAMPLERS) == list(SAMPLERS)
-    modules = (karras_samplers, dpm_solver_samplers, ddpm_samplers, uni_pc_samplers, plms_samplers, dpm_solver_fast)
+    modules = (karras_samplers, dpm_solver_samplers, ddpm_samplers, uni_pc_samplers, plms_samplers, dpm_solver_fast,
+               restart_samplers)
     defined = {function for module in modules
                for name, function in inspect.getmembers(module, inspect.isfunction)
                if name.startswith("sample_") and function.__module__ == module.__name__}
@@ -274,8 +276,10 @@ def test_each_sampler_names_its_carry_and_refuses_a_missing_noise_source(sampler
     sigmas = sampler_sigmas(sampler, "karras", model_sigmas(), 4)
     x = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0)) * sigmas[0]
     noise = noise_sampler_for(sampler, ImageNoise([1], (4, 8, 8)), sigmas)
-    _, carry = get_sampler(sampler)(gaussian_denoiser(0.0), x, sigmas[:3], noise_sampler=noise)
+    # restart walks down to sigma 0 only (a slice that stops above it is a split, which it refuses)
+    walked = sigmas if sampler == "restart" else sigmas[:3]
+    _, carry = get_sampler(sampler)(gaussian_denoiser(0.0), x, walked, noise_sampler=noise)
     assert carry.sampler == sampler
     if names.SAMPLERS[sampler].noise is not None:
         with pytest.raises(ValueError, match=f"sampler '{sampler}' adds noise"):
-            get_sampler(sampler)(gaussian_denoiser(0.0), x, sigmas[:3], noise_sampler=None)
+            get_sampler(sampler)(gaussian_denoiser(0.0), x, walked, noise_sampler=None)

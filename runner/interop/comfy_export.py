@@ -28,18 +28,19 @@ PROMPT_SYNTAX = [(re.compile(r"\[[^\[\]]*:[^\[\]]*\]"), "prompt editing [from:to
                  (re.compile(r"\[[^\[\]]*\|[^\[\]]*\]"), "alternation [a|b]"),
                  (re.compile(r"\bBREAK\b"), "BREAK"),
                  (re.compile(r"__[^_\s]+__|\{[^{}]*\|[^{}]*\}"), "wildcards")]
-# sdbake schedulers ComfyUI's KSampler lacks (A1111's): what the export writes instead, and why that one.
+# sdbake samplers and schedulers ComfyUI's KSampler lacks (A1111's): the nearest one the export writes
+# instead, and how it differs.
 SCHEDULER_STAND_INS = {
     "polyexponential": ("exponential", "the same schedule at A1111's rho 1, up to rounding"),
     "align_your_steps": ("kl_optimal", ("the same paper's analytic schedule; ComfyUI's AlignYourStepsScheduler "
                                         "node, for SamplerCustomAdvanced, interpolates other levels")),
 }
-# sdbake samplers ComfyUI's KSampler lacks (A1111's): the nearest one the export writes, and how it differs.
 SAMPLER_STAND_INS = {
     "plms": ("ipndm", ("the same Adams-Bashforth steps after an Euler first step, where A1111's PLMS takes a "
                        "pseudo improved Euler step with two model calls")),
     "dpm_fast_a1111": ("dpm_fast", ("A1111's DPM fast runs with eta 1, fresh noise each step; ComfyUI's dpm_fast "
                                     "with eta 0, which gives another image")),
+    "restart": ("heun", "Restart's Heun steps without its restart segments: the same run below 20 steps"),
 }
 AND = re.compile(r"\s*\bAND\b\s*")
 AND_WEIGHT = re.compile(r"^(.*?)\s*:\s*(-?\d+(?:\.\d+)?)\s*$", re.DOTALL)
@@ -164,23 +165,18 @@ class _Exporter:
         if getattr(stage, "tome_ratio", None):
             self.warn(stage, "token merging (tome_ratio) is ComfyUI's TomePatchModel, not a core node: left out")
         return {"model": model, "noise_seed": seed, "steps": steps, "cfg": stage.cfg,
-                "sampler_name": self.sampler(stage), "scheduler": self.scheduler(stage),
+                "sampler_name": self.stand_in(stage, "sampler", SAMPLER_STAND_INS),
+                "scheduler": self.stand_in(stage, "scheduler", SCHEDULER_STAND_INS),
                 "positive": self.text(stage if stage.prompt is not None else self.encode, clip, prompt),
                 "negative": self.text(stage if stage.negative is not None else self.encode, clip, negative)}
 
-    def sampler(self, stage) -> str:
-        if stage.sampler not in SAMPLER_STAND_INS:
-            return stage.sampler
-        stand_in, why = SAMPLER_STAND_INS[stage.sampler]
-        self.warn(stage, f"sampler {stage.sampler} is not one of ComfyUI's KSampler samplers: "
-                         f"exported as {stand_in} ({why})")
-        return stand_in
-
-    def scheduler(self, stage) -> str:
-        if stage.scheduler not in SCHEDULER_STAND_INS:
-            return stage.scheduler
-        stand_in, why = SCHEDULER_STAND_INS[stage.scheduler]
-        self.warn(stage, f"scheduler {stage.scheduler} is not one of ComfyUI's KSampler schedulers: "
+    def stand_in(self, stage, field_name: str, stand_ins: dict) -> str:
+        """The stage's sampler or scheduler, or (with a warning) what stands in for one KSampler lacks."""
+        value = getattr(stage, field_name)
+        if value not in stand_ins:
+            return value
+        stand_in, why = stand_ins[value]
+        self.warn(stage, f"{field_name} {value} is not one of ComfyUI's KSampler {field_name}s: "
                          f"exported as {stand_in} ({why})")
         return stand_in
 

@@ -66,7 +66,7 @@ def _second_order_steps(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
     return x, Carry(sigmas[-1])
 
 
-def _heun_stage(denoise: Denoiser, x: torch.Tensor, d: torch.Tensor, sigma: torch.Tensor,
+def heun_stage(denoise: Denoiser, x: torch.Tensor, d: torch.Tensor, sigma: torch.Tensor,
                 sigma_next: torch.Tensor) -> torch.Tensor:
     dt = sigma_next - sigma
     x_euler = x + d * dt
@@ -78,7 +78,7 @@ def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                 noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
                 callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
     """Heun's method (Karras et al. 2022, Algorithm 2): two model calls per step, Euler on the last."""
-    return _second_order_steps(denoise, x, sigmas, callback, _heun_stage)
+    return _second_order_steps(denoise, x, sigmas, callback, heun_stage)
 
 
 def _log_midpoint(sigma_a: torch.Tensor, sigma_b: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from .karras_samplers import (
     sample_lms,
 )
 from .plms_samplers import sample_plms
+from .restart_samplers import sample_restart
 from .stepping import check_sigmas
 from .uni_pc_samplers import sample_uni_pc, sample_uni_pc_bh2
 
@@ -65,6 +66,7 @@ SAMPLER_FUNCTIONS: dict[str, Sampler] = {
     "dpm_fast": sample_dpm_fast,
     "dpm_adaptive": sample_dpm_adaptive,
     "dpm_fast_a1111": sample_dpm_fast,
+    "restart": sample_restart,
 }
 
 

@@ -114,7 +114,7 @@ def sigma_schedule(scheduler: str, model_sigmas: torch.Tensor, steps: int, *,
     # ComfyUI takes the log before rounding to float32 (ModelSamplingDiscrete.set_sigmas)
     log_sigmas = model_sigmas.to(device="cpu", dtype=torch.float64).log().to(dtype)
     if scheduler == "karras":
-        return _karras(steps, float(sigmas[0]), float(sigmas[-1]), dtype)
+        return karras_sigmas(steps, float(sigmas[0]), float(sigmas[-1]), dtype)
     if scheduler == "exponential":
         return _exponential(steps, float(sigmas[0]), float(sigmas[-1]), dtype)
     if scheduler in ("normal", "sgm_uniform"):
@@ -147,7 +147,7 @@ def _with_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 
 
-def _karras(steps: int, sigma_min: float, sigma_max: float, dtype: torch.dtype, rho: float = 7.0) -> torch.Tensor:
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, dtype: torch.dtype, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) eq. 5: uniform steps in sigma^(1/rho)."""
     ramp = torch.linspace(0, 1, steps, dtype=dtype)
     min_inv_rho = sigma_min ** (1 / rho)
