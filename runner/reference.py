@@ -121,8 +121,9 @@ def recipe_reference_markdown() -> str:
              "slice (img2img, hires, inpaint) but refuses splits at validate time: `dpm_fast` makes `steps` "
              "model calls in all, in fewer steps of up to three calls uniform in log sigma; `dpm_adaptive` as "
              "many as its error control needs (three per try). Both run ComfyUI's way, with eta 0; A1111 runs "
-             "them with its eta option, 1 by default: its \"DPM fast\" is `dpm_fast_a1111`, and an infotext "
-             "of `dpm_fast` or `dpm_adaptive` says `Eta: 0.0`."), "",
+             "them with its eta option, 1 by default: its \"DPM fast\" and \"DPM adaptive\" are "
+             "`dpm_fast_a1111` and `dpm_adaptive_a1111`, and an infotext of `dpm_fast` or `dpm_adaptive` says "
+             "`Eta: 0.0`."), "",
             "| sampler | A1111 label | model calls per step | noise | split |", "|---|---|---|---|---|",
             *(f"| `{name}` | `{info.label}` | {'its own' if info.whole_range else 2 if info.second_order else 1} | "
               f"{info.noise or 'none'} | {'refused' if info.whole_range else 'exact'} |"

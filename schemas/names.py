@@ -58,15 +58,15 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "dpmpp_2m_sde_heun": SamplerInfo("DPM++ 2M SDE Heun", noise="sde"),
     "dpmpp_2m_sde_heun_gpu": SamplerInfo("DPM++ 2M SDE Heun", noise="sde", alias_of="dpmpp_2m_sde_heun"),
     # k-diffusion's DPM-Solver drivers over the range they are given. ComfyUI runs them with eta 0; A1111
-    # with its eta option (1 by default: fresh noise from the image generators every step), so its label
-    # "DPM fast" is dpm_fast_a1111, and an infotext with `Eta: 0` is ComfyUI's dpm_fast. sdbake's
-    # dpm_adaptive has no eta-1 twin (its images step on their own); its infotext says `Eta: 0`.
+    # with its eta option (1 by default: fresh noise from the image generators every step), so its labels
+    # "DPM fast" and "DPM adaptive" are the *_a1111 ids, and an infotext with `Eta: 0` is ComfyUI's.
     "dpm_fast": SamplerInfo("DPM fast", whole_range=True, eta=0.0),
     "dpm_adaptive": SamplerInfo("DPM adaptive", whole_range=True, eta=0.0),
     "dpm_fast_a1111": SamplerInfo("DPM fast", noise="ancestral", whole_range=True, eta=1.0),
     # A1111's Restart (sd_samplers_extra.py restart_sampler): Heun steps, with noise from the image
     # generators to go back up; from 20 steps on it rebuilds its schedule over the range it is given
     "restart": SamplerInfo("Restart", second_order=True, noise="ancestral", whole_range=True),
+    "dpm_adaptive_a1111": SamplerInfo("DPM adaptive", noise="ancestral", whole_range=True, eta=1.0),
 }
 # Scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's ddim_uniform is
 # what A1111 calls "DDIM". polyexponential and align_your_steps are A1111's names: ComfyUI's KSampler has
@@ -95,7 +95,7 @@ A1111_SAMPLER_ALIASES = {
     "k_heun": "heun", "k_dpm_2": "dpm_2", "k_dpm_2_a": "dpm_2_ancestral", "k_dpmpp_2s_a": "dpmpp_2s_ancestral",
     "k_dpmpp_2m": "dpmpp_2m", "k_dpmpp_sde": "dpmpp_sde", "k_dpmpp_2m_sde": "dpmpp_2m_sde",
     "k_dpmpp_3m_sde": "dpmpp_3m_sde", "k_dpmpp_2m_sde_heun": "dpmpp_2m_sde_heun",
-    "k_dpm_fast": "dpm_fast_a1111", "k_dpm_ad": "dpm_adaptive",
+    "k_dpm_fast": "dpm_fast_a1111", "k_dpm_ad": "dpm_adaptive_a1111",
 }
 # A1111 v1.10 samplers with no sdbake implementation: named as such instead of "unknown".
 A1111_SAMPLERS_MISSING = ("DDIM CFG++",)

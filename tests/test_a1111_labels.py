@@ -98,7 +98,7 @@ A1111_SAMPLERS = {
     "DPM++ 2M SDE Heun": ("dpmpp_2m_sde_heun", "exponential"),
     "k_dpmpp_2m_sde_heun": ("dpmpp_2m_sde_heun", "exponential"),
     "DPM fast": ("dpm_fast_a1111", "normal"), "k_dpm_fast": ("dpm_fast_a1111", "normal"),
-    "DPM adaptive": ("dpm_adaptive", "normal"), "k_dpm_ad": ("dpm_adaptive", "normal"),
+    "DPM adaptive": ("dpm_adaptive_a1111", "normal"), "k_dpm_ad": ("dpm_adaptive_a1111", "normal"),
 }
 A1111_SCHEDULES = {"Uniform": "normal", "Karras": "karras", "Exponential": "exponential",
                    "SGM Uniform": "sgm_uniform", "SGMUniform": "sgm_uniform", "Simple": "simple", "Normal": "normal",

@@ -21,7 +21,8 @@ CASES = {
                           "dpmpp_2m_sde_heun", "exponential"),
     "DPM fast": ("DPM fast", "Normal", None, "dpm_fast_a1111", "dpm_fast", "normal"),
     "dpm_fast": ("DPM fast", "Normal", "0.0", "dpm_fast", "dpm_fast", "normal"),
-    "DPM adaptive": ("DPM adaptive", "Normal", "0.0", "dpm_adaptive", "dpm_adaptive", "normal"),
+    "DPM adaptive": ("DPM adaptive", "Normal", None, "dpm_adaptive_a1111", "dpm_adaptive", "normal"),
+    "dpm_adaptive": ("DPM adaptive", "Normal", "0.0", "dpm_adaptive", "dpm_adaptive", "normal"),
 }
 # the whole-range samplers also run the slice a hires pass hands them
 HIRES = '\n[[stages]]\ntype = "hires"\nscale = 2.0\nsteps = 3\ndenoise = 0.5\nupscaler = "latent-bilinear"\n'
@@ -58,30 +59,30 @@ def test_the_label_exports_comfyuis_id(tmp_path, tiny_single_file, sampler, caps
     *_, comfy_id, scheduler = CASES[sampler]
     path = write(tmp_path, "r.toml", label_recipe(tiny_single_file, sampler))
     out = tmp_path / "workflow.json"
-    strict = [] if sampler == "DPM fast" else ["--strict"]
+    strict = [] if sampler in ("DPM fast", "DPM adaptive") else ["--strict"]
     assert main(["export", str(path), "--to", "comfyui", "-o", str(out), *strict]) == 0
     workflow = json.loads(out.read_text())
     assert validate_workflow(workflow) == []
     (node,) = [node for node in workflow.values() if node["class_type"] == "KSamplerAdvanced"]
     assert (node["inputs"]["sampler_name"], node["inputs"]["scheduler"]) == (comfy_id, scheduler)
-    if not strict:      # A1111's eta-1 DPM fast is not ComfyUI's dpm_fast: said, not hidden
-        assert ("warning: stage sample (sample): sampler dpm_fast_a1111 is not one of ComfyUI's KSampler samplers: "
-                "exported as dpm_fast (A1111's DPM fast runs with eta 1") in capsys.readouterr().err
+    if not strict:      # A1111's eta-1 solvers are not ComfyUI's eta-0 ones: said, not hidden
+        assert (f"warning: stage sample (sample): sampler {CASES[sampler][3]} is not one of ComfyUI's KSampler "
+                f"samplers: exported as {comfy_id} (A1111's {sampler} runs with eta 1") in capsys.readouterr().err
 
 
-def test_import_says_when_a1111_ran_dpm_adaptive_with_another_eta(tmp_path, capsys):
+def test_import_reads_eta_to_the_sampler_a1111_ran_and_says_when_none_runs_it(tmp_path):
     text = ("a red circle\nSteps: 20, Sampler: DPM adaptive, Schedule type: Automatic, CFG scale: 7, Seed: 5, "
             "Size: 512x512, Model: v1-5-pruned-emaonly, Version: v1.10.1\n")
-    source = write(tmp_path, "a.txt", text)
-    out = tmp_path / "a.toml"
-    assert main(["import", str(source), "-o", str(out), "--model", f"v1-5-pruned-emaonly={tmp_path}"]) == 0
-    recipe_text = out.read_text()
-    assert 'sampler = "dpm_adaptive"' in recipe_text
-    assert ("# A1111 ran DPM adaptive with eta 1 (its default): sdbake's dpm_adaptive runs with eta 0, so the same "
-            "settings give another image.") in recipe_text
-    source.write_text(text.replace("CFG scale: 7,", "CFG scale: 7, Eta: 0,"))
-    assert main(["import", str(source), "-o", str(out), "--force", "--model", f"v1-5-pruned-emaonly={tmp_path}"]) == 0
-    assert "A1111 ran DPM adaptive" not in out.read_text() and "unmapped: Eta" not in out.read_text()
+    source, out = write(tmp_path, "a.txt", text), tmp_path / "a.toml"
+    for eta, sampler in ((None, "dpm_adaptive_a1111"), ("0", "dpm_adaptive"), ("0.5", "dpm_adaptive_a1111")):
+        source.write_text(text if eta is None else text.replace("CFG scale: 7,", f"CFG scale: 7, Eta: {eta},"))
+        assert main(["import", str(source), "-o", str(out), "--force", "--model",
+                     f"v1-5-pruned-emaonly={tmp_path}"]) == 0
+        recipe_text = out.read_text()
+        assert f'sampler = "{sampler}"' in recipe_text
+        note = ("# A1111 ran DPM adaptive with eta 0.5 (the infotext's `Eta`): sdbake's dpm_adaptive_a1111 runs "
+                "with eta 1, so the same settings give another image.")
+        assert (note in recipe_text, "# unmapped: Eta: 0.5" in recipe_text) == (eta == "0.5",) * 2
 
 
 def test_dpm_adaptive_with_prompt_editing_runs_past_the_schedule_on_its_last_prompt(tmp_path, tiny_model_dir,

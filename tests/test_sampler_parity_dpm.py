@@ -124,30 +124,33 @@ class ReferenceDPMSolver:
         for i, order in enumerate(orders):
             cache = {}
             t, t_next = ts[i], ts[i + 1]
-            if eta:
-                sigma_from, sigma_to = self.sigma(t), self.sigma(t_next)
-                su = min(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
-                sd = (sigma_to ** 2 - su ** 2) ** 0.5
-                t_next_ = torch.minimum(t_end, self.t(sd))
-                su = (self.sigma(t_next) ** 2 - self.sigma(t_next_) ** 2) ** 0.5
-            else:
-                t_next_, su = t_next, 0.0
+            t_next_, su = self.ancestral(t, t_next, t_end, eta)
             self.eps(cache, "eps", x, t)
             x = [None, self.step_1, self.step_2, self.step_3][order](x, t, t_next_, cache)
             if eta:
                 x = x + su * noise_sampler(self.sigma(t), self.sigma(t_next))
         return x
 
-    def adaptive(self, x, t_start, t_end, rtol=0.05, atol=0.0078, h=0.05, accept_safety=0.81):
+    def ancestral(self, t, t_next, t_end, eta):
+        if not eta:
+            return t_next, 0.0
+        sigma_from, sigma_to = self.sigma(t), self.sigma(t_next)
+        su = min(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
+        sd = (sigma_to ** 2 - su ** 2) ** 0.5
+        t_next_ = torch.minimum(t_end, self.t(sd))
+        return t_next_, (self.sigma(t_next) ** 2 - self.sigma(t_next_) ** 2) ** 0.5
+
+    def adaptive(self, x, t_start, t_end, eta, noise_sampler, rtol=0.05, atol=0.0078, h=0.05, accept_safety=0.81):
         atol, rtol = torch.tensor(atol), torch.tensor(rtol)
         s, x_prev, errs = t_start, x, []
-        b1 = 1.0 / 3                                   # (pcoeff + icoeff + dcoeff) / order with 0, 1, 0, 3
+        b1 = 1.0 / (1.5 if eta else 3)      # (pcoeff + icoeff + dcoeff) / order with 0, 1, 0; order 1.5 with eta
         while s < t_end - 1e-5:
             cache = {}
             t = torch.minimum(t_end, s + h)
+            t_, su = self.ancestral(s, t, t_end, eta)
             self.eps(cache, "eps", x, s)
-            x_low = self.step_2(x, s, t, cache, r1=1 / 3)
-            x_high = self.step_3(x, s, t, cache)
+            x_low = self.step_2(x, s, t_, cache, r1=1 / 3)
+            x_high = self.step_3(x, s, t_, cache)
             delta = torch.maximum(atol, rtol * torch.maximum(x_low.abs(), x_prev.abs()))
             error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
             inv = 1 / (float(error) + 1e-8)
@@ -156,7 +159,8 @@ class ReferenceDPMSolver:
             factor = 1 + math.atan(errs[0] ** b1 * errs[1] ** -0.0 * errs[2] ** 0.0 - 1)
             if factor >= accept_safety:
                 errs[2], errs[1] = errs[1], errs[0]
-                x_prev, x, s = x_low, x_high, t
+                x_prev, s = x_low, t
+                x = x_high + su * noise_sampler(None, None) if eta else x_high
             h *= factor
         return x
 
@@ -167,7 +171,7 @@ def comfy_whole_range(kind, model, x, sigmas, eta=0.0, noise_sampler=None):
     t_start, t_end = solver.t(sigmas[0].clone()), solver.t(sigma_min.clone())
     if kind == "dpm_fast":
         return solver.fast(x, t_start, t_end, len(sigmas) - 1, eta, noise_sampler), solver.calls
-    return solver.adaptive(x, t_start, t_end), solver.calls
+    return solver.adaptive(x, t_start, t_end, eta, noise_sampler), solver.calls
 
 
 @pytest.mark.parametrize("scheduler", ["karras", "normal", "exponential"])
@@ -209,6 +213,25 @@ def test_dpm_adaptive_matches_comfyui_at_batch_size_1(scheduler):
         assert calls == list(range(steps))      # progress in the slice's steps, whatever the calls
 
 
+@pytest.mark.parametrize("scheduler", ["karras", "exponential"])
+def test_dpm_adaptive_a1111_is_a1111s_eta_1_with_noise_on_accepted_steps(scheduler):
+    for steps in (2, 20):
+        sigmas, denoise, x = setup("dpm_adaptive_a1111", steps, scheduler, batch=1)
+        draws = 60                           # more than it accepts; both take them in the same order
+        ours_x = SAMPLERS["dpm_adaptive_a1111"](denoise, x, sigmas, carry=None,
+                                                noise_sampler=rows_ignored(fixed_noise(draws, x.shape)))[0]
+        reference, calls = comfy_whole_range("dpm_adaptive", denoise, x, sigmas, 1.0, fixed_noise(draws, x.shape))
+        error = relative_error(ours_x, reference)
+        print(f"dpm_adaptive_a1111 {scheduler} {steps} steps: {calls} model calls, max relative error {error:.2e}")
+        assert error < 1e-9, (steps, error)
+    assert relative_error(ours_x, ours("dpm_adaptive", denoise, x, sigmas)) > 1e-3
+
+
+def rows_ignored(noise_sampler):
+    """A noise sampler for one image: dpm_adaptive names the images that draw (here always image 0)."""
+    return lambda sigma, sigma_next, rows=None: noise_sampler(sigma, sigma_next)
+
+
 def test_dpm_adaptive_steps_each_image_on_its_own():
     sigmas, denoise, x = setup("dpm_adaptive", 10, "karras", batch=2)
     x = x * torch.tensor([1.0, 0.1], dtype=x.dtype).view(-1, 1, 1, 1)     # the second image arrives first
@@ -225,3 +248,20 @@ def test_dpm_adaptive_steps_each_image_on_its_own():
         alone = ours("dpm_adaptive", lambda x_, s, row=row: denoise(x_.expand(2, -1, -1, -1), s.expand(2))[row:row + 1],
                      x[row:row + 1], sigmas)
         assert relative_error(together[row:row + 1], alone) < 1e-12
+
+
+def test_dpm_adaptive_a1111_images_step_and_draw_on_their_own():
+    # per-image step control with per-image noise: an image's accepted steps draw from its own generator
+    # only, so it is the same in a batch as alone, though the two images accept different steps
+    from test_samplers import gaussian_denoiser
+    sigmas = sampler_sigmas("dpm_adaptive_a1111", "karras", model_sigmas(), 10, dtype=torch.float64)
+    scales = torch.tensor([1.0, 10.0], dtype=torch.float64).view(-1, 1, 1, 1)
+
+    def run(seeds, scale):
+        noise = ImageNoise(seeds, (4, 8, 8), dtype=torch.float64)
+        x = noise.draw() * sigmas[0] * scale
+        return ours("dpm_adaptive_a1111", gaussian_denoiser(0.2), x, sigmas,
+                    noise_sampler_for("dpm_adaptive_a1111", noise, sigmas))
+    together = run([3, 4], scales)
+    for row, seed in enumerate((3, 4)):
+        assert torch.equal(together[row:row + 1], run([seed], scales[row:row + 1]))

@@ -217,13 +217,14 @@ def test_a1111_labels_and_comfyui_ids_parse():
         assert parse_sampler(a1111_sampler_label(alias, "karras")[0]) == (twin, None)
         assert parse_sampler(alias) == (alias, None)
     assert a1111_sampler_label("uni_pc", "kl_optimal") == ("UniPC", "KL Optimal")
-    # "DPM fast" alone is A1111's (eta 1); ComfyUI's eta-0 dpm_fast writes the same label with `Eta: 0`
+    # "DPM fast" alone is A1111's (eta 1); ComfyUI's eta-0 dpm_fast writes the same label with `Eta: 0`; so adaptive
     assert parse_sampler("DPM fast") == ("dpm_fast_a1111", None) and parse_sampler("k_dpm_fast") == ("dpm_fast_a1111", None)
-    assert parse_sampler("DPM adaptive Karras") == ("dpm_adaptive", "karras") == parse_sampler("k_dpm_ad Karras")
+    assert parse_sampler("DPM adaptive Karras") == ("dpm_adaptive_a1111", "karras") == parse_sampler("k_dpm_ad Karras")
     assert parse_sampler("dpm_fast") == ("dpm_fast", None)
     assert (names.a1111_eta("dpm_fast"), names.a1111_eta("dpm_fast_a1111"), names.a1111_eta("euler")) == (0.0, None, None)
     assert (names.with_eta("dpm_fast_a1111", 0.0), names.with_eta("dpm_fast", 1.0), names.with_eta("dpm_adaptive", 1.0),
-            names.with_eta("euler_ancestral", 0.5)) == ("dpm_fast", "dpm_fast_a1111", None, "euler_ancestral")
+            names.with_eta("dpm_adaptive", 0.5), names.with_eta("euler_ancestral", 0.5)) == (
+        "dpm_fast", "dpm_fast_a1111", "dpm_adaptive_a1111", None, "euler_ancestral")
 
 
 def test_unknown_sampler_names_list_the_valid_ones():
@@ -238,14 +239,15 @@ def test_sampler_properties():
     assert [name for name in SAMPLERS if is_second_order(name)] == [
         "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "restart"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "ancestral"] == [
-        "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm", "dpm_fast_a1111", "restart"]
+        "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm", "dpm_fast_a1111", "restart",
+        "dpm_adaptive_a1111"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "sde"] == [
         "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu",
         "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"]
     # ComfyUI's KSampler drops the second-to-last sigma for these (comfy/samplers.py)
     assert names.DISCARD_PENULTIMATE_SIGMA_SAMPLERS == {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
     # they pick their own steps over the range they are given: splits are refused (tests/test_split_refusal.py)
-    assert names.WHOLE_RANGE_SAMPLERS == {"dpm_fast", "dpm_adaptive", "dpm_fast_a1111", "restart"}
+    assert names.WHOLE_RANGE_SAMPLERS == {"dpm_fast", "dpm_adaptive", "dpm_fast_a1111", "restart", "dpm_adaptive_a1111"}
     with pytest.raises(ValueError):
         is_second_order("nope")
 

@@ -41,6 +41,8 @@ SAMPLER_STAND_INS = {
     "dpm_fast_a1111": ("dpm_fast", ("A1111's DPM fast runs with eta 1, fresh noise each step; ComfyUI's dpm_fast "
                                     "with eta 0, which gives another image")),
     "restart": ("heun", "Restart's Heun steps without its restart segments: the same run below 20 steps"),
+    "dpm_adaptive_a1111": ("dpm_adaptive", ("A1111's DPM adaptive runs with eta 1, fresh noise each step; "
+                                            "ComfyUI's dpm_adaptive with eta 0, which gives another image")),
 }
 AND = re.compile(r"\s*\bAND\b\s*")
 AND_WEIGHT = re.compile(r"^(.*?)\s*:\s*(-?\d+(?:\.\d+)?)\s*$", re.DOTALL)

@@ -160,10 +160,11 @@ def sample_dpm_adaptive(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
     against the 3rd-order one gives the error. Each image has its own controller and steps (k-diffusion
     measures the error over the whole batch, so there an image depends on its batch; at batch size 1
     the two are the same); every call evaluates the whole batch, an image that arrived stays put.
+    With eta 1 (A1111's) each try aims below its target and an accepted step adds fresh noise from that
+    image's own generator, and the controller takes order 1.5, as k-diffusion's.
     The callback reports the share of the t range covered, in the slice's step units."""
     check_sigmas(sigmas)
-    if eta:
-        raise ValueError("dpm_adaptive runs with eta 0 here (per-image steps draw no shared noise)")
+    _check_eta(eta)
     total = len(sigmas) - 1
     if total < 1:
         return x, Carry(sigmas[-1])
@@ -173,8 +174,9 @@ def sample_dpm_adaptive(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
     h_init = abs(options["h_init"]) * (1 if forward else -1)
     atol, rtol = torch.tensor(options["atol"]), torch.tensor(options["rtol"])
     batch = x.shape[0]
-    controllers = [_StepSizeController(h_init, options["order"], options["pcoeff"], options["icoeff"],
-                                       options["dcoeff"], options["accept_safety"]) for _ in range(batch)]
+    order = 1.5 if eta else options["order"]
+    controllers = [_StepSizeController(h_init, order, options["pcoeff"], options["icoeff"], options["dcoeff"],
+                                       options["accept_safety"]) for _ in range(batch)]
     s = t_start.expand(batch).clone()
     x_prev = x
     reported = 0
@@ -186,10 +188,11 @@ def sample_dpm_adaptive(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
     while bool(active.any()):
         h = torch.tensor([c.h for c in controllers], dtype=s.dtype, device=s.device)
         t = torch.minimum(t_end, s + h) if forward else torch.maximum(t_end, s + h)
+        target, noise_std = _ancestral_target(s, t, t_end, eta)
         # an image that arrived is still evaluated (one batch per call) but kept: a step of its own h
         # instead of a zero one, whose 0 / 0 would feed the model NaN
-        t = torch.where(active, t, s + h)
-        step = _Step(denoise, x, s, t, _eps(denoise, x, s, lambda: None), lambda: None)
+        target = torch.where(active, target, s + h)
+        step = _Step(denoise, x, s, target, _eps(denoise, x, s, lambda: None), lambda: None)
         x_low, x_high = step.second_order(r1=1 / 3), step.third_order()
         delta = torch.maximum(atol, rtol * torch.maximum(x_low.abs(), x_prev.abs()))
         scaled = (x_low - x_high) / delta
@@ -199,6 +202,9 @@ def sample_dpm_adaptive(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor
                 error = float(torch.linalg.norm(scaled[b]) / scaled[b].numel() ** 0.5)
                 accepted[b] = controllers[b].propose_step(error)
         keep = accepted.view(-1, 1, 1, 1)
+        if eta and bool(accepted.any()):
+            rows = [b for b in range(batch) if accepted[b]]
+            x_high = x_high + _per_image(noise_std) * noise_sampler(_sigma(s), _sigma(t), rows=rows)
         x_prev = torch.where(keep, x_low, x_prev)
         x = torch.where(keep, x_high, x)
         s = torch.where(accepted, t, s)

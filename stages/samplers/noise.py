@@ -43,10 +43,18 @@ class ImageNoise:
             raise ValueError(f"{len(self._variations)} variations for {len(self.seeds)} seeds")
         self._drawn = False
 
-    def draw(self) -> torch.Tensor:
-        """The next standard normal sample of every image, stacked: (B, C, h, w) on the device."""
+    def draw(self, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """The next standard normal sample of every image, stacked: (B, C, h, w) on the device. With `rows`,
+        only those images draw (the others get zeros and their generators stay where they are), for a
+        sampler whose images step on their own (dpm_adaptive_a1111)."""
+        if rows is not None and set(rows) >= set(range(len(self.seeds))):
+            rows = None
         if self._drawn:
-            per_image = [torch.randn(self.shape_chw, generator=g, dtype=torch.float32) for g in self._generators]
+            per_image = [torch.randn(self.shape_chw, generator=g, dtype=torch.float32)
+                         if rows is None or index in rows else torch.zeros(self.shape_chw, dtype=torch.float32)
+                         for index, g in enumerate(self._generators)]
+        elif rows is not None:
+            raise ValueError("the first draw is every image's initial noise: it cannot leave an image out")
         else:
             per_image = [first_noise(seed, g, self.shape_chw, variation)
                          for seed, g, variation in zip(self.seeds, self._generators, self._variations)]
@@ -54,8 +62,9 @@ class ImageNoise:
         return torch.stack(per_image).to(device=self.device, dtype=self.dtype)
 
     def ancestral_noise_sampler(self) -> NoiseSampler:
-        """A k-diffusion noise sampler that ignores the sigmas and draws the next noise of each image."""
-        return lambda sigma, sigma_next: self.draw()
+        """A k-diffusion noise sampler that ignores the sigmas and draws the next noise of each image (of
+        `rows` only, when the sampler names them)."""
+        return lambda sigma, sigma_next, rows=None: self.draw(rows)
 
     def get_state(self) -> torch.Tensor:
         """The generators' states as one uint8 tensor (B, state_bytes), for safetensors."""

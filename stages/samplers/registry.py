@@ -62,11 +62,12 @@ SAMPLER_FUNCTIONS: dict[str, Sampler] = {
     "plms": sample_plms,
     "dpmpp_2m_sde_heun": sample_dpmpp_2m_sde_heun,
     "dpmpp_2m_sde_heun_gpu": sample_dpmpp_2m_sde_heun,
-    # ComfyUI's ids (eta 0) and A1111's "DPM fast" (eta 1): the table's eta is passed (schemas/names.py)
+    # ComfyUI's ids (eta 0) and A1111's "DPM fast" / "DPM adaptive" (eta 1): the table's eta is passed
     "dpm_fast": sample_dpm_fast,
     "dpm_adaptive": sample_dpm_adaptive,
     "dpm_fast_a1111": sample_dpm_fast,
     "restart": sample_restart,
+    "dpm_adaptive_a1111": sample_dpm_adaptive,
 }
 
 
