@@ -25,6 +25,8 @@ class SamplerInfo:
     eta: float | None = None                  # the eta it runs with, where A1111 passes its "Eta for k-diffusion
                                               # samplers" (default 1): an eta other than 1 is written to the
                                               # infotext as `Eta`, and import reads it back to this entry
+    needs_uncond: bool = False                # CFG++: steps with the unconditional prediction of each model call too
+    cfg_scale: float = 1.0                    # A1111's cond_scale multiplier: DDIM CFG++ guides with cfg / 12.5
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
@@ -67,6 +69,12 @@ SAMPLERS: dict[str, SamplerInfo] = {
     # generators to go back up; from 20 steps on it rebuilds its schedule over the range it is given
     "restart": SamplerInfo("Restart", second_order=True, noise="ancestral", whole_range=True),
     "dpm_adaptive_a1111": SamplerInfo("DPM adaptive", noise="ancestral", whole_range=True, eta=1.0),
+    # CFG++ (stages/samplers/cfg_pp_samplers.py). A1111 v1.10 has "DDIM CFG++" only (its cfg divided by 12.5);
+    # the other labels are ours, for ComfyUI's ids.
+    "ddim_cfg_pp": SamplerInfo("DDIM CFG++", vp_initial_noise=True, needs_uncond=True, cfg_scale=1 / 12.5),
+    "euler_cfg_pp": SamplerInfo("Euler CFG++", needs_uncond=True),
+    "euler_ancestral_cfg_pp": SamplerInfo("Euler a CFG++", noise="ancestral", needs_uncond=True),
+    "dpmpp_2m_cfg_pp": SamplerInfo("DPM++ 2M CFG++", needs_uncond=True),
 }
 # Scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's ddim_uniform is
 # what A1111 calls "DDIM". polyexponential and align_your_steps are A1111's names: ComfyUI's KSampler has
@@ -95,18 +103,17 @@ A1111_SAMPLER_ALIASES = {
     "k_heun": "heun", "k_dpm_2": "dpm_2", "k_dpm_2_a": "dpm_2_ancestral", "k_dpmpp_2s_a": "dpmpp_2s_ancestral",
     "k_dpmpp_2m": "dpmpp_2m", "k_dpmpp_sde": "dpmpp_sde", "k_dpmpp_2m_sde": "dpmpp_2m_sde",
     "k_dpmpp_3m_sde": "dpmpp_3m_sde", "k_dpmpp_2m_sde_heun": "dpmpp_2m_sde_heun",
-    "k_dpm_fast": "dpm_fast_a1111", "k_dpm_ad": "dpm_adaptive_a1111",
+    "k_dpm_fast": "dpm_fast_a1111", "k_dpm_ad": "dpm_adaptive_a1111", "ddim_cfgpp": "ddim_cfg_pp",
 }
-# A1111 v1.10 samplers with no sdbake implementation: named as such instead of "unknown".
-A1111_SAMPLERS_MISSING = ("DDIM CFG++",)
 # What A1111 v1.10's "Automatic" schedule type means per sampler (the `scheduler` option of its sampler
 # table); a sampler without one uses the model's own discretisation, ComfyUI's `normal`. A1111's timestep
-# samplers (DDIM, PLMS) ignore the schedule type and walk timesteps 1, 1 + s, ... (s = 1000 // steps):
-# ComfyUI's ddim_uniform, which adds the last step to sigma 0 (docs/design.md).
+# samplers (DDIM, PLMS, DDIM CFG++) ignore the schedule type and walk timesteps 1, 1 + s, ...
+# (s = 1000 // steps): ComfyUI's ddim_uniform, which adds the last step to sigma 0 (docs/design.md).
 A1111_AUTOMATIC_SCHEDULERS = {
     "dpmpp_2m": "karras", "dpmpp_sde": "karras", "dpmpp_2s_ancestral": "karras", "dpm_2": "karras",
     "dpm_2_ancestral": "karras", "dpmpp_2m_sde": "exponential", "dpmpp_3m_sde": "exponential",
     "ddim": "ddim_uniform", "plms": "ddim_uniform", "dpmpp_2m_sde_heun": "exponential", "restart": "karras",
+    "ddim_cfg_pp": "ddim_uniform",
 }
 AUTOMATIC = "automatic"
 # A1111 schedule names and aliases that are not a ComfyUI id or an A1111 label of one: its `uniform`
@@ -135,10 +142,6 @@ def parse_sampler(label: str) -> tuple[str, str | None]:
         head = text[:-len(suffix)].rstrip() if text.endswith(" " + suffix) else None
         if head and _sampler_name(head):
             return _sampler_name(head), scheduler
-    missing = next((name for name in A1111_SAMPLERS_MISSING if text.startswith(name.lower())), None)
-    if missing:
-        raise ValueError(f"A1111 sampler {missing!r} is not available in sdbake (known: {', '.join(SAMPLERS)}, "
-                         f"or an A1111 label such as 'DPM++ 2M Karras')")
     raise ValueError(f"unknown sampler {label!r} (known: {', '.join(SAMPLERS)}, or an A1111 label such "
                      f"as 'DPM++ 2M Karras'){did_you_mean(text, [*SAMPLERS, *_SAMPLER_BY_LABEL])}")
 

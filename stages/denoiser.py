@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import torch
 from sdbake.stages.point_rows import rows_per_point
+from sdbake.stages.samplers.stepping import Guided
 
 
 class Cond(NamedTuple):
@@ -60,7 +61,7 @@ class Denoiser:
                  inputs_for_call: Callable[[int], GuidedInputs], model_calls: int = 0,
                  concat: torch.Tensor | None = None,
                  time_ids: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 points: list[int] | None = None):
+                 points: list[int] | None = None, with_uncond: bool = False):
         self.unet = unet
         self.unet_dtype = unet.dtype          # diffusers computes .dtype by walking every submodule
         self.log_sigmas = model_sigmas.double().log().to(unet.device)
@@ -71,6 +72,9 @@ class Denoiser:
         self.model_calls = model_calls
         self.concat = concat                  # 9-channel inpainting UNets: (B, 5, h, w) mask + masked image
         self.time_ids = time_ids              # SDXL: micro-conditioning of the (cond, uncond) rows
+        # CFG++ samplers step along the unconditional prediction: return Guided(guided, uncond), and
+        # compute the uncond rows at cfg 1 too (ComfyUI's disable_cfg1_optimization)
+        self.with_uncond = with_uncond
 
     def _model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                concat: torch.Tensor | None, added: dict | None = None) -> torch.Tensor:
@@ -89,7 +93,7 @@ class Denoiser:
             return x * c_skip + out * c_out
         return x - out * sigma_b
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor | Guided:
         inputs = self.inputs_for_call(self.model_calls)
         self.model_calls += 1
         batch = x.shape[0]
@@ -103,7 +107,7 @@ class Denoiser:
             entry = {"uncond": None, "conds": [], "cfg": cfgs[i], "areas": areas}
             # At cfg 1 the guided result is the cond itself (when the AND weights sum to 1 and no term is
             # regional): skip uncond.
-            if cfgs[i] != 1.0 or sum(weight for _, weight in inputs.conds[i]) != 1.0 or any(
+            if self.with_uncond or cfgs[i] != 1.0 or sum(weight for _, weight in inputs.conds[i]) != 1.0 or any(
                     area is not None for area in areas):
                 entry["uncond"] = len(rows_x)
                 rows_x.append(x[i]); rows_sigma.append(sigma[i]); rows_context.append(inputs.uncond[i])
@@ -129,6 +133,8 @@ class Denoiser:
                 term = (outputs[row] - uncond) * (weight * entry["cfg"])
                 guided = guided + (term if area is None else term * area)
             results.append(guided)
+        if self.with_uncond:
+            return Guided(torch.stack(results), torch.stack([outputs[entry["uncond"]] for entry in layout]))
         return torch.stack(results)
 
     def _added(self, conds: list[Cond], uncond_flags: list[bool]) -> dict | None:

@@ -29,6 +29,7 @@ from sdbake.stages.sampler_run import (
     seed_variations,
     with_memo,
 )
+from sdbake.stages.samplers.stepping import Guided
 from sdbake.stages.state import State
 from sdbake.stages.vae import VaeOptions, vae_decode, vae_encode, vae_options
 
@@ -73,10 +74,14 @@ class LatentNoiseMask:
     def __init__(self, denoiser, original: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor):
         self.denoiser, self.original, self.noise, self.mask = denoiser, original, noise, mask
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor | Guided:
         noised = self.original + self.noise * sigma.reshape(-1, 1, 1, 1)
         x = x * self.mask + noised * (1 - self.mask)
-        return self.denoiser(x, sigma) * self.mask + self.original * (1 - self.mask)
+        out = self.denoiser(x, sigma)
+        if isinstance(out, Guided):
+            # as ComfyUI's KSamplerX0Inpaint: a CFG++ sampler's unconditional estimate is the model's own
+            return out._replace(denoised=out.denoised * self.mask + self.original * (1 - self.mask))
+        return out * self.mask + self.original * (1 - self.mask)
 
 
 def inpaint_once(p: InpaintParams, model, pixels: torch.Tensor, feathered: torch.Tensor, seeds, denoise: float,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from sdbake.stages.samplers.stepping import Guided
 
 # Rows: latent channels 0-3; columns: R, G, B (A1111 v1.10.1, from the linked huggingface discussion).
 SD1_LATENT_RGB = ((0.298, 0.207, 0.208),
@@ -103,8 +104,9 @@ class StepPreviews:
             return denoiser
 
         def remembering(x, sigma, *args, **kwargs):
-            self.denoised = denoiser(x, sigma, *args, **kwargs)
-            return self.denoised
+            out = denoiser(x, sigma, *args, **kwargs)
+            self.denoised = out.denoised if isinstance(out, Guided) else out    # a CFG++ sampler's: the guided
+            return out
         return remembering
 
     def after_step(self, i: int) -> None:

@@ -152,10 +152,12 @@ def whole_image_conditioning(model, x: torch.Tensor, options: VaeOptions) -> tor
 
 
 def guided_denoiser(model, sampler: str, g: Guidance, x: torch.Tensor, ctx: StageContext, *,
-                    model_calls: int = 0, concat: torch.Tensor | None = None) -> Denoiser:
+                    model_calls: int = 0, concat: torch.Tensor | None = None, with_uncond: bool = False) -> Denoiser:
     """D(x, sigma) with cfg and the conditioning A1111 picks per model call (second-order samplers
     make two calls per step); the scheduled texts the memo lacks (for this model's encoders) are
-    encoded here. SDXL UNets also get the pooled text and the micro-conditioning numbers."""
+    encoded here. SDXL UNets also get the pooled text and the micro-conditioning numbers. The cfg is
+    the sampler's (A1111's DDIM CFG++ divides it by 12.5); `with_uncond`: the denoiser returns
+    Guided(denoised, uncond), for the CFG++ samplers."""
     if concat is None and getattr(model, "in_channels", 4) == 9:
         concat = whole_image_conditioning(model, x, VaeOptions(fp32=ctx.vae_fp32))
     call_steps = schedule_length(sampler, g.schedule_steps)
@@ -167,15 +169,26 @@ def guided_denoiser(model, sampler: str, g: Guidance, x: torch.Tensor, ctx: Stag
                            zero_empty_negative=model.family == "sdxl", regions=regions)
     factor = model.vae_scale_factor
     time_ids = added_time_ids(model, x.shape[-1] * factor, x.shape[-2] * factor, g.micro)
-    return Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, g.cfg, inputs,
-                    model_calls=model_calls, concat=concat, time_ids=time_ids, points=g.points)
+    return Denoiser(model.unet, model_sigmas_of(model), model.prediction_type, sampler_cfg(sampler, g.cfg), inputs,
+                    model_calls=model_calls, concat=concat, time_ids=time_ids, points=g.points,
+                    with_uncond=with_uncond)
+
+
+def sampler_cfg(sampler: str, cfg: float | list[float]) -> float | list[float]:
+    """The guidance scale the sampler's denoiser applies: the recipe's, times A1111's multiplier for it
+    (1 but for DDIM CFG++: 1 / 12.5, so its usual CFG 5-12 means CFG++'s 0.4-1)."""
+    scale = SAMPLER_TABLE[sampler].cfg_scale
+    if scale == 1.0:
+        return cfg
+    return [value * scale for value in cfg] if isinstance(cfg, (list, tuple)) else cfg * scale
 
 
 def run_sampler(setup: SamplingSetup, model, x: torch.Tensor, start: int, end: int, g: Guidance, ctx: StageContext,
                 *, noise, carry: Packed | None = None, model_calls: int = 0, wrap=None, concat=None, walk=None):
     """Walk sigmas[start:end+1] of the setup's schedule; returns (x, carry, model calls so far).
     `walk(sampler, denoiser, x, sigmas, **kwargs)` replaces the one sampler call (keep_outside steps)."""
-    denoiser = guided_denoiser(model, setup.sampler, g, x, ctx, model_calls=model_calls, concat=concat)
+    denoiser = guided_denoiser(model, setup.sampler, g, x, ctx, model_calls=model_calls, concat=concat,
+                               with_uncond=SAMPLER_TABLE[setup.sampler].needs_uncond)
     sigmas = setup.sigmas
     sampler = samplers.get_sampler(setup.sampler)
     noise_sampler = samplers.noise_sampler_for(setup.sampler, noise, sigmas)

@@ -1,10 +1,12 @@
-"""A1111's timestep samplers (PLMS) against an independent re-implementation of A1111's own loop.
+"""A1111's timestep samplers (PLMS, DDIM CFG++) against independent re-implementations of A1111's loops.
 
-The reference below is written from A1111 v1.10's modules/sd_samplers_timesteps_impl.py `plms` and
-sd_samplers_timesteps.py `CompVisSampler.get_timesteps` (read in the Forge repository, which carries
-them unchanged: lllyasviel/stable-diffusion-webui-forge, sd_samplers_timesteps_impl.py at commit
-08637651, sd_samplers_timesteps.py at 7a2aca6f): it steps the variance-preserving latent over A1111's
-DDPM timesteps with the model's eps, in float64. Ours walks k-diffusion's x = x0 + sigma * eps over the
+The references below are written from A1111 v1.10's modules/sd_samplers_timesteps_impl.py `plms` and
+`ddim_cfgpp`, sd_samplers_timesteps.py `CompVisSampler.get_timesteps` (read in the Forge repository,
+which carries them unchanged: lllyasviel/stable-diffusion-webui-forge, sd_samplers_timesteps_impl.py at
+commit 08637651, sd_samplers_timesteps.py at 7a2aca6f) and sd_samplers_cfg_denoiser.py `forward` /
+`combine_denoised` (A1111's own, whose `cond_scale_miltiplier` and `last_noise_uncond` Forge's copy
+lacks): they step the variance-preserving latent over A1111's DDPM timesteps with the model's eps, in
+float64. Ours walks k-diffusion's x = x0 + sigma * eps over the
 sigmas of the same timesteps; the two latents agree after dividing by sqrt(1 + sigma^2).
 """
 import math
@@ -18,19 +20,19 @@ MEANS = (0.3, -0.4)
 DATA_STD = 0.5
 
 
-def eps_model(x_vp, sigma):
+def eps_model(x_vp, sigma, means=MEANS):
     """A closed-form, per-image, nonlinear eps(x_t): the Gaussian-data posterior mean of the noise in the
     variance-preserving latent at noise level sigma, plus a small tanh term."""
-    mean = torch.tensor(MEANS, dtype=x_vp.dtype).view(-1, 1, 1, 1)
+    mean = torch.tensor(means, dtype=x_vp.dtype).view(-1, 1, 1, 1)
     a = 1 / (1 + sigma ** 2)                                   # alpha_cumprod of that sigma
     posterior = (1 - a) ** 0.5 * (x_vp - a ** 0.5 * mean) / (a * DATA_STD ** 2 + 1 - a)
     return posterior + 0.05 * torch.tanh(x_vp) * sigma / (1 + sigma)
 
 
-def denoiser(x, sigma):
+def denoiser(x, sigma, means=MEANS):
     """The same model as k-diffusion sees it: D(x, sigma) = x - sigma * eps(x / sqrt(1 + sigma^2))."""
     s = sigma.view(-1, 1, 1, 1)
-    return x - s * eps_model(x / (1 + s ** 2) ** 0.5, s)
+    return x - s * eps_model(x / (1 + s ** 2) ** 0.5, s, means)
 
 
 def a1111_timesteps(steps):
@@ -171,3 +173,49 @@ def test_plms_txt2img_starts_from_unit_noise_in_the_variance_preserving_latent(t
     assert plms.noise_scale(0, True).item() == pytest.approx((1 + walk[0].item() ** 2) ** 0.5, rel=1e-7)
     assert plms.noise_scale(2, False).item() == walk[2].item() and plms.noise_scale(0, False).item() == walk[0].item()
     assert ddim.noise_scale(0, True).item() == walk[0].item()
+
+
+UNCOND_MEANS = (-0.1, 0.25)
+
+
+def a1111_ddim_cfgpp(x, timesteps, alphas_cumprod, cond_scale, counter):
+    """A1111's DDIM CFG++ at its default eta 0: the eps the CFG denoiser combines with cond_scale / 12.5
+    (cond_scale_miltiplier) gives pred_x0, the unconditional eps (last_noise_uncond) the direction."""
+    for index in range(len(timesteps) - 1, 0, -1):
+        t = timesteps[index]
+        a_t, a_prev = alphas_cumprod[t], alphas_cumprod[timesteps[index - 1]]
+        sigma = ((1 - a_t) / a_t) ** 0.5
+        counter.append(t)
+        e_cond, e_uncond = eps_model(x, sigma), eps_model(x, sigma, UNCOND_MEANS)
+        e_t = e_uncond.clone() + (e_cond - e_uncond) * (1.0 * (cond_scale * (1 / 12.5)))
+        pred_x0 = (x - (1 - a_t).sqrt() * e_t) / a_t.sqrt()
+        x = a_prev.sqrt() * pred_x0 + (1 - a_prev - 0.0 ** 2).sqrt() * e_uncond
+    return x
+
+
+@pytest.mark.parametrize("steps", [2, 4, 7, 20, 30])
+@pytest.mark.parametrize("cfg", [1.0, 7.0])
+def test_ddim_cfg_pp_matches_a1111_on_its_timesteps(steps, cfg):
+    from sdbake.stages.sampler_run import sampler_cfg
+    from sdbake.stages.samplers.stepping import Guided
+    sigmas = model_sigmas()
+    alphas_cumprod = 1 / (1 + sigmas ** 2)
+    timesteps = a1111_timesteps(steps)
+    noise = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(steps), dtype=torch.float64)
+    reference_calls, our_calls = [], []
+    reference = a1111_ddim_cfgpp(noise, timesteps, alphas_cumprod, cfg, reference_calls)
+    scale = sampler_cfg("ddim_cfg_pp", cfg)         # what the guided denoiser applies: cfg / 12.5
+
+    def guided(x, sigma):
+        our_calls.append(sigma)
+        cond, uncond = denoiser(x, sigma), denoiser(x, sigma, UNCOND_MEANS)
+        return Guided(uncond + (cond - uncond) * scale, uncond)
+    walk = torch.stack([sigmas[t] for t in reversed(timesteps)])
+    ours, _ = SAMPLERS["ddim_cfg_pp"](guided, noise * (1 + walk[0] ** 2) ** 0.5, walk, noise_sampler=None,
+                                      carry=None)
+    error = relative_error(ours / (1 + walk[-1] ** 2) ** 0.5, reference)
+    print(f"ddim_cfg_pp cfg {cfg} {steps} steps: max relative error {error:.2e}")
+    assert error < 1e-9
+    assert scale == cfg / 12.5 and len(our_calls) == len(reference_calls) == len(timesteps) - 1
+    assert parse_sampler("DDIM CFG++") == parse_sampler("ddim_cfgpp") == ("ddim_cfg_pp", None)
+    assert automatic_scheduler("ddim_cfg_pp") == "ddim_uniform"

@@ -94,7 +94,7 @@ def test_clip_skip_and_loras_become_clip_set_last_layer_and_lora_loader(tmp_path
 
 def test_sdbake_sampler_and_scheduler_ids_are_comfyui_choices():
     ksampler = node_definitions()["KSampler"]["input"]["required"]
-    # A1111's PLMS and eta-1 DPM fast are not KSampler choices: the export says what it writes
+    # A1111's PLMS, eta-1 DPM fast and DDIM CFG++ are not KSampler choices: the export says what it writes
     assert set(SAMPLERS) - set(ksampler["sampler_name"][0]) == set(SAMPLER_STAND_INS)
     assert {stand_in for stand_in, _why in SAMPLER_STAND_INS.values()} <= set(ksampler["sampler_name"][0])
     # A1111's polyexponential and align_your_steps are not KSampler choices: the export says what it writes
@@ -120,14 +120,30 @@ def test_a1111_schedules_comfyui_lacks_are_exported_with_a_warning(tmp_path, tin
     assert code == 1
 
 
-def test_a_sampler_comfyui_lacks_exports_as_the_nearest_with_a_warning(tmp_path, tiny_single_file, capsys):
-    stages = '[[stages]]\ntype = "sample"\nsampler = "PLMS"\n\n[[stages]]\ntype = "save"\npath = "a.png"\n'
+@pytest.mark.parametrize("label,stand_in,cfg,why", [
+    ("PLMS", "ipndm", 5.0, "the same Adams-Bashforth steps after an Euler first step"),
+    ("DDIM CFG++", "euler_cfg_pp", 0.4, "the same CFG++ steps, with cfg written as A1111's / 12.5")])
+def test_a_sampler_comfyui_lacks_exports_as_the_nearest_with_a_warning(tmp_path, tiny_single_file, capsys, label,
+                                                                        stand_in, cfg, why):
+    stages = f'[[stages]]\ntype = "sample"\nsampler = "{label}"\n\n[[stages]]\ntype = "save"\npath = "a.png"\n'
     (tmp_path / "r.toml").write_text(recipe(tiny_single_file, stages))
     code, workflow = export(tmp_path, tmp_path / "r.toml")
     assert code == 0 and validate_workflow(workflow) == []
-    assert by_class(workflow, "KSamplerAdvanced")[0]["inputs"]["sampler_name"] == "ipndm"
-    assert ("warning: stage sample (sample): sampler plms is not one of ComfyUI's KSampler samplers: exported as "
-            "ipndm (the same Adams-Bashforth steps after an Euler first step") in capsys.readouterr().err
+    inputs = by_class(workflow, "KSamplerAdvanced")[0]["inputs"]
+    assert (inputs["sampler_name"], inputs["cfg"]) == (stand_in, cfg)
+    name = label.lower().replace(" cfg++", "_cfg_pp")
+    assert (f"warning: stage sample (sample): sampler {name} is not one of ComfyUI's KSampler samplers: exported "
+            f"as {stand_in} ({why}") in capsys.readouterr().err
+
+
+def test_comfyuis_cfg_pp_samplers_export_as_themselves(tmp_path, tiny_single_file, capsys):
+    for sampler in ("euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp"):
+        stages = f'[[stages]]\ntype = "sample"\nsampler = "{sampler}"\n\n[[stages]]\ntype = "save"\npath = "a.png"\n'
+        (tmp_path / "r.toml").write_text(recipe(tiny_single_file, stages, cfg=0.6))
+        code, workflow = export(tmp_path, tmp_path / "r.toml", "--strict")
+        inputs = by_class(workflow, "KSamplerAdvanced")[0]["inputs"]
+        assert code == 0 and (inputs["sampler_name"], inputs["cfg"]) == (sampler, 0.6)
+    assert capsys.readouterr().err == ""
 
 
 def test_the_validator_names_each_problem_and_its_node():

@@ -102,6 +102,8 @@ EXPECTED = {
                         "defaults.height": 640,
                         "stages.2": {"type": "hires", "scale": 1.5, "upscaler": "latent-bilinear", "steps": 12,
                                      "denoise": 0.45}},
+    "txt2img_ddim_cfg_pp": {"defaults.sampler": "ddim_cfg_pp", "defaults.scheduler": "ddim_uniform",
+                            "defaults.cfg": 9.0},
 }
 # Unmapped keys that must be kept, word for word, as comments.
 UNMAPPED = {

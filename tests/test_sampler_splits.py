@@ -6,6 +6,7 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from sdbake.schemas.names import SAMPLERS as SAMPLER_TABLE
 from sdbake.schemas.names import WHOLE_RANGE_SAMPLERS
 from sdbake.stages.samplers import (
     SAMPLERS,
@@ -17,6 +18,7 @@ from sdbake.stages.samplers import (
     noise_sampler_for,
     sampler_sigmas,
 )
+from sdbake.stages.samplers.stepping import Guided
 
 SEEDS = [1234, 1235]
 SHAPE = (4, 8, 8)
@@ -30,11 +32,23 @@ def denoiser(x, sigma):
     return mean + 0.25 / (0.25 + s ** 2) * (x - mean) + 0.05 * torch.tanh(x) * s / (1 + s)
 
 
+def uncond_denoiser(x, sigma):
+    """The same stand-in without its prompt: another data mean, for the CFG++ samplers' Guided pair."""
+    s = sigma.view(-1, 1, 1, 1)
+    return 0.1 + 0.25 / (0.25 + s ** 2) * (x - 0.1) + 0.03 * torch.sin(x) * s / (1 + s)
+
+
+def denoiser_for(sampler):
+    if not SAMPLER_TABLE[sampler].needs_uncond:
+        return denoiser
+    return lambda x, sigma: Guided(denoiser(x, sigma), uncond_denoiser(x, sigma))
+
+
 def run_whole(sampler, sigmas):
     noise = ImageNoise(SEEDS, SHAPE)
     x = noise.draw() * sigmas[0]
-    out, _ = SAMPLERS[sampler](denoiser, x, sigmas, noise_sampler=noise_sampler_for(sampler, noise, sigmas),
-                               carry=None)
+    out, _ = SAMPLERS[sampler](denoiser_for(sampler), x, sigmas,
+                               noise_sampler=noise_sampler_for(sampler, noise, sigmas), carry=None)
     return out
 
 
@@ -43,8 +57,9 @@ def run_split(sampler, sigmas, k, tmp_path):
     carry and generator state with fresh objects, as the cache would between processes."""
     noise = ImageNoise(SEEDS, SHAPE)
     x = noise.draw() * sigmas[0]
-    x, carry = SAMPLERS[sampler](denoiser, x, sigmas[:k + 1], noise_sampler=noise_sampler_for(sampler, noise, sigmas),
-                                 carry=None, steps_after=len(sigmas) - 1 - k)
+    x, carry = SAMPLERS[sampler](denoiser_for(sampler), x, sigmas[:k + 1],
+                                 noise_sampler=noise_sampler_for(sampler, noise, sigmas), carry=None,
+                                 steps_after=len(sigmas) - 1 - k)
     tensors, meta = carry_to_tensors(carry)
     save_file({**{f"carry.{name}": t for name, t in tensors.items()}, "latent": x,
                "rng": noise.get_state()}, str(tmp_path / "state.safetensors"))
@@ -54,7 +69,7 @@ def run_split(sampler, sigmas, k, tmp_path):
                                meta)
     resumed = ImageNoise(SEEDS, SHAPE)
     resumed.set_state(stored["rng"])
-    out, _ = SAMPLERS[sampler](denoiser, stored["latent"], sigmas[k:],
+    out, _ = SAMPLERS[sampler](denoiser_for(sampler), stored["latent"], sigmas[k:],
                                noise_sampler=noise_sampler_for(sampler, resumed, sigmas), carry=carry, steps_before=k)
     return out
 
@@ -81,7 +96,8 @@ def test_split_at_any_step_equals_one_run(schedules, sampler, scheduler, tmp_pat
 
 @pytest.mark.parametrize("scheduler", ["exponential", "sgm_uniform", "simple", "ddim_uniform", "beta"])
 def test_split_is_exact_for_every_scheduler(schedules, scheduler, tmp_path):
-    for sampler in ("lms", "dpmpp_2m", "dpmpp_3m_sde", "euler_ancestral", "dpmpp_sde", "uni_pc", "ddpm", "plms"):
+    for sampler in ("lms", "dpmpp_2m", "dpmpp_3m_sde", "euler_ancestral", "dpmpp_sde", "uni_pc", "ddpm", "plms",
+                    "dpmpp_2m_cfg_pp"):
         sigmas = schedules[sampler, scheduler]
         assert torch.equal(run_split(sampler, sigmas, 13, tmp_path), run_whole(sampler, sigmas)), (sampler, scheduler)
 

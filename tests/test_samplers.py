@@ -16,6 +16,7 @@ from sdbake.stages.samplers import (
     noise_sampler_for,
     sampler_sigmas,
 )
+from sdbake.stages.samplers.stepping import Guided
 
 DATA_STD = 0.5
 
@@ -26,6 +27,14 @@ def gaussian_denoiser(data_mean):
         s = sigma.view(-1, 1, 1, 1)
         return data_mean + DATA_STD ** 2 / (DATA_STD ** 2 + s ** 2) * (x - data_mean)
     return denoise
+
+
+def for_sampler(sampler, denoise):
+    """`denoise` as `sampler` calls it: a CFG++ sampler (needs_uncond) also gets the unconditional estimate,
+    here the same unguided prediction, which makes its run the ordinary sampler's."""
+    if not names.SAMPLERS[sampler].needs_uncond:
+        return denoise
+    return lambda x, sigma: Guided(denoise(x, sigma), denoise(x, sigma))
 
 
 def exact_ode_solution(x, data_mean, sigma_start):
@@ -39,7 +48,7 @@ def sample_gaussian(sampler, steps, seed=42, shape=(4, 32, 32)):
     noise = ImageNoise([seed], shape, dtype=torch.float64)
     # start from the exact marginal at sigma_max: N(mean, std^2 + sigma^2)
     x = data_mean + math.sqrt(DATA_STD ** 2 + sigmas[0].item() ** 2) * noise.draw()
-    out, _ = SAMPLERS[sampler](gaussian_denoiser(data_mean), x, sigmas,
+    out, _ = SAMPLERS[sampler](for_sampler(sampler, gaussian_denoiser(data_mean)), x, sigmas,
                                noise_sampler=noise_sampler_for(sampler, noise, sigmas), carry=None)
     return out, exact_ode_solution(x, data_mean, sigmas[0].item())
 
@@ -88,7 +97,7 @@ def test_one_step_schedule_gives_the_denoised_estimate(sampler):
     sigmas = sampler_sigmas(sampler, "karras", model_sigmas(), 1)
     noise = ImageNoise([5], (4, 4, 4))
     x = noise.draw() * sigmas[0]
-    out, carry = SAMPLERS[sampler](gaussian_denoiser(0.0), x, sigmas,
+    out, carry = SAMPLERS[sampler](for_sampler(sampler, gaussian_denoiser(0.0)), x, sigmas,
                                    noise_sampler=noise_sampler_for(sampler, noise, sigmas), carry=None)
     assert torch.isfinite(out).all() and carry.sigma.item() == 0.0
 
@@ -138,7 +147,7 @@ def test_batch_size_never_changes_an_image(sampler):
     def run(seeds, data_mean):
         noise = ImageNoise(seeds, shape)
         initial = noise.draw()
-        out, _ = SAMPLERS[sampler](gaussian_denoiser(data_mean), initial * sigmas[0], sigmas,
+        out, _ = SAMPLERS[sampler](for_sampler(sampler, gaussian_denoiser(data_mean)), initial * sigmas[0], sigmas,
                                    noise_sampler=noise_sampler_for(sampler, noise, sigmas), carry=None)
         return initial, out
 
@@ -228,7 +237,7 @@ def test_a1111_labels_and_comfyui_ids_parse():
 
 
 def test_unknown_sampler_names_list_the_valid_ones():
-    for bad in ("DPM++ 2M Turbo", "euler_cfg_pp", "dpm_faster", "", "Karras"):
+    for bad in ("DPM++ 2M Turbo", "res_multistep_cfg_pp", "dpm_faster", "", "Karras"):
         with pytest.raises(ValueError, match="dpmpp_2m.*DPM\\+\\+ 2M"):
             parse_sampler(bad)
     with pytest.raises(ValueError, match="valid"):
@@ -240,7 +249,10 @@ def test_sampler_properties():
         "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "restart"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "ancestral"] == [
         "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm", "dpm_fast_a1111", "restart",
-        "dpm_adaptive_a1111"]
+        "dpm_adaptive_a1111", "euler_ancestral_cfg_pp"]
+    assert [name for name, info in names.SAMPLERS.items() if info.needs_uncond] == [
+        "ddim_cfg_pp", "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp"]
+    assert [name for name, info in names.SAMPLERS.items() if info.cfg_scale != 1] == ["ddim_cfg_pp"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "sde"] == [
         "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu",
         "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"]
@@ -256,6 +268,7 @@ def test_every_sampler_function_is_in_the_table_and_every_table_entry_has_one():
     import inspect
 
     from sdbake.stages.samplers import (
+        cfg_pp_samplers,
         ddpm_samplers,
         dpm_solver_fast,
         dpm_solver_samplers,
@@ -266,7 +279,7 @@ def test_every_sampler_function_is_in_the_table_and_every_table_entry_has_one():
     )
     assert list(SAMPLER_FUNCTIONS) == list(names.SAMPLERS) == list(SAMPLERS)
     modules = (karras_samplers, dpm_solver_samplers, ddpm_samplers, uni_pc_samplers, plms_samplers, dpm_solver_fast,
-               restart_samplers)
+               restart_samplers, cfg_pp_samplers)
     defined = {function for module in modules
                for name, function in inspect.getmembers(module, inspect.isfunction)
                if name.startswith("sample_") and function.__module__ == module.__name__}
@@ -280,8 +293,9 @@ def test_each_sampler_names_its_carry_and_refuses_a_missing_noise_source(sampler
     noise = noise_sampler_for(sampler, ImageNoise([1], (4, 8, 8)), sigmas)
     # restart walks down to sigma 0 only (a slice that stops above it is a split, which it refuses)
     walked = sigmas if sampler == "restart" else sigmas[:3]
-    _, carry = get_sampler(sampler)(gaussian_denoiser(0.0), x, walked, noise_sampler=noise)
+    denoise = for_sampler(sampler, gaussian_denoiser(0.0))
+    _, carry = get_sampler(sampler)(denoise, x, walked, noise_sampler=noise)
     assert carry.sampler == sampler
     if names.SAMPLERS[sampler].noise is not None:
         with pytest.raises(ValueError, match=f"sampler '{sampler}' adds noise"):
-            get_sampler(sampler)(gaussian_denoiser(0.0), x, walked, noise_sampler=None)
+            get_sampler(sampler)(denoise, x, walked, noise_sampler=None)

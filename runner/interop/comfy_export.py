@@ -17,6 +17,7 @@ from math import cos, pi, sin
 from pathlib import PurePosixPath
 
 from sdbake.runner.interop.comfy_nodes import node_definitions
+from sdbake.schemas.names import SAMPLERS as SAMPLER_TABLE
 from sdbake.schemas.stages import LATENT_UPSCALERS
 
 LATENT_METHODS = {"latent-nearest-exact": "nearest-exact", "latent-nearest": "nearest-exact",
@@ -43,6 +44,8 @@ SAMPLER_STAND_INS = {
     "restart": ("heun", "Restart's Heun steps without its restart segments: the same run below 20 steps"),
     "dpm_adaptive_a1111": ("dpm_adaptive", ("A1111's DPM adaptive runs with eta 1, fresh noise each step; "
                                             "ComfyUI's dpm_adaptive with eta 0, which gives another image")),
+    "ddim_cfg_pp": ("euler_cfg_pp", ("the same CFG++ steps, with cfg written as A1111's / 12.5; A1111 starts "
+                                     "txt2img from unit noise in the variance-preserving latent")),
 }
 AND = re.compile(r"\s*\bAND\b\s*")
 AND_WEIGHT = re.compile(r"^(.*?)\s*:\s*(-?\d+(?:\.\d+)?)\s*$", re.DOTALL)
@@ -166,7 +169,8 @@ class _Exporter:
             self.warn(stage, "regional prompts have no ComfyUI core equivalent with the same weighting: left out")
         if getattr(stage, "tome_ratio", None):
             self.warn(stage, "token merging (tome_ratio) is ComfyUI's TomePatchModel, not a core node: left out")
-        return {"model": model, "noise_seed": seed, "steps": steps, "cfg": stage.cfg,
+        scale = SAMPLER_TABLE[stage.sampler].cfg_scale       # DDIM CFG++: A1111's cfg / 12.5 is ComfyUI's cfg
+        return {"model": model, "noise_seed": seed, "steps": steps, "cfg": stage.cfg * scale if scale != 1 else stage.cfg,
                 "sampler_name": self.stand_in(stage, "sampler", SAMPLER_STAND_INS),
                 "scheduler": self.stand_in(stage, "scheduler", SCHEDULER_STAND_INS),
                 "positive": self.text(stage if stage.prompt is not None else self.encode, clip, prompt),

@@ -19,7 +19,8 @@ _HISTORY_FIELDS = ("denoised", "derivatives", "sigmas", "step_sizes")
 class Carry:
     """History of a sampler's past steps, newest first; `sigma` is where the latent now stands."""
     sigma: torch.Tensor
-    denoised: tuple[torch.Tensor, ...] = ()      # D(x) of past steps (dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde)
+    denoised: tuple[torch.Tensor, ...] = ()      # D(x) of past steps (dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde;
+                                                 # dpmpp_2m_cfg_pp: the unconditional D)
     derivatives: tuple[torch.Tensor, ...] = ()   # (x - D(x)) / sigma of past steps (lms)
     sigmas: tuple[torch.Tensor, ...] = ()        # sigmas of past steps (lms, dpmpp_2m)
     step_sizes: tuple[torch.Tensor, ...] = ()    # past step sizes h in log-SNR (dpmpp_2m_sde, dpmpp_3m_sde)

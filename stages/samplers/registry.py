@@ -12,6 +12,7 @@ from sdbake.schemas.names import SAMPLERS as SAMPLER_TABLE
 from sdbake.schemas.names import SECOND_ORDER_SAMPLERS
 
 from .carry import Carry, history_for
+from .cfg_pp_samplers import sample_dpmpp_2m_cfg_pp, sample_euler_ancestral_cfg_pp, sample_euler_cfg_pp
 from .ddpm_samplers import sample_ddpm, sample_lcm
 from .dpm_solver_fast import sample_dpm_adaptive, sample_dpm_fast
 from .dpm_solver_samplers import (
@@ -68,6 +69,11 @@ SAMPLER_FUNCTIONS: dict[str, Sampler] = {
     "dpm_fast_a1111": sample_dpm_fast,
     "restart": sample_restart,
     "dpm_adaptive_a1111": sample_dpm_adaptive,
+    # A1111's DDIM CFG++ at eta 0 is the CFG++ Euler step (cfg_pp_samplers.py); its cfg / 12.5 is the denoiser's
+    "ddim_cfg_pp": sample_euler_cfg_pp,
+    "euler_cfg_pp": sample_euler_cfg_pp,
+    "euler_ancestral_cfg_pp": sample_euler_ancestral_cfg_pp,
+    "dpmpp_2m_cfg_pp": sample_dpmpp_2m_cfg_pp,
 }
 
 

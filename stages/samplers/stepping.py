@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -10,6 +11,21 @@ from .carry import Carry
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]       # (x, sigma of shape [batch]) -> denoised
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (sigma, sigma_next) -> unit noise like x
 StepCallback = Callable[[int], None] | None                           # step index within the slice
+
+
+class Guided(NamedTuple):
+    """What the denoiser of a CFG++ sampler returns (SamplerInfo.needs_uncond): the guided clean estimate
+    and the unconditional one of the same model call."""
+    denoised: torch.Tensor
+    uncond: torch.Tensor
+
+
+def as_guided(out) -> Guided:
+    """`out` when it holds the unconditional prediction; a plain tensor would unpack along the batch."""
+    if not isinstance(out, Guided):
+        raise TypeError("a CFG++ sampler steps along the unconditional prediction: its denoiser must return "
+                        "Guided(denoised, uncond) (stages/denoiser.py with_uncond)")
+    return out
 
 
 def denoise_at(denoise: Denoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
