@@ -97,6 +97,11 @@ EXPECTED = {
     "txt2img_dpm_fast": {"defaults.sampler": "dpm_fast_a1111", "defaults.scheduler": "normal", "defaults.steps": 30},
     "txt2img_dpm_adaptive_eta0": {"defaults.sampler": "dpm_adaptive", "defaults.scheduler": "karras",
                                   "defaults.height": 640},
+    # A1111's own schedule types, for the first pass and (Hires schedule type) the hires pass
+    "schedule_align_your_steps": {"defaults.sampler": "dpmpp_2m", "defaults.scheduler": "align_your_steps",
+                                  "defaults.steps": 11,
+                                  "stages.2": {"type": "hires", "scale": 2.0, "upscaler": "latent-nearest-exact",
+                                               "steps": 6, "denoise": 0.4, "scheduler": "polyexponential"}},
     # Restart's "Automatic" is karras (A1111's sampler table); the hires pass uses the same sampler
     "txt2img_restart": {"defaults.sampler": "restart", "defaults.scheduler": "karras", "defaults.steps": 24,
                         "defaults.height": 640,
