@@ -75,6 +75,8 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "euler_cfg_pp": SamplerInfo("Euler CFG++", needs_uncond=True),
     "euler_ancestral_cfg_pp": SamplerInfo("Euler a CFG++", noise="ancestral", needs_uncond=True),
     "dpmpp_2m_cfg_pp": SamplerInfo("DPM++ 2M CFG++", needs_uncond=True),
+    "dpmpp_2s_ancestral_cfg_pp": SamplerInfo("DPM++ 2S a CFG++", second_order=True, noise="ancestral",
+                                             needs_uncond=True),
 }
 # Scheduler ids -> A1111's "Schedule type" labels (modules/sd_schedulers.py); ComfyUI's ddim_uniform is
 # what A1111 calls "DDIM". polyexponential and align_your_steps are A1111's names: ComfyUI's KSampler has

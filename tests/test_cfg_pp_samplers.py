@@ -2,8 +2,8 @@
 prediction (also at cfg 1), and renders through the stages (img2img, inpaint, previews, splits).
 
 The references re-implement ComfyUI's comfy/k_diffusion/sampling.py at commit 02159d81
-(`sample_euler_ancestral_cfg_pp`, which `sample_euler_cfg_pp` calls with eta 0, and
-`sample_dpmpp_2m_cfg_pp`) for an eps model, with the model's uncond_denoised handed out by the post-CFG
+(`sample_euler_ancestral_cfg_pp`, which `sample_euler_cfg_pp` calls with eta 0,
+`sample_dpmpp_2m_cfg_pp` and `sample_dpmpp_2s_ancestral_cfg_pp`) for an eps model, with the model's uncond_denoised handed out by the post-CFG
 hook as ComfyUI's `set_model_options_post_cfg_function` does, in float64 with the same noise draws.
 """
 import numpy as np
@@ -84,23 +84,51 @@ def comfy_dpmpp_2m_cfg_pp(x, sigmas):
     return x
 
 
+def comfy_dpmpp_2s_ancestral_cfg_pp(x, sigmas, noise_sampler):
+    s_in = x.new_ones([x.shape[0]])
+    sigma_fn = lambda t: t.neg().exp()
+    t_fn = lambda sigma: sigma.log().neg()
+    for i in range(len(sigmas) - 1):
+        denoised, uncond_denoised = comfy_model(x, sigmas[i] * s_in)
+        guidance_vector = denoised - uncond_denoised
+        sigma_down, sigma_up = comfy_ancestral_step(sigmas[i], sigmas[i + 1], 1.0)
+        if sigma_down == 0:
+            x = x + (x - uncond_denoised) / sigmas[i] * (sigma_down - sigmas[i])
+        else:
+            t, t_next = t_fn(sigmas[i]), t_fn(sigma_down)
+            r = 1 / 2
+            h = t_next - t
+            s = t + r * h
+            x_2 = (sigma_fn(s) / sigma_fn(t)) * x - (-h * r).expm1() * uncond_denoised
+            _, uncond_denoised = comfy_model(x_2, sigma_fn(s) * s_in)    # the hook hands out the new uncond
+            x = (sigma_fn(t_next) / sigma_fn(t)) * x - (-h).expm1() * uncond_denoised
+        if sigmas[i + 1] > 0:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * 1.0 * sigma_up
+        x += guidance_vector
+    return x
+
+
 def start(sigmas, seed):
     return torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * sigmas[0]
 
 
 @pytest.mark.parametrize("scheduler", ["karras", "normal", "ddim_uniform"])
-@pytest.mark.parametrize("sampler", ["euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp"])
+@pytest.mark.parametrize("sampler", ["euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
+                                     "dpmpp_2s_ancestral_cfg_pp"])
 def test_cfg_pp_samplers_match_comfyui(sampler, scheduler):
     for steps in (1, 2, 5, 20):
         sigmas = sampler_sigmas(sampler, scheduler, model_sigmas(), steps, dtype=torch.float64)
         x = start(sigmas, steps)
         draws = len(sigmas) - 1
+        ancestral = sampler in ("euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp")
         if sampler == "dpmpp_2m_cfg_pp":
             reference = comfy_dpmpp_2m_cfg_pp(x, sigmas)
+        elif sampler == "dpmpp_2s_ancestral_cfg_pp":
+            reference = comfy_dpmpp_2s_ancestral_cfg_pp(x, sigmas, fixed_noise(draws, x.shape))
         else:
             eta = 1.0 if sampler == "euler_ancestral_cfg_pp" else 0.0
             reference = comfy_euler_ancestral_cfg_pp(x, sigmas, eta, fixed_noise(draws, x.shape))
-        noise = fixed_noise(draws, x.shape) if sampler == "euler_ancestral_cfg_pp" else None
+        noise = fixed_noise(draws, x.shape) if ancestral else None
         result, _ = SAMPLERS[sampler](ours, x, sigmas, noise_sampler=noise, carry=None)
         error = relative_error(result, reference)
         print(f"{sampler} {scheduler} {steps} steps: max relative error {error:.2e}")
@@ -186,7 +214,7 @@ def test_a_cli_render_with_the_ddim_cfg_pp_label_writes_it_to_the_infotext(tmp_p
     assert calls == pytest.approx([sigmas[t].item() for t in (751, 501, 251, 1)], rel=1e-5)
 
 
-@pytest.mark.parametrize("sampler", ["euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp"])
+@pytest.mark.parametrize("sampler", ["euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp", "dpmpp_2s_ancestral_cfg_pp"])
 def test_cfg_pp_inpaints_with_previews_and_splits_exactly(tmp_path, tiny_model_dir, sampler):
     from recipe_helpers import txt2img
     mask = Image.new("L", (64, 64), 0)
@@ -208,5 +236,6 @@ def test_cfg_pp_inpaints_with_previews_and_splits_exactly(tmp_path, tiny_model_d
     assert np.array_equal(np.asarray(Image.open(whole.outputs[0])), np.asarray(Image.open(split.outputs[0])))
 
 
-SAMPLER_LABELS = {"euler_ancestral_cfg_pp": "Euler a CFG++", "dpmpp_2m_cfg_pp": "DPM++ 2M CFG++"}
+SAMPLER_LABELS = {"euler_ancestral_cfg_pp": "Euler a CFG++", "dpmpp_2m_cfg_pp": "DPM++ 2M CFG++",
+                  "dpmpp_2s_ancestral_cfg_pp": "DPM++ 2S a CFG++"}
 

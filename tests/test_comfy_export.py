@@ -137,7 +137,7 @@ def test_a_sampler_comfyui_lacks_exports_as_the_nearest_with_a_warning(tmp_path,
 
 
 def test_comfyuis_cfg_pp_samplers_export_as_themselves(tmp_path, tiny_single_file, capsys):
-    for sampler in ("euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp"):
+    for sampler in ("euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp", "dpmpp_2s_ancestral_cfg_pp"):
         stages = f'[[stages]]\ntype = "sample"\nsampler = "{sampler}"\n\n[[stages]]\ntype = "save"\npath = "a.png"\n'
         (tmp_path / "r.toml").write_text(recipe(tiny_single_file, stages, cfg=0.6))
         code, workflow = export(tmp_path, tmp_path / "r.toml", "--strict")

@@ -65,7 +65,8 @@ def test_validate_reports_every_file_and_exits_1_if_any_fails(tmp_path):
 
 def test_validate_accepts_comfyuis_samplers_and_kl_optimal(tmp_path):
     samplers = ["uni_pc", "UniPC", "uni_pc_bh2", "ddpm", "LCM", "lcm", "dpmpp_2m_sde_gpu", "dpmpp_sde_gpu",
-                "dpmpp_3m_sde_gpu", "LCM Karras", "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp"]
+                "dpmpp_3m_sde_gpu", "LCM Karras", "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp",
+                "dpmpp_2s_ancestral_cfg_pp", "DPM++ 2S a CFG++"]
     head = f'version = 1\nname = "s"\n[models.m]\ncheckpoint = "{ROOT / "models" / "demo"}"\n[defaults]\nmodel = "m"\n'
     recipes = [write(tmp_path, f"{n}.toml", f'{head}sampler = "{sampler}"\nscheduler = "{scheduler}"\n'
                      '[[stages]]\ntype = "encode"\nprompt = "a"\n[[stages]]\ntype = "sample"\n')

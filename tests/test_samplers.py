@@ -246,12 +246,13 @@ def test_unknown_sampler_names_list_the_valid_ones():
 
 def test_sampler_properties():
     assert [name for name in SAMPLERS if is_second_order(name)] == [
-        "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "restart"]
+        "heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_sde_gpu", "restart",
+        "dpmpp_2s_ancestral_cfg_pp"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "ancestral"] == [
         "euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "ddpm", "lcm", "dpm_fast_a1111", "restart",
-        "dpm_adaptive_a1111", "euler_ancestral_cfg_pp"]
+        "dpm_adaptive_a1111", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp"]
     assert [name for name, info in names.SAMPLERS.items() if info.needs_uncond] == [
-        "ddim_cfg_pp", "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp"]
+        "ddim_cfg_pp", "euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2m_cfg_pp", "dpmpp_2s_ancestral_cfg_pp"]
     assert [name for name, info in names.SAMPLERS.items() if info.cfg_scale != 1] == ["ddim_cfg_pp"]
     assert [name for name, info in names.SAMPLERS.items() if info.noise == "sde"] == [
         "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde_gpu", "dpmpp_3m_sde_gpu",

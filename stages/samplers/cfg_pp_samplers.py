@@ -6,7 +6,7 @@ are small (about 0.3-1 where CFG uses 5-8).
 Their denoiser returns Guided(denoised, uncond) (SamplerInfo.needs_uncond; stages/denoiser.py computes
 the uncond rows even at cfg 1, as ComfyUI's disable_cfg1_optimization). The math follows ComfyUI's
 comfy/k_diffusion/sampling.py at commit 02159d81 (sample_euler_ancestral_cfg_pp with eta 1 and 0,
-sample_dpmpp_2m_cfg_pp) for an eps or v model, whose alpha is 1 in k-diffusion's x, and A1111 v1.10's
+sample_dpmpp_2m_cfg_pp, sample_dpmpp_2s_ancestral_cfg_pp) for an eps or v model, whose alpha is 1 in k-diffusion's x, and A1111 v1.10's
 "DDIM CFG++" (sd_samplers_timesteps_impl.py ddim_cfgpp at eta 0), which is the Euler step below in
 variance-preserving x: pred_x0 from the guided eps, direction from the unconditional eps. A1111 guides
 that one with cfg / 12.5 (SamplerInfo.cfg_scale, applied by the guided denoiser).
@@ -16,14 +16,17 @@ from __future__ import annotations
 import torch
 
 from .carry import Carry
+from .dpm_solver_samplers import dpmpp_2s_step
 from .stepping import (
     Denoiser,
     Guided,
     NoiseSampler,
     StepCallback,
+    ancestral_step,
     ancestral_steps,
     as_guided,
     check_sigmas,
+    denoise_at,
     denoise_step,
     derivative,
 )
@@ -76,3 +79,24 @@ def sample_dpmpp_2m_cfg_pp(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Ten
     if old_uncond is None:
         return x, Carry(sigmas[-1])
     return x, Carry(sigmas[-1], denoised=(old_uncond,), sigmas=(old_sigma,))
+
+
+def sample_dpmpp_2s_ancestral_cfg_pp(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
+                                     noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
+                                     callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
+    """As ComfyUI's: the DPM-Solver++(2S) step down to sigma_down over the unconditional estimates (the
+    midpoint's too, from a second guided call), fresh noise up to the next sigma, then the step's guidance
+    D - D_uncond added to x (an Euler step along the unconditional noise on the last step, to 0)."""
+    sigma_values = check_sigmas(sigmas)
+    for i in range(len(sigmas) - 1):
+        denoised, uncond = as_guided(denoise_step(denoise, x, sigmas, i, callback))
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1])
+        if float(sigma_down) == 0:
+            x = x + derivative(x, sigmas[i], uncond) * (sigma_down - sigmas[i])
+        else:
+            x = dpmpp_2s_step(x, sigmas[i], sigma_down, uncond,
+                              lambda x_mid, s: as_guided(denoise_at(denoise, x_mid, s)).uncond)
+        if sigma_values[i + 1] > 0:
+            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
+        x = x + (denoised - uncond)
+    return x, Carry(sigmas[-1])

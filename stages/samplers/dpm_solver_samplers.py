@@ -32,6 +32,17 @@ def _sigma(lambda_: torch.Tensor) -> torch.Tensor:
     return lambda_.neg().exp()
 
 
+def dpmpp_2s_step(x: torch.Tensor, sigma: torch.Tensor, sigma_down: torch.Tensor, denoised: torch.Tensor,
+                  denoise_mid) -> torch.Tensor:
+    """One DPM-Solver++(2S) step from sigma to sigma_down: `denoise_mid(x_mid, sigma_mid)` gives the
+    estimate at the midpoint in half-log-SNR, which the step takes."""
+    lambda_now, lambda_down = _lambda(sigma), _lambda(sigma_down)
+    h = lambda_down - lambda_now
+    lambda_mid = lambda_now + 0.5 * h
+    x_mid = (_sigma(lambda_mid) / _sigma(lambda_now)) * x - (-h * 0.5).expm1() * denoised
+    return (_sigma(lambda_down) / _sigma(lambda_now)) * x - (-h).expm1() * denoise_mid(x_mid, _sigma(lambda_mid))
+
+
 def sample_dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                               noise_sampler: NoiseSampler | None = None, carry: Carry | None = None,
                               callback: StepCallback = None) -> tuple[torch.Tensor, Carry]:
@@ -43,12 +54,7 @@ def sample_dpmpp_2s_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.
         if float(sigma_down) == 0:
             x = x + derivative(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
-            lambda_now, lambda_down = _lambda(sigmas[i]), _lambda(sigma_down)
-            h = lambda_down - lambda_now
-            lambda_mid = lambda_now + 0.5 * h
-            x_mid = (_sigma(lambda_mid) / _sigma(lambda_now)) * x - (-h * 0.5).expm1() * denoised
-            denoised_mid = denoise_at(denoise, x_mid, _sigma(lambda_mid))
-            x = (_sigma(lambda_down) / _sigma(lambda_now)) * x - (-h).expm1() * denoised_mid
+            x = dpmpp_2s_step(x, sigmas[i], sigma_down, denoised, lambda x_mid, s: denoise_at(denoise, x_mid, s))
         if sigma_values[i + 1] > 0:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigma_up
     return x, Carry(sigmas[-1])

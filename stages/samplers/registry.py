@@ -12,7 +12,12 @@ from sdbake.schemas.names import SAMPLERS as SAMPLER_TABLE
 from sdbake.schemas.names import SECOND_ORDER_SAMPLERS
 
 from .carry import Carry, history_for
-from .cfg_pp_samplers import sample_dpmpp_2m_cfg_pp, sample_euler_ancestral_cfg_pp, sample_euler_cfg_pp
+from .cfg_pp_samplers import (
+    sample_dpmpp_2m_cfg_pp,
+    sample_dpmpp_2s_ancestral_cfg_pp,
+    sample_euler_ancestral_cfg_pp,
+    sample_euler_cfg_pp,
+)
 from .ddpm_samplers import sample_ddpm, sample_lcm
 from .dpm_solver_fast import sample_dpm_adaptive, sample_dpm_fast
 from .dpm_solver_samplers import (
@@ -74,6 +79,7 @@ SAMPLER_FUNCTIONS: dict[str, Sampler] = {
     "euler_cfg_pp": sample_euler_cfg_pp,
     "euler_ancestral_cfg_pp": sample_euler_ancestral_cfg_pp,
     "dpmpp_2m_cfg_pp": sample_dpmpp_2m_cfg_pp,
+    "dpmpp_2s_ancestral_cfg_pp": sample_dpmpp_2s_ancestral_cfg_pp,
 }
 
 
