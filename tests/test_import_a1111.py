@@ -216,7 +216,7 @@ def small_overrides(recipe: dict) -> list[str]:
     return overrides
 
 
-@pytest.mark.slow        # 19 renders, about 40 s with the demo model's load (the round trip renders in the fast suite)
+@pytest.mark.slow        # one render per corpus file (26), about 1 s each after the demo model's load (the round trip renders in the fast suite)
 @pytest.mark.parametrize("name", NAMES)
 def test_each_imported_recipe_renders_on_the_demo_model(name, tmp_path, capsys, model_folders):
     pytest.importorskip("torch")
