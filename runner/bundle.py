@@ -155,7 +155,7 @@ def load_bundle(bundle: Path, overrides: list[str], cache_root: Path):
             raise InputFileError(f"resolved.json is not valid JSON: {err}", file=str(bundle)) from None
     for entry in loaded.recipe.models.values():
         if entry.sha256 and entry.checkpoint:       # a merge is recomputed from its inputs
-            located = model_by_hash(entry.checkpoint, entry.sha256, folder)
+            located = model_by_hash("checkpoints", entry.checkpoint, entry.sha256, folder, bundle)
             if located is not None:
                 loaded.found[entry.checkpoint] = located
     return loaded

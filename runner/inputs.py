@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 from sdbake.runner.models.hashing import sha256_file
+from sdbake.schemas.errors import InputFileError
 
 MAX_SCAN_FILES = 10_000     # a folder searched by hash is hashed file by file: bound the work
 
@@ -113,11 +115,22 @@ def named_sha256(resolve, name: str, folder: Path) -> tuple[Path | None, str | N
     return (path, path_sha256(path)) if path.exists() else (None, None)
 
 
-def model_by_hash(checkpoint: str, sha256: str, folder: Path) -> Path | None:
-    """A checkpoint that is not where the recipe says (or is another file there): the file or diffusers
-    folder in the configured checkpoint folders with the recorded content hash, else None."""
+def model_by_hash(kind: str, name: str, sha256: str, folder: Path, source: Path, resolve=None) -> Path | None:
+    """Where a re-render of `source` (an image or a bundle) finds a model file it recorded: None when
+    `name` leads to the recorded file (used as the recipe says); else the file or diffusers folder of
+    `kind` ("checkpoints", "loras") with the recorded content hash in the configured folders, said in
+    one `note:` line. A model no folder holds is an error, never a render with another file."""
     from sdbake.runner.models.search import resolve_model_file
-    if named_sha256(lambda name, where: resolve_model_file(name, "checkpoints", where), checkpoint, folder)[1] \
-            == sha256:
+    resolve = resolve or (lambda model, where: resolve_model_file(model, kind, where))
+    named, named_hash = named_sha256(resolve, name, folder)
+    if named_hash == sha256:
         return None
-    return in_model_folders(sha256, "checkpoints")
+    located = in_model_folders(sha256, kind)
+    label = {"checkpoints": "checkpoint", "loras": "LoRA"}[kind]
+    other = f"`{name}` is {named}, sha256 {named_hash[:12]}" if named is not None else f"no file is named `{name}`"
+    if located is None:
+        raise InputFileError(f"{label} `{name}` (sha256 {sha256[:12]}) is in no {label} folder ({other})",
+                             file=str(source))
+    print(f"note: {source}: {label} `{name}` (sha256 {sha256[:12]}) found by its hash: {located} ({other})",
+          file=sys.stderr)
+    return located

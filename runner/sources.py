@@ -116,7 +116,7 @@ def _found_inputs(document: dict, recipe: dict, image: Path, folder: Path, searc
     for name, identity in document.get("models", {}).items():
         entry = recipe["models"].get(name)
         # a merge entry has no checkpoint of its own: its inputs are entries of their own
-        located = model_by_hash(entry["checkpoint"], identity["checkpoint"], folder) \
+        located = model_by_hash("checkpoints", entry["checkpoint"], identity["checkpoint"], folder, image) \
             if entry and entry.get("checkpoint") else None
         if located is not None:
             found[entry["checkpoint"]] = located
@@ -127,7 +127,7 @@ def _found_inputs(document: dict, recipe: dict, image: Path, folder: Path, searc
 def _found_loras(document: dict, recipe: dict, stages: dict, image: Path, folder: Path) -> dict[str, Path]:
     """The LoRAs the image recorded (a model entry's and a stage's `loras`, the files of `<lora:...>` tags),
     as models are found: by the recorded hash where the name leads to another file or none."""
-    from sdbake.runner.inputs import found_key
+    from sdbake.runner.inputs import found_key, model_by_hash
     from sdbake.runner.kinds.lora_tags import resolve_tag_name
     from sdbake.runner.models.search import resolve_model_file
 
@@ -149,26 +149,10 @@ def _found_loras(document: dict, recipe: dict, stages: dict, image: Path, folder
     for name, (sha256, resolve) in wanted.items():
         if not SHA256.fullmatch(str(sha256)):
             raise ValueError(f"LoRA {name}: `{sha256}` is not a sha256")
-        located = _lora_by_hash(name, sha256, resolve, image, folder)
+        located = model_by_hash("loras", name, sha256, folder, image, resolve)
         if located is not None:
             found[found_key("loras", name)] = located
     return found
-
-
-def _lora_by_hash(name: str, sha256: str, resolve, image: Path, folder: Path) -> Path | None:
-    """None when `name` leads to the recorded file; else the LoRA with that hash under another name (said
-    on stderr); a LoRA that no folder holds is an error, never a render with another file."""
-    from sdbake.runner.inputs import in_model_folders, named_sha256
-    named, named_hash = named_sha256(resolve, name, folder)
-    if named_hash == sha256:
-        return None
-    located = in_model_folders(sha256, "loras")
-    other = f"`{name}` is {named}, sha256 {named_hash[:12]}" if named is not None else f"no file is named `{name}`"
-    if located is None:
-        raise InputFileError(f"LoRA `{name}` (sha256 {sha256[:12]}) is in no LoRA folder ({other})", file=str(image))
-    print(f"note: {image}: LoRA `{name}` (sha256 {sha256[:12]}) found by its hash: {located} ({other})",
-          file=sys.stderr)
-    return located
 
 
 def load_git_revision(spec: str, overrides: list[str] = ()) -> LoadedRecipe:

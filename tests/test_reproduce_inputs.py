@@ -153,6 +153,35 @@ def test_run_image_finds_files_in_inputs_or_recipe_dir_else_says_which_is_missin
         assert pixels(out_dir / image.name) == pixels(image)
 
 
+def test_run_image_refuses_a_checkpoint_that_changed_under_its_name_and_takes_the_recorded_one_where_it_is(
+        rendered, tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from safetensors.torch import load_file, save_file
+    from sdbake.runner.modelfiles import path_sha256
+    image = rendered[0]
+    recorded = json.loads(Image.open(image).text["sdbake"])["models"]["m"]["checkpoint"]
+    changed = image.parent / "models" / "tiny"           # where the name now leads: another model
+    shutil.copytree(tiny_model_dir, changed)
+    unet = next((changed / "unet").glob("*.safetensors"))
+    save_file({name: tensor * 1.5 for name, tensor in load_file(unet).items()}, unet)
+    changed_sha = path_sha256(changed)
+    config = tmp_path / "no-models.toml"                 # and no model folder holds the recorded one
+    config.write_text(f'[folders]\ncheckpoints = ["{tmp_path / "elsewhere"}"]\n')
+    monkeypatch.setenv("SDBAKE_CONFIG", str(config))
+    code, out, err = sdbake(capsys, "run", image, "--inputs", tmp_path / "moved", "--out", tmp_path / "refused",
+                            "--cache-dir", tmp_path / "fresh-cache")
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == [(f"{image}: checkpoint `models/tiny` (sha256 {recorded[:12]}) is in no "
+                                         f"checkpoint folder (`models/tiny` is {changed}, sha256 {changed_sha[:12]})")]
+    assert not (tmp_path / "refused").exists()           # never a silent render with another model
+    monkeypatch.setenv("SDBAKE_CONFIG", str(tmp_path / "config.toml"))      # the folder with the recorded one
+    code, out, err = sdbake(capsys, "run", image, "--inputs", tmp_path / "moved", "--out", tmp_path / "again",
+                            "--cache-dir", tmp_path / "fresh-cache")
+    assert code == 0, err
+    assert "reproduced" in out and pixels(tmp_path / "again" / image.name) == pixels(image)
+    assert f"note: {image}: checkpoint `models/tiny` (sha256 {recorded[:12]}) found by its hash: " \
+           f"{tiny_model_dir.resolve()} (`models/tiny` is {changed}, sha256 {changed_sha[:12]})" in err.splitlines()
+
+
 def test_pack_round_trip_into_a_fresh_folder_and_cache(rendered, tmp_path, capsys, monkeypatch):
     bundle = tmp_path / "bundle.tar.gz"
     code, _, err = sdbake(capsys, "pack", tmp_path / "moved" / "r.toml", "-o", bundle)
