@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from sdbake.runner.commands import diff as diff_command
-from sdbake.runner.diff import consequence_line, diff_loaded, diff_sources, format_text
+from sdbake.runner.diff import consequence_line, diff_loaded, diff_sources
+from sdbake.runner.diff_text import format_text
 from sdbake.runner.numerics import Numerics
 from sdbake.runner.plan import build_plan
 from sdbake.schemas.loader import load_recipe

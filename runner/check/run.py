@@ -104,7 +104,8 @@ def collect_recipes(sources: list[str]) -> list[Path]:
 
 def golden_recipe_diff(golden: Path, loaded: LoadedRecipe, case: Case) -> None:
     """Attach the recipe diff when the golden was rendered from another recipe than the current one."""
-    from sdbake.runner.diff import diff_loaded, format_text
+    from sdbake.runner.diff import diff_loaded
+    from sdbake.runner.diff_text import format_text
     from sdbake.runner.sources import load_image_recipe
     from sdbake.schemas.canonical import canonical_dict
     try:

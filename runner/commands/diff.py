@@ -34,7 +34,8 @@ def wants_colour(choice: str, stream=sys.stdout) -> bool:
 
 
 def run_diff(args) -> int:
-    from sdbake.runner.diff import diff_sources, format_text
+    from sdbake.runner.diff import diff_sources
+    from sdbake.runner.diff_text import format_text
     from sdbake.schemas.errors import SdbakeError
 
     try:
